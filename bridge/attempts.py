@@ -1,0 +1,258 @@
+"""Running one attempt on a handler service, and everything that happens while it runs.
+
+An attempt is one NATS request. While it is out, three things can end it early: the handler stops
+heartbeating (its lease runs out: ``lost``), an operator cancels the task, or the dispatcher shuts down. Each
+aborts the pending request with a reason and publishes a cancel to the handler. Replies and heartbeats carry
+the attempt token; one for a token that is not running is stale, and is logged and counted, never stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import nats.errors
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from jetbridge import _names as names
+from jetbridge import _protocol as proto
+from jetbridge._errors import ProtocolError
+from jetbridge._requester import Requester
+from jetbridge._task import TaskRecord, encode_task
+from jetbridge._timeutil import MS, NS, format_ms, format_ns, now_ns
+
+from .metrics import Metrics
+from .routes import Route
+from .states import AttemptOutcome
+
+log = structlog.get_logger("jetbridge.attempt")
+
+
+class AttemptAborted(Exception):
+    def __init__(self, reason: proto.CancelReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(eq=False)
+class Attempt:
+    """One running attempt."""
+
+    task: TaskRecord
+    seq: int
+    queue: str
+    route: Route
+    subject: str
+    budget: float
+    lease: float | None
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    started: float = field(default_factory=time.monotonic)
+    last_beat: float = field(default_factory=time.monotonic)
+    progress: float | None = None
+    progress_message: str = ""
+    progress_dirty: bool = False
+    watchdog: asyncio.TimerHandle | None = None
+    #: serialises saves of this attempt's task (progress and the outcome)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class AttemptRunner:
+    """Sends attempts to handlers and watches them until they end."""
+
+    def __init__(self, nc: Client, *, dispatcher_id: str, metrics: Metrics, deadline_grace: float = 0.0) -> None:
+        self._nc = nc
+        self.dispatcher_id = dispatcher_id
+        self._metrics = metrics
+        self._requester = Requester(nc, prefix=f"_INBOX.jetbridge.{dispatcher_id}", on_stale=self._on_stale_reply)
+        self._hb_prefix = f"{names.HEARTBEAT_SUBJECT_PREFIX}.{dispatcher_id}"
+        self.running: dict[str, Attempt] = {}
+        self._by_task: dict[str, Attempt] = {}
+        self._finished: OrderedDict[str, str] = OrderedDict()
+        self._hb_sub = None
+
+    async def start(self) -> None:
+        await self._requester.start()
+        self._hb_sub = await self._nc.subscribe(f"{self._hb_prefix}.*", cb=self._on_heartbeat,
+                                                pending_msgs_limit=1_000_000, pending_bytes_limit=1 << 30)
+
+    async def close(self) -> None:
+        if self._hb_sub is not None and self._nc.is_connected:
+            await self._hb_sub.unsubscribe()
+        await self._requester.close()
+
+    def attempt_for(self, task_id: str) -> Attempt | None:
+        return self._by_task.get(task_id)
+
+    def abort(self, attempt: Attempt, reason: proto.CancelReason, message: str) -> bool:
+        """End a running attempt early; ``run`` returns the matching outcome."""
+        return self._requester.abort(attempt.token, AttemptAborted(reason, message))
+
+    async def run(self, attempt: Attempt) -> AttemptOutcome:
+        """Run ``attempt`` to its end and say how it ended. Never raises for handler behaviour."""
+        self.running[attempt.token] = attempt
+        self._by_task[attempt.task.id] = attempt
+        if attempt.lease is not None:
+            self._arm_watchdog(attempt, attempt.lease)
+        try:
+            if attempt.route.mode == "asyncjobs":
+                return await self._run_asyncjobs(attempt)
+            return await self._run_v1(attempt)
+        finally:
+            if attempt.watchdog is not None:
+                attempt.watchdog.cancel()
+            self.running.pop(attempt.token, None)
+            if self._by_task.get(attempt.task.id) is attempt:
+                del self._by_task[attempt.task.id]
+            self._finished[attempt.token] = attempt.task.id
+            if len(self._finished) > 10_000:
+                self._finished.popitem(last=False)
+
+    def _request(self, attempt: Attempt) -> proto.TaskRequest:
+        task = attempt.task
+        now = now_ns()
+        encoding, ctype, payload = proto.payload_fields(task.payload, task.content_type or None)
+        interval = int(attempt.lease * 1000 / 3) if attempt.lease is not None else 0
+        return proto.TaskRequest(
+            task_id=task.id, task_type=task.type, queue=attempt.queue, attempt=task.tries,
+            max_attempts=max(task.max_tries, 0), created=format_ms(task.created_ns),
+            deadline=format_ms(task.deadline_ns) if task.deadline else None,
+            attempt_token=attempt.token, attempt_deadline=format_ms(now + int(attempt.budget * NS)),
+            budget_ms=int(attempt.budget * 1000), heartbeat_subject=f"{self._hb_prefix}.{attempt.token}",
+            heartbeat_interval_ms=interval, cancel_subject=f"{names.CANCEL_SUBJECT_PREFIX}.{attempt.token}",
+            payload_encoding=encoding, content_type=ctype, payload=payload,
+        )
+
+    async def _run_v1(self, attempt: Attempt) -> AttemptOutcome:
+        request = self._request(attempt)
+        try:
+            reply = await self._requester.request(
+                attempt.subject, proto.encode_request(request), headers=proto.request_headers(request),
+                timeout=attempt.budget, token=attempt.token)
+        except BaseException as exc:  # noqa: BLE001 - every way the wait ends maps to an outcome
+            return await self._ended_without_reply(attempt, exc)
+        outcome = proto.interpret_reply(reply.headers, reply.data)
+        if outcome.attempt_token is not None and outcome.attempt_token != attempt.token:
+            self._metrics.stale_messages.labels(kind="reply").inc()
+            return AttemptOutcome("protocol_error", "protocol_error",
+                                  f"protocol error: reply carried attempt token {outcome.attempt_token}, not this attempt's")
+        if outcome.kind == "complete":
+            if isinstance(outcome.result, proto.Bytes):
+                import base64
+
+                return AttemptOutcome("complete", result=base64.b64encode(outcome.result.data).decode(),
+                                      result_encoding="base64", content_type=outcome.result.content_type)
+            return AttemptOutcome("complete", result=outcome.result)
+        if outcome.kind == "protocol_error":
+            self._metrics.protocol_errors.labels(queue=attempt.queue, type=attempt.task.type).inc()
+            return AttemptOutcome("protocol_error", "protocol_error", outcome.message)
+        retry_after = outcome.retry_after_ms / 1000 if outcome.retry_after_ms is not None else None
+        if outcome.kind == "terminate" and outcome.error_code == "result_too_large":
+            return AttemptOutcome("result_too_large", outcome.error_code, outcome.message)
+        return AttemptOutcome(outcome.kind, outcome.error_code, outcome.message or outcome.error_code,
+                              retry_after=retry_after)
+
+    async def _run_asyncjobs(self, attempt: Attempt) -> AttemptOutcome:
+        deadline = now_ns() + int(attempt.budget * NS)
+        headers = {names.H_AJ_CONTENT_TYPE: names.AJ_TASK_CONTENT_TYPE,
+                   names.H_AJ_DEADLINE: format_ns(deadline - 2 * NS, digits=0)}
+        try:
+            reply = await self._requester.request(attempt.subject, encode_task(attempt.task), headers=headers,
+                                                  timeout=attempt.budget, token=attempt.token)
+        except BaseException as exc:  # noqa: BLE001
+            return await self._ended_without_reply(attempt, exc, notify=False)
+        rh = reply.headers or {}
+        if rh.get(names.H_AJ_TERMINATE):
+            return AttemptOutcome("terminate", "terminate", f"{rh[names.H_AJ_TERMINATE]}: terminate task")
+        if rh.get(names.H_AJ_ERROR):
+            return AttemptOutcome("retry", "handler_error", rh[names.H_AJ_ERROR])
+        import base64
+
+        return AttemptOutcome("complete", result=base64.b64encode(reply.data).decode(), result_encoding="base64",
+                              content_type="application/octet-stream")
+
+    async def _ended_without_reply(self, attempt: Attempt, exc: BaseException, *, notify: bool = True) -> AttemptOutcome:
+        task = attempt.task
+        if isinstance(exc, nats.errors.NoRespondersError):
+            self._metrics.handler_available.labels(subject=attempt.subject).set(0)
+            return AttemptOutcome("no_handler", "no_handler",
+                                  f"no handler online for task type {task.type} (subject {attempt.subject})")
+        if isinstance(exc, AttemptAborted):
+            reason, outcome = exc.reason, _ABORT_OUTCOMES[exc.reason]
+            message = exc.message
+        elif isinstance(exc, nats.errors.TimeoutError):
+            deadline = task.deadline_ns
+            if deadline is not None and now_ns() >= deadline - 10 * MS:
+                reason, outcome = "deadline", "deadline"
+                message = f"deadline {task.deadline} passed during attempt {task.tries}"
+            else:
+                reason, outcome = "timeout", "timeout"
+                message = f"attempt {task.tries} timed out after {attempt.budget:.3f}s without a reply"
+        elif isinstance(exc, asyncio.CancelledError):
+            if notify:
+                await self._publish_cancel(attempt, "shutdown", "dispatcher stopped")
+            raise exc
+        else:
+            log.warning("attempt_failed", task_id=task.id, queue=attempt.queue, type=task.type, error=repr(exc))
+            return AttemptOutcome("retry", "dispatch_error", f"could not send attempt {task.tries}: {exc}")
+        if notify:
+            await self._publish_cancel(attempt, reason, message)
+        return AttemptOutcome(outcome, _ERROR_CODES[outcome], message)  # type: ignore[arg-type]
+
+    async def _publish_cancel(self, attempt: Attempt, reason: proto.CancelReason, message: str) -> None:
+        if not self._nc.is_connected or attempt.route.mode != "jetbridge":
+            return
+        body = proto.encode_cancel(attempt.task.id, attempt.token, reason, message[:1024])
+        try:
+            await self._nc.publish(f"{names.CANCEL_SUBJECT_PREFIX}.{attempt.token}", body)
+        except Exception:  # noqa: BLE001 - cancels are best effort
+            pass
+
+    def _arm_watchdog(self, attempt: Attempt, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        attempt.watchdog = loop.call_later(delay, self._check_lease, attempt)
+
+    def _check_lease(self, attempt: Attempt) -> None:
+        assert attempt.lease is not None
+        silent = time.monotonic() - attempt.last_beat
+        if silent >= attempt.lease:
+            self.abort(attempt, "lost", f"handler lost: no heartbeat for {silent:.3f}s during attempt "
+                                        f"{attempt.task.tries} (heartbeat timeout {attempt.lease:.3f}s)")
+        else:
+            self._arm_watchdog(attempt, attempt.lease - silent)
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        token = msg.subject.rsplit(".", 1)[-1]
+        attempt = self.running.get(token)
+        try:
+            beat = proto.decode_heartbeat(msg.data)
+        except ProtocolError as exc:
+            self._metrics.stale_messages.labels(kind="invalid_heartbeat").inc()
+            log.warning("invalid_heartbeat", token=token, task_id=attempt.task.id if attempt else None, error=str(exc))
+            return
+        if attempt is None or beat.attempt_token != token or beat.task_id != attempt.task.id:
+            self._metrics.stale_messages.labels(kind="heartbeat").inc()
+            log.info("stale_heartbeat", task_id=beat.task_id, token=token,
+                     why="attempt is not running" if attempt is None else "token or task id does not match")
+            return
+        attempt.last_beat = time.monotonic()
+        if beat.progress is not None or beat.message is not None:
+            attempt.progress = beat.progress if beat.progress is not None else attempt.progress
+            attempt.progress_message = beat.message if beat.message is not None else attempt.progress_message
+            attempt.progress_dirty = True
+
+    def _on_stale_reply(self, token: str, msg: Msg) -> None:
+        self._metrics.stale_messages.labels(kind="reply").inc()
+        log.info("stale_reply", task_id=self._finished.get(token), token=token,
+                 why="the attempt had already ended; the reply is not stored")
+
+
+_ABORT_OUTCOMES = {"lost": "lost", "operator": "cancelled", "shutdown": "shutdown", "deadline": "deadline",
+                   "timeout": "timeout"}
+_ERROR_CODES = {"lost": "handler_lost", "cancelled": "cancelled", "shutdown": "shutdown", "deadline": "deadline",
+                "timeout": "timeout"}

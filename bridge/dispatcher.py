@@ -1,0 +1,436 @@
+"""The dispatcher: pulls work items, runs attempts on handlers, and carries out the state machine's decisions.
+
+One :class:`QueueWorker` per queue pulls items into a shared task group. For each item the dispatcher loads
+the task, asks :mod:`bridge.states` what to do, saves the result with a compare-and-set, and only then touches
+the work item. The rules that keep tasks from being lost or stuck live in two places: :mod:`bridge.states`
+decides, and :meth:`Dispatcher._finish` never acknowledges an item whose save did not land.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from jetbridge import _names as names
+from jetbridge._errors import ConfigError, ConflictError, QueueNotFoundError, TaskNotFoundError, TransportError
+from jetbridge._events import task_state_event
+from jetbridge._requester import Requester
+from jetbridge._store import JetStreamError, TaskStore
+from jetbridge._task import TaskRecord, TaskState, decode_task, encode_task
+from jetbridge._timeutil import NS, format_ns, now_ns
+
+from .attempts import Attempt, AttemptRunner
+from .metrics import Metrics
+from .policy import parse_policy
+from .puller import Puller
+from .queues import QueueAdmin, QueueConfig
+from .retries import MOVER_CONSUMER, Mover, RetryScheduler
+from .routes import Router
+from .settings import Settings
+from .states import AttemptOutcome, Decision, ItemAction, Limits, apply, on_delivery, on_outcome
+
+log = structlog.get_logger("jetbridge.dispatcher")
+
+
+class _Item(msgspec.Struct):
+    job: str
+    kind: int = 0
+
+
+_item_decoder = msgspec.json.Decoder(_Item)
+
+
+@dataclass(eq=False)
+class QueueWorker:
+    """Serves one queue."""
+
+    config: QueueConfig
+    limits: Limits
+    capacity: int
+    puller: Puller | None = None
+    #: work items being processed: reply subject -> when the server was last told we are on it
+    inflight: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def free_slots(self) -> int:
+        return self.capacity - len(self.inflight)
+
+
+class Dispatcher:
+    """Runs attempts for the tasks on its queues until :meth:`stop`.
+
+    Args:
+        nc: a connected nats-py client (the dispatcher does not own it).
+        settings: see :class:`bridge.settings.Settings`.
+        metrics: where to count; a private registry by default.
+    """
+
+    def __init__(self, nc: Client, settings: Settings, *, metrics: Metrics | None = None) -> None:
+        self.nc = nc
+        self.settings = settings.validate()
+        self.metrics = metrics or Metrics()
+        self.id = settings.dispatcher_id
+        self.router = Router(list(settings.routes), prefix=settings.subject_prefix)
+        self._rq = Requester(nc, prefix=f"_INBOX.jetbridge.{self.id}.js")
+        self.admin = QueueAdmin(self._rq)
+        self.store = TaskStore(self._rq)
+        self.scheduler = RetryScheduler(self._rq)
+        self.runner = AttemptRunner(nc, dispatcher_id=self.id, metrics=self.metrics)
+        self._mover = Mover(nc, self._rq)
+        self.workers: dict[str, QueueWorker] = {}
+        self._tg: TaskGroup | None = None
+        self._stop = anyio.Event()
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._busy = 0
+        self._ttl_ok = False
+        self._verifier: Any = None
+        self.ready = False
+
+    # Life cycle -----------------------------------------------------------------------------------------------
+
+    async def _setup(self) -> None:
+        await self._rq.start()
+        store_config = await self.admin.ensure_stores()
+        self.store.direct = bool(store_config.get("allow_direct"))
+        self._ttl_ok = bool(store_config.get("allow_msg_ttl"))
+        if self.settings.retain_finished and not self._ttl_ok:
+            log.warning("retention_unavailable", stream=names.TASKS_STREAM,
+                        hint="the task store was created without allow_msg_ttl (by asyncjobs?); finished tasks are kept")
+        await self.scheduler.ensure_mover_consumer()
+        await self.runner.start()
+        if self.settings.verify_key:
+            from .signing import Verifier
+
+            self._verifier = Verifier(self.settings.verify_key, optional=self.settings.signatures_optional)
+        queue_names = list(self.settings.queues)
+        if "*" in queue_names:
+            queue_names = sorted(set(await self.admin.names()) | {q for q in queue_names if q != "*"})
+        for name in queue_names:
+            try:
+                config = await self.admin.get(name)
+            except QueueNotFoundError:
+                if not self.settings.create_queues:
+                    raise ConfigError(f"queue {name} does not exist and create_queues is off: "
+                                      f"create it with `jetbridge queue add {name}`") from None
+                config = await self.admin.add(QueueConfig(name=name))
+                log.info("queue_created", queue=name)
+            self.workers[name] = QueueWorker(
+                config=config,
+                limits=Limits(queue_max_tries=config.max_tries, policy=parse_policy(config.retry),
+                              no_handler_delay=self.settings.no_handler_delay),
+                capacity=min(self.settings.concurrency, config.max_concurrent),
+            )
+        await self.nc.subscribe(names.CONTROL_CANCEL_SUBJECT, cb=self._on_control_cancel)
+
+    async def run(self, *, task_status: TaskStatus[Dispatcher] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until :meth:`stop`, then drain: finish running attempts or hand them back."""
+        await self._setup()
+        mover = Puller(self.nc, names.SCHEDULE_STREAM, MOVER_CONSUMER, self._on_due, lambda: 1000)
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            for worker in self.workers.values():
+                worker.puller = Puller(self.nc, names.queue_stream(worker.name), names.QUEUE_CONSUMER,
+                                       lambda msg, w=worker: self._on_item(w, msg), worker.free_slots)
+                tg.start_soon(worker.puller.run)
+                tg.start_soon(self._keeper, worker)
+            tg.start_soon(mover.run)
+            self.ready = True
+            self.metrics.ready.set(1)
+            log.info("dispatcher_started", dispatcher=self.id, queues=list(self.workers))
+            task_status.started(self)
+            await self._stop.wait()
+            self.ready = False
+            self.metrics.ready.set(0)
+            for worker in self.workers.values():
+                assert worker.puller is not None
+                worker.puller.stop()
+            mover.stop()
+            await self._drain()
+            tg.cancel_scope.cancel()
+        await self.runner.close()
+        await self._rq.close()
+        log.info("dispatcher_stopped", dispatcher=self.id)
+
+    def stop(self) -> None:
+        """Stop taking work and drain (safe to call from a signal handler in the event loop)."""
+        self._stop.set()
+
+    async def _drain(self) -> None:
+        grace = self.settings.shutdown_grace
+        log.info("draining", in_flight=self._busy, grace_s=grace)
+        with anyio.move_on_after(grace):
+            await self._idle.wait()
+        if self._busy:
+            for attempt in list(self.runner.running.values()):
+                self.runner.abort(attempt, "shutdown", "dispatcher shutting down: attempt handed back")
+            with anyio.move_on_after(10):
+                await self._idle.wait()
+        if self._busy:
+            log.warning("drain_incomplete", in_flight=self._busy,
+                        hint="their work items are redelivered after the queue's lease")
+
+    # Intake ---------------------------------------------------------------------------------------------------
+
+    def _on_item(self, worker: QueueWorker, msg: Msg) -> None:
+        assert self._tg is not None and msg.reply
+        worker.inflight[msg.reply] = time.monotonic()
+        self._busy += 1
+        self._idle = self._idle if not self._idle.is_set() else anyio.Event()
+        self.metrics.in_flight.labels(queue=worker.name).inc()
+        self._tg.start_soon(self._process, worker, msg)
+
+    def _on_due(self, msg: Msg) -> None:
+        assert self._tg is not None
+        self._tg.start_soon(self._mover.move, msg)
+
+    async def _process(self, worker: QueueWorker, msg: Msg) -> None:
+        try:
+            await self._handle(worker, msg)
+        except Exception as exc:  # noqa: BLE001 - one item's failure must not stop the dispatcher
+            log.exception("dispatch_failed", queue=worker.name, error=repr(exc),
+                          hint="the work item is redelivered after the queue's lease")
+        finally:
+            assert msg.reply
+            worker.inflight.pop(msg.reply, None)
+            self.metrics.in_flight.labels(queue=worker.name).dec()
+            self._busy -= 1
+            if self._busy == 0:
+                self._idle.set()
+            if worker.puller is not None:
+                worker.puller.poke()
+
+    async def _handle(self, worker: QueueWorker, msg: Msg) -> None:
+        try:
+            task_id = _item_decoder.decode(msg.data).job
+            if not names.is_valid_name(task_id):
+                raise ValueError(f"job {task_id!r} is not a task id")
+        except (msgspec.DecodeError, ValueError) as exc:
+            self.metrics.dropped_items.labels(queue=worker.name, reason="corrupt_item").inc()
+            log.warning("corrupt_work_item", queue=worker.name, error=str(exc), data=msg.data[:200].decode(errors="replace"))
+            await self._item(msg, ItemAction.TERM, reason="corrupt work item")
+            return
+        try:
+            raw, seq = await self.store.load_raw(task_id)
+        except TaskNotFoundError:
+            self.metrics.dropped_items.labels(queue=worker.name, reason="task_not_found").inc()
+            log.warning("task_not_found", task_id=task_id, queue=worker.name,
+                        hint="the work item points at a task that is not in the store; item removed")
+            await self._item(msg, ItemAction.TERM, reason="task not found")
+            return
+        except TransportError as exc:
+            log.warning("task_load_failed", task_id=task_id, queue=worker.name, error=str(exc))
+            await self._item(msg, ItemAction.NAK, delay=1.0)
+            return
+        try:
+            task = decode_task(raw)
+        except (msgspec.DecodeError, ValueError) as exc:
+            await self._quarantine(worker, msg, task_id, raw, seq, str(exc))
+            return
+        if self._verifier is not None:
+            problem = self._verifier.problem(task)
+            if problem and not task.task_state.terminal:
+                decision = Decision(ItemAction.ACK, TaskState.TERMINATED, last_err=problem,
+                                    last_err_code="signature", reason="signature check failed")
+                await self._finish(worker, msg, task, seq, decision)
+                return
+        for _ in range(3):
+            decision = on_delivery(task, now_ns(), worker.limits)
+            if decision.action is not ItemAction.RUN:
+                await self._finish(worker, msg, task, seq, decision)
+                return
+            active = apply(task, decision, now_ns())
+            try:
+                seq = await self.store.save(active, seq)
+                break
+            except ConflictError:
+                self.metrics.save_conflicts.labels(queue=worker.name).inc()
+                task, seq = await self.store.load(task_id)
+        else:
+            await self._item(msg, ItemAction.NAK, delay=0.5)
+            return
+        self._event(active)
+        self.metrics.tasks.labels(queue=worker.name, type=active.type, state="active").inc()
+        await self._run_attempt(worker, msg, active, seq)
+
+    async def _run_attempt(self, worker: QueueWorker, msg: Msg, task: TaskRecord, seq: int) -> None:
+        route, subject = self.router.resolve(task.type)
+        budget = worker.config.max_run_time
+        deadline = task.deadline_ns
+        if deadline is not None:
+            budget = max(0.001, min(budget, (deadline - now_ns()) / NS))
+        lease = worker.config.lease if (route.mode == "jetbridge" and route.heartbeats) else None
+        attempt = Attempt(task=task, seq=seq, queue=worker.name, route=route, subject=subject, budget=budget,
+                          lease=min(lease, budget) if lease is not None else None)
+        self.metrics.attempts.labels(queue=worker.name, type=task.type).inc()
+        log.debug("attempt_started", task_id=task.id, queue=worker.name, type=task.type, attempt=task.tries,
+                  subject=subject, budget_s=round(budget, 3))
+        started = time.monotonic()
+        outcome = await self.runner.run(attempt)
+        self.metrics.attempt_duration.labels(queue=worker.name, type=task.type, outcome=outcome.kind).observe(
+            time.monotonic() - started)
+        if outcome.kind != "no_handler":
+            self.metrics.handler_available.labels(subject=subject).set(1)
+        async with attempt.lock:
+            task, seq = attempt.task, attempt.seq
+            if outcome.kind == "complete":
+                outcome = self._check_result_size(task, outcome)
+            decision = on_outcome(task, outcome, now_ns(), worker.limits)
+            await self._finish(worker, msg, task, seq, decision)
+
+    def _check_result_size(self, task: TaskRecord, outcome: AttemptOutcome) -> AttemptOutcome:
+        probe = apply(task, on_outcome(task, outcome, now_ns(), Limits()), now_ns())
+        size, limit = len(encode_task(probe)), self.nc.max_payload - 512
+        if size <= limit:
+            return outcome
+        return AttemptOutcome("result_too_large", "result_too_large",
+                              f"the result makes task {task.id} {size} bytes, over the store's limit of {limit} "
+                              "bytes: return a reference to large results instead")
+
+    # Carrying out decisions -----------------------------------------------------------------------------------
+
+    async def _finish(self, worker: QueueWorker, msg: Msg, task: TaskRecord, seq: int, decision: Decision) -> None:
+        """Save the decision's changes, then (only if the save landed) act on the work item."""
+        if decision.saves:
+            assert decision.state is not None
+            new = apply(task, decision, now_ns())
+            ttl = self.settings.retain_finished if (decision.state.terminal and self._ttl_ok) else None
+            if not await self._save(worker, msg, new, seq, ttl):
+                return
+            self._event(new)
+            self.metrics.tasks.labels(queue=worker.name, type=new.type, state=new.state).inc()
+            if decision.state is TaskState.RETRY:
+                self.metrics.retries.labels(queue=worker.name, type=new.type).inc()
+            level = "debug" if decision.state in (TaskState.COMPLETE, TaskState.RETRY) else "info"
+            getattr(log, level)("task_state", task_id=new.id, queue=worker.name, type=new.type, attempt=new.tries,
+                                from_state=task.state, to_state=new.state, reason=decision.reason,
+                                last_err=new.last_err or None, delay_s=round(decision.delay, 3) if decision.delay else None)
+        await self._item(msg, decision.action, delay=decision.delay, queue=worker.name, task_id=task.id)
+
+    async def _save(self, worker: QueueWorker, msg: Msg, new: TaskRecord, seq: int, ttl: float | None) -> bool:
+        for attempt in range(5):
+            try:
+                await self.store.save(new, seq, ttl=ttl)
+                return True
+            except ConflictError:
+                self.metrics.save_conflicts.labels(queue=worker.name).inc()
+                current, _ = await self.store.load(new.id)
+                if current.task_state.terminal:
+                    log.info("task_changed_elsewhere", task_id=new.id, queue=worker.name, state=current.state,
+                             hint="the task ended elsewhere (cancelled?); this outcome is dropped")
+                    await self._item(msg, ItemAction.ACK)
+                else:
+                    log.warning("attempt_superseded", task_id=new.id, queue=worker.name, state=current.state,
+                                hint="another dispatcher took the task over; this outcome is dropped")
+                return False
+            except (TransportError, JetStreamError) as exc:
+                log.warning("task_save_failed", task_id=new.id, queue=worker.name, attempt=attempt + 1, error=str(exc))
+                await anyio.sleep(0.2 * 2**attempt)
+        log.error("task_save_gave_up", task_id=new.id, queue=worker.name,
+                  hint="the work item is not acknowledged; it is redelivered and the task resumes")
+        return False
+
+    async def _item(self, msg: Msg, action: ItemAction, *, delay: float = 0.0, reason: str = "",
+                    queue: str = "", task_id: str = "") -> None:
+        reply = msg.reply
+        assert reply
+        if action is ItemAction.SCHEDULE:
+            try:
+                await self.scheduler.schedule(queue, task_id, delay)
+            except (JetStreamError, TransportError) as exc:
+                log.warning("schedule_failed", task_id=task_id, queue=queue, error=str(exc),
+                            hint="falling back to a delayed redelivery")
+                action = ItemAction.NAK
+            else:
+                action = ItemAction.ACK
+        if action is ItemAction.ACK:
+            await self.nc.publish(reply, b"+ACK")
+        elif action is ItemAction.TERM:
+            await self.nc.publish(reply, f"+TERM {reason}".strip().encode())
+        elif action is ItemAction.NAK:
+            body = b"-NAK" if delay <= 0 else b"-NAK " + msgspec.json.encode({"delay": int(delay * NS)})
+            await self.nc.publish(reply, body)
+
+    async def _quarantine(self, worker: QueueWorker, msg: Msg, task_id: str, raw: bytes, seq: int, error: str) -> None:
+        """A stored document that is not a task: keep its bytes in a terminated record anyone can inspect."""
+        keep = raw[: max(0, (self.nc.max_payload - 4096) * 3 // 4)]
+        record = TaskRecord(
+            id=task_id, type="unknown", queue=worker.name, payload=keep, max_tries=0,
+            state=TaskState.TERMINATED.value, created=format_ns(now_ns()), tries=0,
+            last_err=f"the stored task document is corrupt ({error}); its original bytes are this record's payload",
+            last_err_code="corrupt_task", content_type="application/octet-stream")
+        self.metrics.dropped_items.labels(queue=worker.name, reason="corrupt_task").inc()
+        log.error("corrupt_task", task_id=task_id, queue=worker.name, error=error)
+        decision = Decision(ItemAction.ACK)
+        if await self._save(worker, msg, record, seq, None):
+            self._event(record)
+            await self._item(msg, decision.action)
+
+    def _event(self, task: TaskRecord) -> None:
+        if self._tg is not None:
+            self._tg.start_soon(self._publish_event, task)
+
+    async def _publish_event(self, task: TaskRecord) -> None:
+        try:
+            await self.nc.publish(names.task_state_event_subject(task.id), task_state_event(task))
+        except Exception:  # noqa: BLE001 - events are best effort, like asyncjobs'
+            pass
+
+    # Background duties ----------------------------------------------------------------------------------------
+
+    async def _keeper(self, worker: QueueWorker) -> None:
+        """Tells the server we still hold our items, and stores handlers' progress; runs a few times per lease."""
+        every = max(0.05, min(worker.config.lease / 3, 1.0))
+        refresh = worker.config.lease / 3
+        while True:
+            await anyio.sleep(every)
+            now = time.monotonic()
+            for reply, told in list(worker.inflight.items()):
+                if now - told >= refresh and self.nc.is_connected:
+                    worker.inflight[reply] = now
+                    await self.nc.publish(reply, b"+WPI")
+            for attempt in list(self.runner.running.values()):
+                if attempt.queue == worker.name and attempt.progress_dirty:
+                    await self._save_progress(attempt)
+
+    async def _save_progress(self, attempt: Attempt) -> None:
+        async with attempt.lock:
+            if not attempt.progress_dirty or attempt.token not in self.runner.running:
+                return
+            attempt.progress_dirty = False
+            updated = msgspec.structs.replace(attempt.task, progress=attempt.progress,
+                                              progress_message=attempt.progress_message[:1024])
+            try:
+                attempt.seq = await self.store.save(updated, attempt.seq)
+                attempt.task = updated
+            except ConflictError:
+                self.runner.abort(attempt, "operator", "the task was changed elsewhere while it ran")
+                return
+            except (TransportError, JetStreamError):
+                attempt.progress_dirty = True
+                return
+            self._event(updated)
+
+    async def _on_control_cancel(self, msg: Msg) -> None:
+        try:
+            request = msgspec.json.decode(msg.data)
+            task_id, reason = request["task_id"], str(request.get("reason", "cancelled by operator"))
+        except (msgspec.DecodeError, KeyError, TypeError):
+            log.warning("bad_cancel_request", data=msg.data[:200].decode(errors="replace"))
+            return
+        attempt = self.runner.attempt_for(task_id)
+        if attempt is not None:
+            log.info("cancelling_attempt", task_id=task_id, queue=attempt.queue, reason=reason)
+            self.runner.abort(attempt, "operator", reason)
+

@@ -1,0 +1,36 @@
+"""Prometheus metrics. Each dispatcher has its own registry, so several can run in one process (tests)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class Metrics:
+    """Every metric the dispatcher exports (names are listed in README.md)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.tasks = Counter("jetbridge_tasks", "Task transitions made by this dispatcher, by resulting state",
+                             ["queue", "type", "state"], registry=r)
+        self.attempts = Counter("jetbridge_attempts", "Attempts started", ["queue", "type"], registry=r)
+        self.attempt_duration = Histogram("jetbridge_attempt_duration_seconds", "Attempt duration by outcome",
+                                          ["queue", "type", "outcome"], buckets=_DURATION_BUCKETS, registry=r)
+        self.retries = Counter("jetbridge_retries", "Retries decided (scheduled or delayed)", ["queue", "type"],
+                               registry=r)
+        self.in_flight = Gauge("jetbridge_in_flight", "Work items being processed now", ["queue"], registry=r)
+        self.handler_available = Gauge("jetbridge_handler_available",
+                                       "1 when the last request to the subject found a handler, 0 when none answered",
+                                       ["subject"], registry=r)
+        self.stale_messages = Counter("jetbridge_stale_messages", "Replies and heartbeats for attempts not running",
+                                      ["kind"], registry=r)
+        self.protocol_errors = Counter("jetbridge_protocol_errors", "Replies that were not valid protocol",
+                                       ["queue", "type"], registry=r)
+        self.dropped_items = Counter("jetbridge_dropped_items", "Work items removed without running a task",
+                                     ["queue", "reason"], registry=r)
+        self.save_conflicts = Counter("jetbridge_save_conflicts", "Task saves that lost a compare-and-set",
+                                      ["queue"], registry=r)
+        self.nats_connected = Gauge("jetbridge_nats_connected", "1 while connected to NATS", registry=r)
+        self.ready = Gauge("jetbridge_ready", "1 while the dispatcher is pulling work", registry=r)

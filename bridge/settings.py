@@ -1,0 +1,211 @@
+"""Dispatcher settings: one frozen record, filled from a TOML file, then the environment, then flags.
+
+Every key is documented here once. Unknown keys are errors (a typo must not silently fall back to a default),
+and every error names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from jetbridge import _names as names
+from jetbridge._errors import ConfigError
+
+from .policy import parse_duration
+from .routes import Route
+
+ENV_PREFIX = "JETBRIDGE_"
+SECRET_KEYS = frozenset({"password", "token", "nkey_seed", "creds"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """How a dispatcher runs.
+
+    Attributes:
+        server: NATS URL(s), comma separated; empty: start an embedded nats-server in ``data_dir``.
+        context: a NATS CLI context name to take the connection from.
+        user, password, token, nkey_seed, creds: NATS credentials (secrets are never logged or shown).
+        tls_ca, tls_cert, tls_key: TLS files.
+        data_dir: where the embedded server keeps its store.
+        queues: queues to serve; ``*`` serves every queue that exists.
+        create_queues: create missing queues (with default settings) instead of failing.
+        concurrency: attempts this dispatcher runs at once, across its queues.
+        subject_prefix: default route subject prefix (``<prefix>.<type>``).
+        routes: the route table (see bridge.routes).
+        no_handler_delay: wait between tries while no handler answers (not counted as attempts).
+        shutdown_grace: on SIGTERM, how long running attempts may finish before they are handed back.
+        retain_finished: how long finished tasks stay in the store (0: forever); needs a Jetbridge task store.
+        metrics_listen: ``host:port`` for /metrics, /healthz and /readyz; empty: off.
+        log_format: ``console``, ``json`` or ``auto`` (json unless a terminal).
+        log_level: ``debug``, ``info``, ``warning`` or ``error``.
+        dispatcher_id: this dispatcher's name in subjects and logs.
+        verify_key: hex ed25519 public key: when set, tasks must be signed (asyncjobs-compatible).
+        signatures_optional: with ``verify_key``, accept unsigned tasks too.
+    """
+
+    server: str = ""
+    context: str = ""
+    user: str = ""
+    password: str = ""
+    token: str = ""
+    nkey_seed: str = ""
+    creds: str = ""
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    data_dir: str = ".jetbridge"
+    queues: tuple[str, ...] = ("DEFAULT",)
+    create_queues: bool = True
+    concurrency: int = 200
+    subject_prefix: str = names.DEFAULT_TASK_SUBJECT_PREFIX
+    routes: tuple[Route, ...] = ()
+    no_handler_delay: float = 5.0
+    shutdown_grace: float = 30.0
+    retain_finished: float = 0.0
+    metrics_listen: str = ""
+    log_format: Literal["auto", "console", "json"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    dispatcher_id: str = field(default_factory=lambda: secrets.token_hex(6))
+    verify_key: str = ""
+    signatures_optional: bool = False
+
+    def validate(self) -> Settings:
+        if not self.queues:
+            raise ConfigError("queues: name at least one queue, or '*' for all")
+        for q in self.queues:
+            if q != "*" and not names.is_valid_name(q):
+                raise ConfigError(f"queues: {q!r} is not a valid queue name (letters, digits, '_', '-', ':')")
+        if not 1 <= self.concurrency <= 100_000:
+            raise ConfigError(f"concurrency must be between 1 and 100000, got {self.concurrency}")
+        if not names.is_valid_name(self.dispatcher_id.replace("-", "_")) or ":" in self.dispatcher_id:
+            raise ConfigError(f"dispatcher_id {self.dispatcher_id!r} must be letters, digits, '_' or '-'")
+        for key in ("no_handler_delay", "shutdown_grace", "retain_finished"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must not be negative")
+        if 0 < self.retain_finished < 1:
+            raise ConfigError("retain_finished must be 0 (forever) or at least 1s")
+        if self.log_format not in ("auto", "console", "json"):
+            raise ConfigError(f"log_format must be auto, console or json, not {self.log_format!r}")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"log_level must be debug, info, warning or error, not {self.log_level!r}")
+        if self.verify_key and (len(self.verify_key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in self.verify_key)):
+            raise ConfigError("verify_key must be a 64-character hex ed25519 public key")
+        if self.metrics_listen and ":" not in self.metrics_listen:
+            raise ConfigError(f"metrics_listen must be host:port, got {self.metrics_listen!r}")
+        for r in self.routes:
+            r.validate()
+        return self
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting, with secrets replaced, for `jetbridge config show` and logs."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_KEYS and value:
+                value = "<redacted>"
+            elif f.name == "server" and value:
+                value = _redact_url(value)
+            elif f.name == "routes":
+                value = [{"match": r.match, "subject": r.subject, "mode": r.mode, "heartbeats": r.heartbeats}
+                         for r in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+def _redact_url(urls: str) -> str:
+    parts = []
+    for url in urls.split(","):
+        if "@" in url and "://" in url:
+            scheme, rest = url.split("://", 1)
+            url = f"{scheme}://<redacted>@{rest.split('@', 1)[1]}"
+        parts.append(url)
+    return ",".join(parts)
+
+
+_DURATIONS = {"no_handler_delay", "shutdown_grace", "retain_finished"}
+_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    if key not in _FIELDS:
+        known = ", ".join(sorted(_FIELDS))
+        raise ConfigError(f"{source}: unknown setting {key!r}; known settings: {known}")
+    default = _FIELDS[key].default
+    current = "" if default is MISSING else default
+    try:
+        if key in _DURATIONS:
+            return parse_duration(value, what=f"{source}: {key}")
+        if key == "queues":
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(q).strip() for q in items if str(q).strip())
+        if key == "routes":
+            if not isinstance(value, list):
+                raise ConfigError(f"{source}: routes must be a list of tables")
+            return tuple(_route(r, source) for r in value)
+        if isinstance(current, bool):
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
+        if isinstance(current, int):
+            if isinstance(value, bool):
+                raise ConfigError(f"{source}: {key} must be a whole number, got {value!r}")
+            return int(value)
+        if not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{source}: {key} must be a string, got {type(value).__name__}")
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{source}: {key} has an invalid value {value!r}: {exc}") from None
+
+
+def _route(raw: Any, source: str) -> Route:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: each route must be a table with match and subject")
+    unknown = set(raw) - {"match", "subject", "mode", "heartbeats"}
+    if unknown or "match" not in raw or "subject" not in raw:
+        raise ConfigError(f"{source}: a route needs match and subject (and may have mode, heartbeats); "
+                          f"got {sorted(raw)}")
+    return Route(str(raw["match"]), str(raw["subject"]), raw.get("mode", "jetbridge"),
+                 bool(raw.get("heartbeats", True))).validate()
+
+
+def load_settings(
+    path: str | Path | None = None, *, env: dict[str, str] | None = None, flags: dict[str, Any] | None = None,
+) -> Settings:
+    """Settings from a TOML file, overridden by ``JETBRIDGE_*`` environment variables, overridden by flags."""
+    values: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        try:
+            doc = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+        for key, value in doc.items():
+            values[key] = _coerce(key, value, f"config file {p}")
+    for name, value in (os.environ if env is None else env).items():
+        if name.startswith(ENV_PREFIX) and name not in _NOT_SETTINGS:
+            key = name[len(ENV_PREFIX):].lower()
+            values[key] = _coerce(key, value, f"environment variable {name}")
+    for key, value in (flags or {}).items():
+        if value is not None:
+            values[key] = _coerce(key, value, f"flag --{key.replace('_', '-')}")
+    return replace(Settings(), **values).validate()
+
+
+#: JETBRIDGE_* variables that are not settings (used by handlers and the CLI).
+_NOT_SETTINGS = frozenset({"JETBRIDGE_INSTANCE", "JETBRIDGE_CONFIG"})

@@ -1,0 +1,191 @@
+"""The task state machine: pure decisions, no I/O.
+
+The dispatcher asks two questions and carries out the answer: what to do with a work item that was just
+delivered (:func:`on_delivery`), and what an attempt's outcome means (:func:`on_outcome`). Each answer is a
+:class:`Decision`: the changes to save on the task (always a compare-and-set) and what to do with the work item
+afterwards. Keeping every rule here, with the rest of the dispatcher only executing decisions, is what lets the
+property tests prove that every path ends in a terminal state and that only terminal states finalise an item.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Literal
+
+import msgspec
+from jetbridge._task import TaskRecord, TaskResult, TaskState
+from jetbridge._timeutil import NS, format_ns
+
+from .policy import RetryPolicy
+
+#: asyncjobs NAKs blocked (dependency) tasks for a fixed 5 s; so do we, without spending attempts.
+BLOCKED_DELAY = 5.0
+
+
+class ItemAction(str, Enum):
+    """What happens to the work item once the task is saved."""
+
+    #: run an attempt now (the task was saved ``active``)
+    RUN = "run"
+    #: the task is final: remove the item
+    ACK = "ack"
+    #: the item is unusable (missing or corrupt task): remove it, with a reason for the server's advisory
+    TERM = "term"
+    #: put the item back to be delivered again after ``delay`` (short delays; holds a concurrency slot)
+    NAK = "nak"
+    #: remove the item and schedule a new one at ``now + delay`` (holds no slot while waiting)
+    SCHEDULE = "schedule"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the queue and the dispatcher add to a task's own limits."""
+
+    queue_max_tries: int = -1
+    policy: RetryPolicy | None = None
+    no_handler_delay: float = 5.0
+    #: retries sooner than this are NAKed with a delay instead of scheduled (schedules have 1 s precision)
+    schedule_threshold: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The changes to make to a task, and what to do with its work item after saving them."""
+
+    action: ItemAction
+    state: TaskState | None = None
+    delay: float = 0.0
+    last_err: str | None = None
+    last_err_code: str | None = None
+    tries_delta: int = 0
+    result: TaskResult | None = None
+    reason: str = ""
+    clear_progress: bool = False
+
+    @property
+    def saves(self) -> bool:
+        return self.state is not None
+
+
+OutcomeKind = Literal[
+    "complete", "retry", "terminate", "protocol_error", "timeout", "lost", "no_handler", "deadline",
+    "shutdown", "result_too_large", "cancelled",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptOutcome:
+    """How an attempt ended, as the dispatcher saw it."""
+
+    kind: OutcomeKind
+    error_code: str = ""
+    message: str = ""
+    retry_after: float | None = None
+    result: Any = None
+    result_encoding: str = ""
+    content_type: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def max_attempts(task: TaskRecord, limits: Limits) -> int:
+    """The attempts a task gets: its own ``max_tries`` capped by the queue's; 0 means no limit."""
+    bounds = [n for n in (task.max_tries, limits.queue_max_tries) if n > 0]
+    return min(bounds) if bounds else 0
+
+
+def on_delivery(task: TaskRecord, now_ns: int, limits: Limits) -> Decision:
+    """Decide what a delivered work item means for its task."""
+    state = task.task_state
+    if state.terminal:
+        return Decision(ItemAction.ACK, reason=f"task is already {state.value}")
+    if state is TaskState.BLOCKED:
+        return Decision(ItemAction.NAK, delay=BLOCKED_DELAY, reason="waiting for dependencies")
+    last_err = task.last_err
+    last_code = task.last_err_code
+    if state is TaskState.ACTIVE:
+        last_err = f"attempt {task.tries} was interrupted: its dispatcher stopped before the attempt ended"
+        last_code = "interrupted"
+    if task.is_past_deadline(now_ns):
+        return Decision(ItemAction.ACK, TaskState.EXPIRED, last_code="deadline", reason="past deadline",
+                        last_err=f"deadline {task.deadline} passed before attempt {task.tries + 1} could start")
+    limit = max_attempts(task, limits)
+    if limit and task.tries >= limit:
+        why = f"gave up after {task.tries} of {limit} attempts"
+        return Decision(ItemAction.ACK, TaskState.EXPIRED, reason="no attempts left",
+                        last_err=f"{why}: {last_err}" if last_err else why, last_err_code=last_code or "max_tries")
+    return Decision(ItemAction.RUN, TaskState.ACTIVE, tries_delta=1, last_err="", last_err_code="",
+                    reason="attempt starts", clear_progress=True)
+
+
+def on_outcome(
+    task: TaskRecord, outcome: AttemptOutcome, now_ns: int, limits: Limits, rng: random.Random | None = None,
+) -> Decision:
+    """Decide what an attempt's outcome means. ``task`` is the active task, ``tries`` counting this attempt."""
+    kind = outcome.kind
+    if kind == "complete":
+        result = TaskResult(payload=outcome.result, completed=format_ns(now_ns), encoding=outcome.result_encoding,
+                            content_type=outcome.content_type)
+        return Decision(ItemAction.ACK, TaskState.COMPLETE, result=result, last_err="", last_err_code="",
+                        reason="handler succeeded")
+    if kind in ("terminate", "result_too_large", "cancelled"):
+        return Decision(ItemAction.ACK, TaskState.TERMINATED, last_err=outcome.message,
+                        last_err_code=outcome.error_code or kind, reason="handler terminated the task")
+    if kind == "deadline":
+        return Decision(ItemAction.ACK, TaskState.EXPIRED, last_err_code="deadline", reason="deadline passed",
+                        last_err=f"deadline {task.deadline} passed during attempt {task.tries}")
+    if kind == "shutdown":
+        return Decision(ItemAction.NAK, TaskState.RETRY, tries_delta=-1, delay=0.0, last_err_code="shutdown",
+                        last_err=f"attempt {task.tries} was handed back: the dispatcher shut down",
+                        reason="handed back on shutdown")
+    if kind == "no_handler":
+        return _wait_or_expire(task, now_ns, limits, limits.no_handler_delay, TaskState.NO_HANDLER,
+                               outcome.message, "no_handler", tries_delta=-1)
+    # Everything else failed this attempt and may be retried: retry, protocol_error, timeout, lost.
+    code = outcome.error_code or kind
+    limit = max_attempts(task, limits)
+    if limit and task.tries >= limit:
+        return Decision(ItemAction.ACK, TaskState.EXPIRED, last_err_code=code, reason="no attempts left",
+                        last_err=f"gave up after {task.tries} of {limit} attempts: {outcome.message}")
+    if outcome.retry_after is not None:
+        delay = outcome.retry_after
+    elif limits.policy is not None:
+        delay = limits.policy.delay(task.tries, rng)
+    else:
+        delay = 0.0
+    return _wait_or_expire(task, now_ns, limits, delay, TaskState.RETRY, outcome.message, code)
+
+
+def _wait_or_expire(
+    task: TaskRecord, now_ns: int, limits: Limits, delay: float, state: TaskState, message: str, code: str,
+    tries_delta: int = 0,
+) -> Decision:
+    deadline = task.deadline_ns
+    if deadline is not None and now_ns + int(delay * NS) > deadline:
+        return Decision(ItemAction.ACK, TaskState.EXPIRED, tries_delta=tries_delta, last_err_code=code,
+                        reason="deadline passes before the next attempt",
+                        last_err=f"deadline {task.deadline} passes before the next attempt: {message}")
+    action = ItemAction.NAK if delay < limits.schedule_threshold else ItemAction.SCHEDULE
+    return Decision(action, state, delay=delay, tries_delta=tries_delta, last_err=message, last_err_code=code,
+                    reason=f"next attempt in {delay:.3f}s")
+
+
+def apply(task: TaskRecord, decision: Decision, now_ns: int) -> TaskRecord:
+    """The task after ``decision``: a new record, ``task`` is not changed."""
+    if not decision.saves:
+        return task
+    assert decision.state is not None
+    changes: dict[str, Any] = {"state": decision.state.value, "tries": max(0, task.tries + decision.tries_delta)}
+    if decision.last_err is not None:
+        changes["last_err"] = decision.last_err
+    if decision.last_err_code is not None:
+        changes["last_err_code"] = decision.last_err_code
+    if decision.state in (TaskState.ACTIVE, TaskState.COMPLETE, TaskState.RETRY, TaskState.TERMINATED):
+        changes["tried"] = format_ns(now_ns)
+    if decision.result is not None:
+        changes["result"] = decision.result
+    if decision.clear_progress:
+        changes["progress"] = None
+        changes["progress_message"] = ""
+    return msgspec.structs.replace(task, **changes)

@@ -1,0 +1,1 @@
+"""Jetbridge SDK (placeholder: filled in below)."""
