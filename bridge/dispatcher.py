@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 from jetbridge import _names as names
 from jetbridge._errors import ConfigError, ConflictError, QueueNotFoundError, TaskNotFoundError, TransportError
 from jetbridge._events import task_state_event
+from jetbridge._inflight import InFlight
 from jetbridge._requester import Requester
 from jetbridge._store import JetStreamError, TaskStore
 from jetbridge._task import TaskRecord, TaskState, decode_task, encode_task
@@ -91,9 +92,9 @@ class Dispatcher:
         self.workers: dict[str, QueueWorker] = {}
         self._tg: TaskGroup | None = None
         self._stop = anyio.Event()
-        self._idle = anyio.Event()
-        self._idle.set()
-        self._busy = 0
+        #: set once :meth:`run` has drained and returned
+        self.stopped = anyio.Event()
+        self.busy = InFlight()
         self._ttl_ok = False
         self._verifier: Any = None
         self.ready = False
@@ -162,6 +163,7 @@ class Dispatcher:
         await self.runner.close()
         await self._rq.close()
         log.info("dispatcher_stopped", dispatcher=self.id)
+        self.stopped.set()
 
     def stop(self) -> None:
         """Stop taking work and drain (safe to call from a signal handler in the event loop)."""
@@ -169,16 +171,16 @@ class Dispatcher:
 
     async def _drain(self) -> None:
         grace = self.settings.shutdown_grace
-        log.info("draining", in_flight=self._busy, grace_s=grace)
+        log.info("draining", in_flight=self.busy.count, grace_s=grace)
         with anyio.move_on_after(grace):
-            await self._idle.wait()
-        if self._busy:
+            await self.busy.wait_idle()
+        if self.busy.count:
             for attempt in list(self.runner.running.values()):
                 self.runner.abort(attempt, "shutdown", "dispatcher shutting down: attempt handed back")
             with anyio.move_on_after(10):
-                await self._idle.wait()
-        if self._busy:
-            log.warning("drain_incomplete", in_flight=self._busy,
+                await self.busy.wait_idle()
+        if self.busy.count:
+            log.warning("drain_incomplete", in_flight=self.busy.count,
                         hint="their work items are redelivered after the queue's lease")
 
     # Intake ---------------------------------------------------------------------------------------------------
@@ -186,8 +188,7 @@ class Dispatcher:
     def _on_item(self, worker: QueueWorker, msg: Msg) -> None:
         assert self._tg is not None and msg.reply
         worker.inflight[msg.reply] = time.monotonic()
-        self._busy += 1
-        self._idle = self._idle if not self._idle.is_set() else anyio.Event()
+        self.busy.enter()
         self.metrics.in_flight.labels(queue=worker.name).inc()
         self._tg.start_soon(self._process, worker, msg)
 
@@ -205,9 +206,7 @@ class Dispatcher:
             assert msg.reply
             worker.inflight.pop(msg.reply, None)
             self.metrics.in_flight.labels(queue=worker.name).dec()
-            self._busy -= 1
-            if self._busy == 0:
-                self._idle.set()
+            self.busy.leave()
             if worker.puller is not None:
                 worker.puller.poke()
 

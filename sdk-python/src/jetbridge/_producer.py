@@ -284,5 +284,3 @@ def ids_of(results: Sequence[str | JetbridgeError]) -> list[str]:
     """The ids of the tasks an :meth:`Producer.enqueue_many` call enqueued."""
     return [r for r in results if isinstance(r, str)]
 
-
-__all__ = ["Producer", "TaskSpec", "TaskNotFoundError", "format_ns", "ids_of", "payload_limit"]

@@ -1,0 +1,73 @@
+"""How the CLI shows things: rich tables on a terminal, JSON with ``--json``."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from jetbridge._task import TaskRecord
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def task_dict(task: TaskRecord) -> dict[str, Any]:
+    d: dict[str, Any] = msgspec.to_builtins(task)
+    if task.payload is not None:
+        d["payload"] = _payload_view(task.payload, task.content_type)
+    return d
+
+
+def _payload_view(data: bytes, content_type: str) -> Any:
+    if content_type in ("", "application/json"):
+        try:
+            return json.loads(data)
+        except ValueError:
+            pass
+    return {"base64": base64.b64encode(data).decode(), "content_type": content_type or "application/octet-stream"}
+
+
+def result_text(task: TaskRecord) -> str:
+    if task.result is None:
+        return ""
+    value = task.result.payload
+    if task.result.encoding == "base64":
+        return f"<{len(base64.b64decode(value))} bytes {task.result.content_type}>"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def show_task(task: TaskRecord) -> None:
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("id", task.id), ("type", task.type), ("queue", task.queue), ("state", task.state),
+        ("tries", f"{task.tries} of {task.max_tries or 'unlimited'}"), ("created", task.created),
+        ("deadline", task.deadline or ""), ("last tried", task.tried or ""),
+        ("last error", f"{task.last_err} [{task.last_err_code}]" if task.last_err else ""),
+        ("progress", f"{task.progress:.0%} {task.progress_message}" if task.progress is not None else ""),
+        ("payload", json.dumps(_payload_view(task.payload or b"", task.content_type), ensure_ascii=False)[:500]),
+        ("result", result_text(task)[:500]),
+    ]
+    for key, value in rows:
+        if value:
+            table.add_row(key, str(value))
+    console.print(table)
+
+
+def task_table(tasks: list[TaskRecord]) -> None:
+    table = Table("id", "type", "queue", "state", "tries", "created", "last error / result")
+    for t in tasks:
+        table.add_row(t.id, t.type, t.queue, t.state, str(t.tries), t.created[:19],
+                      (t.last_err or result_text(t))[:60])
+    console.print(table)

@@ -1,0 +1,45 @@
+"""``jetbridge run``: the dispatcher as a long-running process (connection, logs, metrics, signals)."""
+
+from __future__ import annotations
+
+import signal
+
+import anyio
+import structlog
+
+from .connect import describe, session
+from .dispatcher import Dispatcher
+from .health import serve_health
+from .logs import configure_logging
+from .metrics import Metrics
+from .settings import Settings
+
+log = structlog.get_logger("jetbridge")
+
+
+async def run_dispatcher(settings: Settings) -> None:
+    configure_logging(settings.log_format, settings.log_level)
+    metrics = Metrics()
+    async with session(settings) as (nc, settings):
+        metrics.nats_connected.set(1 if nc.is_connected else 0)
+        log.info("connected", server=describe(settings), max_payload=nc.max_payload)
+        dispatcher = Dispatcher(nc, settings, metrics=metrics)
+
+        def ready() -> bool:
+            connected = nc.is_connected
+            metrics.nats_connected.set(1 if connected else 0)
+            return connected and dispatcher.ready
+
+        async with anyio.create_task_group() as tg:
+            if settings.metrics_listen:
+                port = await tg.start(serve_health, settings.metrics_listen, metrics, ready)
+                log.info("metrics_listening", listen=settings.metrics_listen, port=port)
+            await tg.start(dispatcher.run)
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("signal", signal=signal.Signals(signum).name, action="draining")
+                    dispatcher.stop()
+                    break
+            await dispatcher.stopped.wait()
+            tg.cancel_scope.cancel()
+
