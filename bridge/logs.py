@@ -21,7 +21,8 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: object = N
     if json_lines:
         processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     else:
-        processors += [structlog.dev.ConsoleRenderer(colors=getattr(out, "isatty", lambda: False)())]
+        processors += [structlog.dev.ConsoleRenderer(colors=getattr(out, "isatty", lambda: False)(),
+                                                  exception_formatter=structlog.dev.plain_traceback)]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),

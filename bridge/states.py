@@ -108,7 +108,7 @@ def on_delivery(task: TaskRecord, now_ns: int, limits: Limits) -> Decision:
         last_err = f"attempt {task.tries} was interrupted: its dispatcher stopped before the attempt ended"
         last_code = "interrupted"
     if task.is_past_deadline(now_ns):
-        return Decision(ItemAction.ACK, TaskState.EXPIRED, last_code="deadline", reason="past deadline",
+        return Decision(ItemAction.ACK, TaskState.EXPIRED, last_err_code="deadline", reason="past deadline",
                         last_err=f"deadline {task.deadline} passed before attempt {task.tries + 1} could start")
     limit = max_attempts(task, limits)
     if limit and task.tries >= limit:

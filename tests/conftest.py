@@ -11,6 +11,9 @@ import pytest
 from nats.aio.client import Client
 
 from bridge.embedded import NatsServer
+from bridge.logs import configure_logging
+
+configure_logging("console", "info")
 
 _names = itertools.count(1)
 

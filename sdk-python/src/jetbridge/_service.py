@@ -8,6 +8,7 @@ While a handler runs the service heartbeats for it, listens for a cancel, and bo
 
 from __future__ import annotations
 
+import functools
 import inspect
 import signal
 import time
@@ -128,7 +129,11 @@ class Service:
         self.in_flight = InFlight()
 
     def handler(self, task_type: str) -> Callable[[H], H]:
-        """Decorator: ``@service.handler("email:new")``; ``"*"`` handles every type without its own handler."""
+        """Decorator: ``@service.handler("email:new")`` serves subject ``<prefix>.email:new``.
+
+        The endpoint that receives a request runs it, so a dispatcher route that sends several types to
+        ``<prefix>.images`` is served by ``@service.handler("images")``; ``"*"`` serves ``<prefix>.*``.
+        """
 
         def register(fn: H) -> H:
             self.add_handler(task_type, fn)
@@ -165,7 +170,8 @@ class Service:
                 subject = f"{self.prefix}.{task_type}"
                 await self._micro.add_endpoint(
                     name=task_type.replace(":", "_") if task_type != "*" else "catchall", subject=subject,
-                    handler=self._on_request, metadata={"jetbridge.task_type": task_type})
+                    handler=functools.partial(self._on_request, self._handlers[task_type]),
+                    metadata={"jetbridge.task_type": task_type})
             task_status.started(self)
             await self._stop.wait()
             await self._micro.stop()
@@ -178,15 +184,15 @@ class Service:
         """Stop taking requests and drain (see :meth:`run`)."""
         self._stop.set()
 
-    async def _on_request(self, request: Request) -> None:
+    async def _on_request(self, fn: Callable[[Task], Awaitable[Any]], request: Request) -> None:
         await self._limiter.acquire()
         assert self._tg is not None
         self.in_flight.enter()
-        self._tg.start_soon(self._serve, request._msg)
+        self._tg.start_soon(self._serve, fn, request._msg)
 
-    async def _serve(self, msg: Msg) -> None:
+    async def _serve(self, fn: Callable[[Task], Awaitable[Any]], msg: Msg) -> None:
         try:
-            await self._attempt(msg)
+            await self._attempt(fn, msg)
         except Exception as exc:  # noqa: BLE001 - a bad request must never take the service down
             log.exception("request_failed", subject=msg.subject, error=repr(exc))
         finally:
@@ -198,18 +204,12 @@ class Service:
             body, headers = reply
             await self.nc.publish(msg.reply, body, headers=headers or None)
 
-    async def _attempt(self, msg: Msg) -> None:
+    async def _attempt(self, fn: Callable[[Task], Awaitable[Any]], msg: Msg) -> None:
         try:
             request = proto.decode_request(msg.data)
         except proto.Rejection as rejection:
             log.warning("request_rejected", subject=msg.subject, code=rejection.code, reason=rejection.message)
             await self._reply(msg, rejection.reply())
-            return
-        fn = self._handlers.get(request.task_type) or self._handlers.get("*")
-        if fn is None:
-            await self._reply(msg, proto.encode_error(
-                "terminate", "unknown_task_type", f"this service has no handler for task type {request.task_type}",
-                attempt_token=request.attempt_token))
             return
         task = Task(request, self, dict(msg.headers or {}))
         reply = await self._run_handler(fn, task, request)

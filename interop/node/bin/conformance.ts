@@ -1,0 +1,150 @@
+#!/usr/bin/env node
+/**
+ * The conformance handler: the task types, events, environment and shutdown behaviour that
+ * interop/README.md ("The conformance handler contract") defines, built on this package's public API only.
+ */
+import { randomBytes } from "node:crypto";
+import { writeSync } from "node:fs";
+import { connect } from "@nats-io/transport-node";
+import { Bytes, Cancelled, Retry, SDK_VERSION, Terminate, bytes, createService, serve, type Handler, type Task } from "../src/index.js";
+
+const EVENTS_SUBJECT = "jetbridge.conformance.events";
+
+const natsUrl = process.env.NATS_URL || "nats://127.0.0.1:4222";
+const instance = process.env.JETBRIDGE_INSTANCE || `node-${randomBytes(4).toString("hex")}`;
+const concurrency = Number.parseInt(process.env.JETBRIDGE_CONCURRENCY || "64", 10);
+const subjectPrefix = process.env.JETBRIDGE_SUBJECT_PREFIX || "jetbridge.task";
+
+const nc = await connect({ servers: natsUrl, name: `jetbridge-conformance ${instance}` });
+
+function event(name: string, task: Task, extra: Record<string, unknown> = {}): void {
+  const body = { event: name, task_id: task.id, attempt: task.attempt, instance, ...extra };
+  nc.publish(EVENTS_SUBJECT, JSON.stringify(body));
+}
+
+/** The payload as an object, or a terminate: conformance payloads are always JSON objects. */
+function params(task: Task): Record<string, unknown> {
+  const p = task.payload;
+  if (p === null || typeof p !== "object" || Array.isArray(p) || p instanceof Bytes) return {};
+  return p as Record<string, unknown>;
+}
+
+function count(value: unknown, name: string, fallback?: number): number {
+  if (value === undefined && fallback !== undefined) return fallback;
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0) {
+    throw new Terminate("bad_payload", `${name} must be a non-negative integer`);
+  }
+  return value;
+}
+
+/** Waits `ms`, or rejects with the signal's reason when it aborts first. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/**
+ * Publishes `started` for every attempt, and `cancelled` when a dispatcher cancel message aborts it (not a
+ * budget or drain abort). conf:sleep with ignore_cancel opts out: it carries on as if nothing happened.
+ */
+function withEvents(handler: Handler, reportsCancel: (task: Task) => boolean = () => true): Handler {
+  return (task) => {
+    event("started", task);
+    task.signal.addEventListener(
+      "abort",
+      () => {
+        const reason = task.signal.reason;
+        if (reason instanceof Cancelled && reason.byDispatcher && reportsCancel(task)) {
+          event("cancelled", task, { reason: reason.reason });
+        }
+      },
+      { once: true },
+    );
+    return handler(task);
+  };
+}
+
+const handlers: Record<string, Handler> = {
+  "conf:echo": (task) => task.payload,
+
+  "conf:info": (task) => ({
+    instance,
+    lang: "node",
+    task_id: task.id,
+    attempt: task.attempt,
+    max_attempts: task.maxAttempts,
+    queue: task.queue,
+    budget_ms: task.budgetMs,
+  }),
+
+  "conf:fail": (task) => {
+    const times = count(params(task).times, "times");
+    if (task.attempt <= times) throw new Retry("planned_failure", `failure ${task.attempt} of ${times}`);
+    return { attempt: task.attempt };
+  },
+
+  "conf:retry_after": (task) => {
+    const ms = count(params(task).ms, "ms");
+    if (task.attempt === 1) throw new Retry("planned_failure", `failure 1, retry after ${ms} ms`, { retryAfterMs: ms });
+    return { attempt: task.attempt };
+  },
+
+  "conf:terminate": (task) => {
+    const message = params(task).message;
+    throw new Terminate("planned_terminate", typeof message === "string" ? message : "planned terminate");
+  },
+
+  "conf:sleep": async (task) => {
+    const p = params(task);
+    const ms = count(p.ms, "ms");
+    const steps = Math.max(1, count(p.steps, "steps", 1));
+    if (p.only_attempt !== undefined && p.only_attempt !== task.attempt) return { slept_ms: 0, attempt: task.attempt };
+    const signal = p.ignore_cancel === true ? undefined : task.signal;
+    for (let i = 1; i <= steps; i++) {
+      // Step ends are computed from the total so that rounding never adds up past `ms`.
+      await sleep(Math.round((ms * i) / steps) - Math.round((ms * (i - 1)) / steps), signal);
+      task.heartbeat({ progress: i / steps, message: `step ${i} of ${steps}` });
+    }
+    return { slept_ms: ms, attempt: task.attempt };
+  },
+
+  "conf:big": (task) => bytes(new Uint8Array(count(params(task).bytes, "bytes")).fill(0x61), "application/octet-stream"),
+
+  "conf:panic": () => {
+    throw new Error("conf:panic: planned crash in handler code");
+  },
+};
+
+const service = createService({
+  name: "jetbridge-conformance",
+  version: "1.0.0",
+  description: `Jetbridge conformance handler, node/${SDK_VERSION}`,
+  subjectPrefix,
+  concurrency,
+});
+for (const [type, handler] of Object.entries(handlers)) {
+  const reportsCancel = type === "conf:sleep" ? (task: Task) => params(task).ignore_cancel !== true : undefined;
+  service.handle(type, withEvents(handler, reportsCancel));
+}
+
+const serving = await serve(service, { connection: nc });
+// Synchronous write: the suite reads this line to know the endpoints are subscribed (serve() flushed them).
+writeSync(1, "ready\n");
+
+serving.done.then(
+  () => process.exit(0),
+  (err) => {
+    console.error("jetbridge-conformance: connection lost", err);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,141 @@
+/**
+ * Runs one attempt: builds the {@link Task} a handler sees, wires its AbortSignal to the cancel subject and the
+ * budget, sends automatic heartbeats while it runs, and turns the outcome into a reply (SPEC §3.3 step 4, §5, §7).
+ */
+import type { Bytes } from "./bytes.js";
+import { parseCancel } from "./cancel.js";
+import { Cancelled } from "./errors.js";
+import { heartbeatBody } from "./heartbeat.js";
+import type { Limiter } from "./limiter.js";
+import { replyForError, replyForResult, type Reply } from "./reply.js";
+import type { TaskRequest } from "./request.js";
+import type { Handler, HeartbeatUpdate, JsonValue, Logger, Task } from "./types.js";
+import type { Subscription, Wire } from "./wire.js";
+
+/** setTimeout's ceiling; longer budgets are simply never reached by the timer. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+export interface AttemptOptions {
+  wire: Wire;
+  request: TaskRequest;
+  payload: JsonValue | Bytes;
+  handler: Handler;
+  logger: Logger;
+  /** When given, the handler waits for a slot; the attempt's heartbeats and cancel run meanwhile. */
+  limiter?: Limiter;
+}
+
+export class Attempt {
+  readonly task: Task;
+  private readonly controller = new AbortController();
+  private finished = false;
+
+  constructor(private readonly options: AttemptOptions) {
+    const r = options.request;
+    const self = this;
+    this.task = {
+      id: r.task_id,
+      type: r.task_type,
+      queue: r.queue,
+      attempt: r.attempt,
+      maxAttempts: r.max_attempts,
+      created: new Date(r.created),
+      deadline: r.deadline === null ? null : new Date(r.deadline),
+      attemptDeadline: new Date(r.attempt_deadline),
+      budgetMs: r.budget_ms,
+      payload: options.payload,
+      contentType: r.content_type,
+      traceparent: r.traceparent,
+      signal: this.controller.signal,
+      heartbeat(update?: HeartbeatUpdate) {
+        self.heartbeat(update);
+      },
+    };
+  }
+
+  get token(): string {
+    return this.options.request.attempt_token;
+  }
+
+  /** Aborts the task's signal, once; later causes are ignored so `signal.reason` names the first. */
+  abort(reason: Cancelled): void {
+    if (!this.controller.signal.aborted) this.controller.abort(reason);
+  }
+
+  /** Publishes a heartbeat; a no-op once the attempt has replied, as the dispatcher would call it stale. */
+  heartbeat(update?: HeartbeatUpdate): void {
+    if (this.finished) return;
+    const { request, wire, logger } = this.options;
+    const body = heartbeatBody(request.task_id, request.attempt_token, update);
+    try {
+      wire.publish(request.heartbeat_subject, new TextEncoder().encode(JSON.stringify(body)));
+    } catch (err) {
+      logger.warn(`jetbridge: heartbeat for task ${request.task_id} not sent`, err);
+    }
+  }
+
+  /** Runs the handler to completion and returns the reply to send; never throws. */
+  async run(): Promise<Reply> {
+    const { handler, limiter } = this.options;
+    const stop = this.start();
+    try {
+      await limiter?.acquire(this.controller.signal);
+    } catch (err) {
+      stop();
+      return replyForError(this.token, err, this.controller.signal);
+    }
+    try {
+      return replyForResult(this.token, await handler(this.task));
+    } catch (err) {
+      return replyForError(this.token, err, this.controller.signal);
+    } finally {
+      limiter?.release();
+      stop();
+    }
+  }
+
+  /** Starts the cancel subscription and the timers; returns the function that stops them all. */
+  private start(): () => void {
+    const { request, logger } = this.options;
+    const subscription = this.subscribeCancel();
+    const budget = setTimeout(
+      () => this.abort(new Cancelled("budget", `attempt budget of ${request.budget_ms} ms used up`)),
+      Math.min(request.budget_ms, MAX_TIMER_MS),
+    );
+    const beat =
+      request.heartbeat_interval_ms > 0
+        ? setInterval(() => this.heartbeat(), Math.min(request.heartbeat_interval_ms, MAX_TIMER_MS))
+        : undefined;
+    return () => {
+      if (this.finished) return;
+      this.finished = true;
+      clearTimeout(budget);
+      if (beat) clearInterval(beat);
+      try {
+        subscription?.unsubscribe();
+      } catch (err) {
+        logger.warn(`jetbridge: cancel subscription for task ${request.task_id} not closed`, err);
+      }
+    };
+  }
+
+  /** SPEC §7: a cancel for this attempt's token aborts it; invalid or foreign cancels are ignored. */
+  private subscribeCancel(): Subscription | undefined {
+    const { request, wire, logger } = this.options;
+    try {
+      return wire.subscribe(request.cancel_subject, (data) => {
+        const cancel = parseCancel(data);
+        if (!cancel.valid) {
+          logger.warn(`jetbridge: ignoring invalid cancel for task ${request.task_id}: ${cancel.problem}`);
+          return;
+        }
+        if (cancel.token !== request.attempt_token) return;
+        this.abort(new Cancelled(cancel.reason, cancel.message));
+      });
+    } catch (err) {
+      // Cancels are best effort (SPEC §7): the attempt still runs, bounded by its budget.
+      logger.warn(`jetbridge: cannot subscribe to ${request.cancel_subject}`, err);
+      return undefined;
+    }
+  }
+}

@@ -1,0 +1,215 @@
+/**
+ * A handler service: registers task handlers as endpoints of a NATS micro service (SPEC §2), runs each request
+ * as an {@link Attempt} under the concurrency limit, sends the reply, and drains gracefully.
+ */
+import { Svcm, type Service, type ServiceInfo, type ServiceMsg } from "@nats-io/services";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { Attempt } from "./attempt.js";
+import {
+  DEFAULT_CONCURRENCY,
+  DEFAULT_QUEUE_GROUP,
+  DEFAULT_SUBJECT_PREFIX,
+  Header,
+  NAME_PATTERN,
+  SDK_NAME,
+  SUBJECT_PATTERN,
+  SUPPORTED_PROTOCOLS,
+} from "./constants.js";
+import { Cancelled } from "./errors.js";
+import { Limiter } from "./limiter.js";
+import { errorCounter, type ErrorCounter } from "./micro-stats.js";
+import { encodeReply, type Reply } from "./reply.js";
+import { decodeRequest, unknownTaskTypeReply } from "./request.js";
+import type { HandleOptions, Handler, Logger, ServiceOptions } from "./types.js";
+import { natsWire, respond as respondTo, type Wire } from "./wire.js";
+
+const DEFAULT_DRAIN_GRACE_MS = 25_000;
+
+interface Registration {
+  type: string;
+  handler: Handler;
+  options: HandleOptions;
+  /** Set by start(): records an error reply in this endpoint's micro stats. */
+  countError?: ErrorCounter;
+}
+
+/**
+ * Micro endpoint names allow only letters, digits, `-` and `_`, but task types may hold `:`; the real type is
+ * kept in the endpoint metadata `jetbridge.task_type`.
+ */
+function endpointName(type: string, taken: Set<string>): string {
+  const base = type.replace(/[^-\w]/g, "_");
+  let name = base;
+  for (let i = 2; taken.has(name); i++) name = `${base}_${i}`;
+  taken.add(name);
+  return name;
+}
+
+export class JetbridgeService {
+  readonly name: string;
+  readonly version: string;
+  readonly subjectPrefix: string;
+  private readonly options: ServiceOptions;
+  private readonly logger: Logger;
+  private readonly limiter: Limiter;
+  private readonly registrations = new Map<string, Registration>();
+  private readonly running = new Map<Attempt, Promise<void>>();
+  private micro: Service | undefined;
+  private wire: Wire | undefined;
+  private draining: Promise<void> | undefined;
+
+  constructor(options: ServiceOptions) {
+    this.options = options;
+    this.name = options.name;
+    this.version = options.version;
+    this.subjectPrefix = options.subjectPrefix ?? DEFAULT_SUBJECT_PREFIX;
+    if (!SUBJECT_PATTERN.test(this.subjectPrefix)) {
+      throw new TypeError(`subject prefix ${JSON.stringify(this.subjectPrefix)} is not a subject without wildcards`);
+    }
+    this.logger = options.logger ?? console;
+    this.limiter = new Limiter(options.concurrency ?? DEFAULT_CONCURRENCY);
+  }
+
+  /** Registers the handler for one task type; call before {@link start}. Returns the service, for chaining. */
+  handle(type: string, handler: Handler, options: HandleOptions = {}): this {
+    if (this.micro) throw new Error("handlers must be registered before start()");
+    if (!NAME_PATTERN.test(type) || type.length > 256) {
+      throw new TypeError(`task type ${JSON.stringify(type)} must match ${NAME_PATTERN.source}`);
+    }
+    if (this.registrations.has(type)) throw new Error(`task type ${type} already has a handler`);
+    if (typeof handler !== "function") throw new TypeError("handler must be a function");
+    this.registrations.set(type, { type, handler, options });
+    return this;
+  }
+
+  /** The task types this service handles. */
+  get taskTypes(): string[] {
+    return [...this.registrations.keys()];
+  }
+
+  /** Attempts received and not yet replied to (running or waiting for a slot). */
+  get inFlight(): number {
+    return this.running.size;
+  }
+
+  /** The micro service's info (what `nats micro info` shows); undefined before start. */
+  info(): ServiceInfo | undefined {
+    return this.micro?.info();
+  }
+
+  /** Subscribes every endpoint on `nc`. The connection stays the caller's: drain() does not close it. */
+  async start(nc: NatsConnection): Promise<this> {
+    if (this.micro) throw new Error("service already started");
+    if (this.registrations.size === 0) throw new Error("register at least one handler before start()");
+    this.wire = natsWire(nc);
+    // @nats-io/services pins its own @nats-io/nats-core; the connection interface is the same at runtime.
+    const micro = await new Svcm(nc as never).add({
+      name: this.name,
+      version: this.version,
+      description: this.options.description ?? "",
+      queue: this.options.queue ?? DEFAULT_QUEUE_GROUP,
+      metadata: {
+        ...this.options.metadata,
+        "jetbridge.protocols": SUPPORTED_PROTOCOLS.join(","),
+        "jetbridge.sdk": SDK_NAME,
+      },
+    });
+    this.micro = micro;
+    const taken = new Set<string>();
+    for (const registration of this.registrations.values()) {
+      const { type, options } = registration;
+      const subject = `${this.subjectPrefix}.${type}`;
+      micro.addEndpoint(endpointName(type, taken), {
+        subject,
+        metadata: { ...options.metadata, "jetbridge.task_type": type },
+        handler: (err, msg) => {
+          if (err) {
+            this.logger.error(`jetbridge: endpoint for ${type} failed`, err);
+            return;
+          }
+          this.onRequest(msg, registration);
+        },
+      });
+      registration.countError = errorCounter(micro, subject);
+    }
+    micro.stopped.then(
+      (err) => err && this.logger.error("jetbridge: service stopped", err),
+      (err) => this.logger.error("jetbridge: service stopped", err),
+    );
+    return this;
+  }
+
+  /** SPEC §3.3: reject what cannot run, otherwise run it and reply when it is done. */
+  private onRequest(msg: ServiceMsg, endpoint: Registration): void {
+    const reply = (r: Reply) => this.respond(msg, r, endpoint.countError);
+    const decision = decodeRequest(msg.data);
+    if (decision.decision === "reject") {
+      reply(decision.reply);
+      return;
+    }
+    const { request, payload } = decision;
+    // The body is authoritative (SPEC §3.1): its task_type picks the handler, whichever subject it came on.
+    const registration = this.registrations.get(request.task_type);
+    if (!registration) {
+      reply(unknownTaskTypeReply(request));
+      return;
+    }
+    const attempt = new Attempt({
+      wire: this.wire!,
+      request,
+      payload,
+      handler: registration.handler,
+      logger: this.logger,
+      limiter: this.limiter,
+    });
+    const done = attempt.run().then((r) => {
+      reply(r);
+      this.running.delete(attempt);
+    });
+    this.running.set(attempt, done);
+  }
+
+  private respond(msg: ServiceMsg, reply: Reply, countError?: ErrorCounter): void {
+    const encoded = encodeReply(reply, this.wire?.maxPayload ?? Number.MAX_SAFE_INTEGER);
+    const error = encoded.headers[Header.serviceError];
+    if (error !== undefined) countError?.(error);
+    try {
+      if (!respondTo(msg, encoded.data, encoded.headers)) {
+        this.logger.warn("jetbridge: request had no reply subject; reply dropped");
+      }
+    } catch (err) {
+      this.logger.error("jetbridge: reply not sent", err);
+    }
+  }
+
+  /**
+   * Stops taking requests, lets running attempts finish and reply, then resolves. Attempts still running after
+   * the grace period (option `drainGraceMs`, default 25 s) have their signal aborted with reason `drain` and
+   * are awaited too: a drain never abandons an attempt without a reply. Calling it again returns the same promise.
+   */
+  drain(graceMs: number = this.options.drainGraceMs ?? DEFAULT_DRAIN_GRACE_MS): Promise<void> {
+    this.draining ??= this.doDrain(graceMs);
+    return this.draining;
+  }
+
+  private async doDrain(graceMs: number): Promise<void> {
+    // stop() drains the endpoint subscriptions: after it, no request will reach onRequest again.
+    if (this.micro && !this.micro.isStopped) await this.micro.stop();
+    const all = () => Promise.all(this.running.values());
+    let timer: NodeJS.Timeout | undefined;
+    const graceOver = new Promise<"grace">((resolve) => {
+      timer = setTimeout(() => resolve("grace"), graceMs);
+    });
+    const first = await Promise.race([all(), graceOver]);
+    clearTimeout(timer);
+    if (first === "grace") {
+      for (const attempt of this.running.keys()) attempt.abort(new Cancelled("drain", "service is draining"));
+      await all();
+    }
+  }
+}
+
+/** Creates a handler service; register handlers with `handle`, then `start` it or pass it to `serve`. */
+export function createService(options: ServiceOptions): JetbridgeService {
+  return new JetbridgeService(options);
+}

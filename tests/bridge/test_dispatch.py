@@ -1,0 +1,280 @@
+"""End to end on a real nats-server: the dispatcher, the Python SDK service and the producer together."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import pytest
+from nats.aio.client import Client
+
+import jetbridge
+from jetbridge._task import TaskState
+from tests.harness import Harness
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def h(nc: Client, unique: str) -> Harness:
+    harness = Harness(nc, unique)
+    await harness.make_queue()
+    return harness
+
+
+async def test_success_stores_the_result(h: Harness) -> None:
+    async def handle(task: jetbridge.Task) -> Any:
+        return {"got": task.payload, "attempt": task.attempt}
+
+    async with h.dispatcher(), h.service({"echo": handle}):
+        record = await h.run("echo", {"n": 1})
+    assert record.task_state is TaskState.COMPLETE
+    assert record.result is not None and record.result.value() == {"got": {"n": 1}, "attempt": 1}
+    assert record.tries == 1 and record.last_err == ""
+
+
+async def test_binary_payload_and_result_round_trip(h: Harness) -> None:
+    async def handle(task: jetbridge.Task) -> Any:
+        assert isinstance(task.payload, jetbridge.Bytes)
+        return jetbridge.Bytes(task.payload.data[::-1], "image/png")
+
+    async with h.dispatcher(), h.service({"bin": handle}):
+        record = await h.run("bin", jetbridge.Bytes(b"\x00\x01\xff", "application/x-thing"))
+    assert record.result is not None
+    assert record.result.value() == jetbridge.Bytes(b"\xff\x01\x00", "image/png")
+
+
+async def test_retry_then_success_counts_attempts(h: Harness) -> None:
+    async def flaky(task: jetbridge.Task) -> Any:
+        if task.attempt < 3:
+            raise jetbridge.Retry(f"not yet {task.attempt}", code="flaky")
+        return "ok"
+
+    async with h.dispatcher(), h.service({"flaky": flaky}):
+        record = await h.run("flaky")
+    assert (record.state, record.tries, record.result and record.result.value()) == ("complete", 3, "ok")
+
+
+async def test_exhausted_tries_expire_with_the_last_error(h: Harness) -> None:
+    async def always(task: jetbridge.Task) -> Any:
+        raise jetbridge.Retry(f"boom {task.attempt}", code="boom")
+
+    async with h.dispatcher(), h.service({"bad": always}):
+        record = await h.run("bad", max_tries=3)
+    assert record.task_state is TaskState.EXPIRED
+    assert record.tries == 3
+    assert record.last_err == "gave up after 3 of 3 attempts: boom 3" and record.last_err_code == "boom"
+
+
+async def test_queue_max_tries_caps_the_task(nc: Client, unique: str) -> None:
+    h = Harness(nc, unique)
+    await h.make_queue(max_tries=2)
+
+    async def always(task: jetbridge.Task) -> Any:
+        raise RuntimeError("kaput")
+
+    async with h.dispatcher(), h.service({"bad": always}):
+        record = await h.run("bad", max_tries=10)
+    assert (record.state, record.tries, record.last_err_code) == ("expired", 2, "handler_error")
+    assert "RuntimeError: kaput" in record.last_err
+
+
+async def test_terminate_is_never_retried(h: Harness) -> None:
+    calls = 0
+
+    async def refuse(task: jetbridge.Task) -> Any:
+        nonlocal calls
+        calls += 1
+        raise jetbridge.Terminate("no such mailbox", code="bad_address")
+
+    async with h.dispatcher(), h.service({"mail": refuse}):
+        record = await h.run("mail")
+    assert (record.state, record.tries, record.last_err, record.last_err_code) == (
+        "terminated", 1, "no such mailbox", "bad_address")
+    assert calls == 1
+
+
+async def test_deadline_passed_before_start_expires_without_an_attempt(h: Harness) -> None:
+    started = anyio.Event()
+
+    async def handle(task: jetbridge.Task) -> Any:
+        started.set()
+
+    task_id = await h.producer.enqueue("late", deadline=timedelta(seconds=-1))
+    async with h.dispatcher(), h.service({"late": handle}):
+        record = await h.producer.wait(task_id, timeout=10)
+    assert (record.state, record.tries, record.last_err_code) == ("expired", 0, "deadline")
+    assert not started.is_set()
+
+
+async def test_retry_after_from_the_handler_is_honoured(h: Harness) -> None:
+    seen: list[float] = []
+
+    async def later(task: jetbridge.Task) -> Any:
+        seen.append(anyio.current_time())
+        if task.attempt == 1:
+            raise jetbridge.Retry("busy", after=0.6)
+        return "done"
+
+    async with h.dispatcher(), h.service({"later": later}):
+        record = await h.run("later")
+    assert record.state == "complete"
+    assert seen[1] - seen[0] >= 0.6
+
+
+async def test_no_handler_waits_visibly_without_spending_attempts(h: Harness) -> None:
+    states: list[str] = []
+    async with h.dispatcher():
+        task_id = await h.producer.enqueue("nobody", max_tries=2)
+        with anyio.fail_after(10):
+            while True:
+                record = await h.producer.get(task_id)
+                if record.state == "no_handler":
+                    break
+                await anyio.sleep(0.05)
+        states.append(record.state)
+        assert record.tries == 0 and "no handler online" in record.last_err
+
+        async def now_here(task: jetbridge.Task) -> Any:
+            return task.attempt
+
+        async with h.service({"nobody": now_here}):
+            record = await h.producer.wait(task_id, timeout=10)
+    assert (record.state, record.tries, record.result and record.result.value()) == ("complete", 1, 1)
+
+
+async def test_long_task_heartbeats_past_its_lease_and_stores_progress(nc: Client, unique: str) -> None:
+    h = Harness(nc, unique)
+    await h.make_queue(lease=0.6)
+    progress_seen = anyio.Event()
+
+    async def slow(task: jetbridge.Task) -> Any:
+        for i in range(1, 5):
+            await anyio.sleep(0.4)
+            await task.heartbeat(i / 4, f"step {i}")
+        return "finished"
+
+    async def watch_progress(task_id: str) -> None:
+        while True:
+            rec = await h.producer.get(task_id)
+            if rec.progress is not None and rec.progress_message.startswith("step"):
+                progress_seen.set()
+                return
+            await anyio.sleep(0.05)
+
+    async with h.dispatcher(), h.service({"slow": slow}):
+        task_id = await h.producer.enqueue("slow")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch_progress, task_id)
+            record = await h.producer.wait(task_id, timeout=15)
+            tg.cancel_scope.cancel()
+    assert (record.state, record.tries) == ("complete", 1)  # 1.6 s of work under a 0.6 s lease, one attempt
+    assert progress_seen.is_set()
+
+
+async def test_a_silent_handler_is_declared_lost_and_retried(nc: Client, unique: str) -> None:
+    """A handler that replies to nothing and never heartbeats (as a killed process) loses its attempt."""
+    h = Harness(nc, unique)
+    await h.make_queue(lease=0.5, max_run_time=30)
+
+    async def blackhole(msg: Any) -> None:
+        return None
+
+    sub = await nc.subscribe(f"{h.prefix}.hang", queue="jetbridge", cb=blackhole)
+    async with h.dispatcher():
+        task_id = await h.producer.enqueue("hang", max_tries=2)
+        with anyio.fail_after(10):  # far less than the 30 s attempt budget
+            record = await h.producer.wait(task_id)
+    await sub.unsubscribe()
+    assert (record.state, record.tries, record.last_err_code) == ("expired", 2, "handler_lost")
+
+
+async def test_timeout_then_stale_reply_is_not_stored(nc: Client, unique: str) -> None:
+    h = Harness(nc, unique)
+    await h.make_queue(max_run_time=0.5, lease=0.5)
+
+    async def slow_first(task: jetbridge.Task) -> Any:
+        if task.attempt == 1:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(1.0)
+            return "stale"
+        return "fresh"
+
+    async with h.dispatcher() as d, h.service({"slow": slow_first}):
+        record = await h.run("slow")
+        stale = d.metrics.stale_messages.labels(kind="reply")
+        with anyio.fail_after(5):
+            while stale._value.get() < 1:
+                await anyio.sleep(0.05)
+    assert (record.state, record.result and record.result.value(), record.tries) == ("complete", "fresh", 2)
+
+
+async def test_operator_cancel_stops_a_running_handler(h: Harness) -> None:
+    started, cancelled = anyio.Event(), anyio.Event()
+    reasons: list[str | None] = []
+
+    async def forever(task: jetbridge.Task) -> Any:
+        started.set()
+        try:
+            await anyio.sleep(60)
+        except anyio.get_cancelled_exc_class():
+            reasons.append(task.cancel_reason)
+            cancelled.set()
+            raise
+
+    async with h.dispatcher(), h.service({"forever": forever}):
+        task_id = await h.producer.enqueue("forever")
+        with anyio.fail_after(10):
+            await started.wait()
+            await h.producer.cancel(task_id, reason="changed my mind")
+            await cancelled.wait()
+        record = await h.producer.wait(task_id, timeout=5)
+    assert (record.state, record.last_err, record.last_err_code) == ("terminated", "changed my mind", "cancelled")
+    assert reasons == ["operator"]
+
+
+async def test_result_too_large_for_the_store_terminates(h: Harness) -> None:
+    async def big(task: jetbridge.Task) -> Any:
+        return "x" * (h.nc.max_payload - 2000)
+
+    async with h.dispatcher(), h.service({"big": big}):
+        record = await h.run("big", "p" * 1000)
+    assert (record.state, record.last_err_code) == ("terminated", "result_too_large")
+
+
+async def test_routes_pick_exact_then_prefix_then_catchall(h: Harness) -> None:
+    from bridge.routes import Route
+
+    routes = (Route("img:*", f"{h.prefix}.images"), Route("img:special", f"{h.prefix}.special"),
+              Route("*", f"{h.prefix}.other"))
+    seen: dict[str, str] = {}
+
+    async def tag(name: str) -> Any:
+        async def handle(task: jetbridge.Task) -> Any:
+            seen[task.type] = name
+            return name
+        return handle
+
+    async with h.dispatcher(routes=routes), h.service(
+            {"images": await tag("images"), "special": await tag("special"), "other": await tag("other")}):
+        for t in ("img:resize", "img:special", "mail:new"):
+            await h.run(t)
+    assert seen == {"img:resize": "images", "img:special": "special", "mail:new": "other"}
+
+
+async def test_two_dispatchers_complete_each_task_once(h: Harness) -> None:
+    calls: dict[str, int] = {}
+
+    async def count(task: jetbridge.Task) -> Any:
+        calls[task.id] = calls.get(task.id, 0) + 1
+        await anyio.sleep(0.001)
+        return task.id
+
+    async with h.dispatcher(), h.dispatcher(), h.service({"n": count}, concurrency=200):
+        results = await h.producer.enqueue_many(jetbridge.TaskSpec(type="n", payload=i) for i in range(300))
+        ids = [r for r in results if isinstance(r, str)]
+        records = [await h.producer.wait(i, timeout=30) for i in ids]
+    assert len(ids) == 300
+    assert all(r.state == "complete" and r.tries == 1 for r in records)
+    assert all(calls[i] == 1 for i in ids)

@@ -1,0 +1,68 @@
+"""A dispatcher, a handler service and a producer wired to one real server, isolated by unique names.
+
+Each test gets its own queue and its own handler subject prefix, so tests sharing the session's nats-server
+never see each other's tasks or handlers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+import anyio
+from nats.aio.client import Client
+
+import jetbridge
+from bridge.dispatcher import Dispatcher
+from bridge.queues import QueueAdmin, QueueConfig
+from bridge.settings import Settings
+from jetbridge._requester import Requester
+
+
+class Harness:
+    def __init__(self, nc: Client, unique: str) -> None:
+        self.nc = nc
+        self.unique = unique
+        self.queue = f"Q{unique}"
+        self.prefix = f"jb.{unique}"
+        self.admin = QueueAdmin(Requester(nc))
+        self.producer = jetbridge.Producer(nc, queue=self.queue)
+
+    async def make_queue(self, **options: Any) -> QueueConfig:
+        defaults: dict[str, Any] = {"retry": "fixed:0.05", "lease": 2.0, "max_run_time": 10.0}
+        return await self.admin.add(QueueConfig(name=self.queue, **{**defaults, **options}))
+
+    def settings(self, **overrides: Any) -> Settings:
+        base = Settings(queues=(self.queue,), subject_prefix=self.prefix, no_handler_delay=0.1, shutdown_grace=5.0,
+                        create_queues=False)
+        return replace(base, **overrides)
+
+    @asynccontextmanager
+    async def dispatcher(self, **overrides: Any) -> AsyncIterator[Dispatcher]:
+        async with anyio.create_task_group() as tg:
+            dispatcher = await tg.start(Dispatcher(self.nc, self.settings(**overrides)).run)
+            try:
+                yield dispatcher
+            finally:
+                dispatcher.stop()
+
+    @asynccontextmanager
+    async def service(
+        self, handlers: dict[str, Callable[[jetbridge.Task], Awaitable[Any]]], *, nc: Client | None = None,
+        **options: Any,
+    ) -> AsyncIterator[jetbridge.Service]:
+        service = jetbridge.Service(nc or self.nc, f"svc-{self.unique}", prefix=self.prefix, **options)
+        for task_type, fn in handlers.items():
+            service.add_handler(task_type, fn)
+        async with anyio.create_task_group() as tg:
+            await tg.start(service.run)
+            try:
+                yield service
+            finally:
+                service.stop()
+
+    async def run(self, task_type: str, payload: Any = None, *, timeout: float = 20.0, **options: Any) -> jetbridge.TaskRecord:
+        task_id = await self.producer.enqueue(task_type, payload, **options)
+        return await self.producer.wait(task_id, timeout=timeout)
