@@ -112,7 +112,7 @@ class Dispatcher:
         await self.scheduler.ensure_mover_consumer()
         await self.runner.start()
         if self.settings.verify_key:
-            from .signing import Verifier
+            from jetbridge._signing import Verifier
 
             self._verifier = Verifier(self.settings.verify_key, optional=self.settings.signatures_optional)
         queue_names = list(self.settings.queues)

@@ -26,6 +26,7 @@ from ._errors import (
 from ._producer import Producer, TaskSpec
 from ._protocol import PROTOCOL_VERSION, Bytes
 from ._service import Service, Task, serve
+from ._signing import Signer, Verifier
 from ._task import TaskRecord, TaskResult, TaskState
 
 __version__ = "0.1.0"
@@ -33,8 +34,8 @@ __version__ = "0.1.0"
 __all__ = [
     "PROTOCOL_VERSION", "Bytes", "ConfigError", "ConflictError", "DuplicateTaskError", "HandlerSignal",
     "JetbridgeError", "PayloadTooLargeError", "Producer", "ProtocolError", "QueueFullError", "QueueNotFoundError",
-    "Retry", "Service", "Task", "TaskError", "TaskNotFoundError", "TaskRecord", "TaskResult", "TaskSpec",
-    "TaskState", "Terminate", "TransportError", "UnsupportedProtocolError", "serve",
+    "Retry", "Service", "Signer", "Task", "TaskError", "TaskNotFoundError", "TaskRecord", "TaskResult", "TaskSpec",
+    "TaskState", "Terminate", "TransportError", "UnsupportedProtocolError", "Verifier", "serve",
 ]
 
 for _name in __all__:

@@ -26,6 +26,7 @@ from ._errors import (
 from ._events import decode_event, task_state_event
 from ._protocol import JSON_CONTENT_TYPE, Bytes
 from ._requester import Requester
+from ._signing import Signer
 from ._store import ERR_MAX_MESSAGES, ERR_STREAM_NOT_FOUND, JetStreamError, TaskStore, js_publish
 from ._task import TaskRecord, TaskState, encode_task, new_task
 from ._timeutil import NS, format_ns, now_ns
@@ -81,10 +82,10 @@ class Producer:
     Args:
         nc: a connected nats-py client.
         queue: the queue used when :meth:`enqueue` is not given one.
-        signer: signs every task (asyncjobs-compatible ed25519), if set.
+        signer: signs every task (asyncjobs-compatible ed25519), if set: ``jetbridge.Signer(seed_hex)``.
     """
 
-    def __init__(self, nc: Client, *, queue: str = "DEFAULT", signer: Any = None) -> None:
+    def __init__(self, nc: Client, *, queue: str = "DEFAULT", signer: Signer | None = None) -> None:
         if not names.is_valid_name(queue):
             raise ConfigError(f"queue name {queue!r} is invalid: use letters, digits, '_', '-' and ':'")
         self._nc = nc

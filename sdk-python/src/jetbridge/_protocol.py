@@ -242,6 +242,11 @@ def encode_error(
     return _encode_reply(fields, attempt_token, headers)
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` accepts characters such as '¹' that ``int`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _header_safe(text: str) -> str:
     return " ".join(text.split())[:1024] or "error"
 
@@ -322,9 +327,9 @@ def _outcome_of_headers(headers: Mapping[str, str]) -> Outcome:
     message = headers.get(names.H_SERVICE_ERROR, "")
     retry_after: int | None = None
     raw_after = headers.get(names.H_RETRY_AFTER)
-    if raw_after is not None and raw_after.strip().isdigit():
+    if raw_after is not None and _is_number(raw_after.strip()):
         retry_after = int(raw_after)
-    number = int(code) if code.isdigit() else None
+    number = int(code) if _is_number(code) else None
     if number is not None and 400 <= number <= 499 and number not in (408, 429):
         return Outcome("terminate", error_code=code, message=message)
     return Outcome("retry", error_code=code, message=message, retry_after_ms=retry_after)

@@ -1,0 +1,60 @@
+# Jetbridge: every target sets up what it needs and can be run again safely.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml sdk-python/pyproject.toml | sha1sum | cut -c1-12)
+LANGS ?= python node go rust
+PYTEST_ARGS ?=
+
+.PHONY: help venv demo test test-python test-langs interop interop-build bench image faults lint typecheck clean
+
+help:
+	@echo "make demo       run the dispatcher with handlers in Python and Node on an embedded NATS"
+	@echo "make test       everything the test suite needs, then the suite"
+	@echo "make interop    the conformance suite against every language's handler"
+	@echo "make bench      benchmarks; JSON on stdout and bench/results/latest.json"
+	@echo "make image      build the dispatcher image and smoke-test it"
+	@echo "make faults     the fault matrix at full scale"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml sdk-python/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e sdk-python -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+interop-build: venv
+	@for lang in $(LANGS); do echo "== build $$lang"; interop/$$lang/build.sh || exit 1; done
+
+test: venv interop-build test-python test-langs interop
+
+test-python: venv
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-langs: interop-build
+	@for lang in $(LANGS); do echo "== unit tests: $$lang"; interop/$$lang/test.sh || exit 1; done
+
+interop: venv interop-build
+	$(PY) -m interop.conformance $(LANGS)
+
+demo: venv interop-build
+	$(PY) -m bridge.demo
+
+bench: venv
+	$(PY) -m bench
+
+image: venv
+	bash image/build.sh
+
+faults: venv
+	$(PY) -m pytest -q tests/faults --full-scale -s
+
+lint: venv
+	$(VENV)/bin/ruff check bridge sdk-python tests bench interop/conformance interop/python
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .cache .build .jetbridge
