@@ -20,7 +20,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from jetbridge import _names as names
-from jetbridge._errors import ConfigError, ConflictError, QueueNotFoundError, TaskNotFoundError, TransportError
+from jetbridge._errors import (
+    ConfigError, ConflictError, CorruptTaskError, QueueNotFoundError, TaskNotFoundError, TransportError,
+)
 from jetbridge._events import task_state_event
 from jetbridge._inflight import InFlight
 from jetbridge._requester import Requester

@@ -19,7 +19,7 @@ Producers::
 """
 
 from ._errors import (
-    ConfigError, ConflictError, DuplicateTaskError, HandlerSignal, JetbridgeError, PayloadTooLargeError,
+    ConfigError, ConflictError, CorruptTaskError, DuplicateTaskError, HandlerSignal, JetbridgeError, PayloadTooLargeError,
     ProtocolError, QueueFullError, QueueNotFoundError, Retry, TaskError, TaskNotFoundError, Terminate,
     TransportError, UnsupportedProtocolError,
 )
@@ -32,7 +32,7 @@ from ._task import TaskRecord, TaskResult, TaskState
 __version__ = "0.1.0"
 
 __all__ = [
-    "PROTOCOL_VERSION", "Bytes", "ConfigError", "ConflictError", "DuplicateTaskError", "HandlerSignal",
+    "PROTOCOL_VERSION", "Bytes", "ConfigError", "ConflictError", "CorruptTaskError", "DuplicateTaskError", "HandlerSignal",
     "JetbridgeError", "PayloadTooLargeError", "Producer", "ProtocolError", "QueueFullError", "QueueNotFoundError",
     "Retry", "Service", "Signer", "Task", "TaskError", "TaskNotFoundError", "TaskRecord", "TaskResult", "TaskSpec",
     "TaskState", "Terminate", "TransportError", "UnsupportedProtocolError", "Verifier", "serve",

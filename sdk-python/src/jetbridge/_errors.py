@@ -10,6 +10,7 @@
     │   └── UnsupportedProtocolError
     └── TaskError
         ├── TaskNotFoundError
+        ├── CorruptTaskError        the stored document is not a task (the dispatcher quarantines it)
         ├── DuplicateTaskError      the id (or dedup key) is taken; ``.task_id`` names the existing task
         ├── QueueNotFoundError
         ├── QueueFullError
@@ -58,6 +59,10 @@ class TaskError(JetbridgeError):
 
 class TaskNotFoundError(TaskError, LookupError):
     """No task has that id."""
+
+
+class CorruptTaskError(TaskError, ValueError):
+    """The stored document of a task cannot be read as a task."""
 
 
 class DuplicateTaskError(TaskError):

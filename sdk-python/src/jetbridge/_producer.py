@@ -20,7 +20,7 @@ from nats.aio.client import Client
 
 from . import _names as names
 from ._errors import (
-    ConfigError, ConflictError, JetbridgeError, PayloadTooLargeError, QueueFullError, QueueNotFoundError,
+    ConfigError, ConflictError, CorruptTaskError, JetbridgeError, PayloadTooLargeError, QueueFullError, QueueNotFoundError,
     TaskNotFoundError, TransportError,
 )
 from ._events import decode_event, task_state_event
@@ -224,9 +224,13 @@ class Producer:
         try:
             with anyio.fail_after(timeout if timeout is not None else math.inf):
                 while True:
-                    doc = await self.get(task_id)
-                    if doc.task_state.terminal:
-                        return doc
+                    try:
+                        doc = await self.get(task_id)
+                    except CorruptTaskError:
+                        pass  # a dispatcher replaces it with a terminated record when it meets it
+                    else:
+                        if doc.task_state.terminal:
+                            return doc
                     with anyio.move_on_after(2.0):
                         await terminal.wait()
         finally:

@@ -14,7 +14,7 @@ import nats.errors
 from ._requester import Requester
 
 from . import _names as names
-from ._errors import ConflictError, DuplicateTaskError, TaskNotFoundError, TransportError
+from ._errors import ConflictError, CorruptTaskError, DuplicateTaskError, TaskNotFoundError, TransportError
 from ._task import TaskRecord, decode_task, encode_task
 
 #: JetStream error codes this module turns into Jetbridge errors.
@@ -102,13 +102,13 @@ class TaskStore:
     async def load(self, task_id: str) -> tuple[TaskRecord, int]:
         """The task and the sequence to save against; raises :class:`TaskNotFoundError`.
 
-        A corrupt document raises ``ValueError`` naming the task.
+        A corrupt document raises :class:`CorruptTaskError` naming the task.
         """
         data, seq = await self.load_raw(task_id)
         try:
             return decode_task(data), seq
         except (msgspec.DecodeError, ValueError) as exc:
-            raise ValueError(f"task {task_id}: stored document is corrupt: {exc}") from None
+            raise CorruptTaskError(f"task {task_id}: the stored document is not a valid task: {exc}") from None
 
     async def load_raw(self, task_id: str) -> tuple[bytes, int]:
         subject = names.task_subject(task_id)
