@@ -119,13 +119,14 @@ class AttemptRunner:
         encoding, ctype, payload = proto.payload_fields(task.payload, task.content_type or None)
         interval = int(attempt.lease * 1000 / 3) if attempt.lease is not None else 0
         return proto.TaskRequest(
-            task_id=task.id, task_type=task.type, queue=attempt.queue, attempt=task.tries,
+            type=proto.REQUEST_TYPE, protocol=proto.PROTOCOL_VERSION, task_id=task.id, task_type=task.type, queue=attempt.queue, attempt=task.tries,
             max_attempts=max(task.max_tries, 0), created=format_ms(task.created_ns),
             deadline=format_ms(task.deadline_ns) if task.deadline else None,
             attempt_token=attempt.token, attempt_deadline=format_ms(now + int(attempt.budget * NS)),
             budget_ms=int(attempt.budget * 1000), heartbeat_subject=f"{self._hb_prefix}.{attempt.token}",
             heartbeat_interval_ms=interval, cancel_subject=f"{names.CANCEL_SUBJECT_PREFIX}.{attempt.token}",
             payload_encoding=encoding, content_type=ctype, payload=payload,
+            traceparent=proto.traceparent_for(task.id, task.tries),
         )
 
     async def _run_v1(self, attempt: Attempt) -> AttemptOutcome:

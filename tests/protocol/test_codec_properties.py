@@ -25,7 +25,7 @@ token_st = st.from_regex(r"\A[A-Za-z0-9_-]{8,64}\Z")
 def _request(payload: bytes, content_type: str | None, token: str, task_id: str) -> proto.TaskRequest:
     encoding, ctype, raw = proto.payload_fields(payload, content_type)
     return proto.TaskRequest(
-        task_id=task_id, task_type="t:x", queue="Q", attempt=1, max_attempts=0, created="2026-11-24T10:00:00.000Z",
+        type=proto.REQUEST_TYPE, protocol=1, task_id=task_id, task_type="t:x", queue="Q", attempt=1, max_attempts=0, created="2026-11-24T10:00:00.000Z",
         deadline=None, attempt_token=token, attempt_deadline="2026-11-24T10:01:00.000Z", budget_ms=60000,
         heartbeat_subject=f"jetbridge.hb.d.{token}", heartbeat_interval_ms=1000, cancel_subject=f"jetbridge.cancel.{token}",
         payload_encoding=encoding, content_type=ctype, payload=raw)

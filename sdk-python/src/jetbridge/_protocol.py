@@ -51,11 +51,11 @@ class Bytes:
     content_type: str = OCTET_STREAM
 
 
-class TaskRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """``io.jetbridge.v1.task_request``, as sent by the dispatcher."""
+class TaskRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """``io.jetbridge.v1.task_request``, as sent by the dispatcher (optional members are left out, never null)."""
 
-    type: Literal["io.jetbridge.v1.task_request"] = REQUEST_TYPE
-    protocol: Literal[1] = 1
+    type: Literal["io.jetbridge.v1.task_request"]
+    protocol: Literal[1]
     task_id: Name
     task_type: Name
     queue: Name
@@ -72,7 +72,7 @@ class TaskRequest(msgspec.Struct, frozen=True, kw_only=True):
     payload_encoding: Encoding
     content_type: ContentType
     payload: msgspec.Raw
-    traceparent: Annotated[str, msgspec.Meta(pattern=TRACEPARENT_PATTERN)] | None = None
+    traceparent: Annotated[str, msgspec.Meta(pattern=TRACEPARENT_PATTERN)] | msgspec.UnsetType = msgspec.UNSET
 
     def decoded_payload(self) -> Any:
         """The payload: a JSON value, or :class:`Bytes` for base64 payloads."""
@@ -185,9 +185,18 @@ def request_headers(request: TaskRequest) -> dict[str, str]:
         names.H_ATTEMPT_DEADLINE: request.attempt_deadline,
         "Content-Type": JSON_CONTENT_TYPE,
     }
-    if request.traceparent:
+    if isinstance(request.traceparent, str):
         headers[names.H_TRACEPARENT] = request.traceparent
     return headers
+
+
+def traceparent_for(task_id: str, attempt: int) -> str:
+    """A W3C traceparent: one trace per task (from its id), one span per attempt."""
+    import hashlib
+
+    digest = hashlib.sha256(task_id.encode()).hexdigest()
+    span = hashlib.sha256(f"{task_id}/{attempt}".encode()).hexdigest()[:16]
+    return f"00-{digest[:32]}-{span}-01"
 
 
 def payload_fields(payload: bytes | None, content_type: str | None) -> tuple[Encoding, str, msgspec.Raw]:

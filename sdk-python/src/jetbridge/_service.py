@@ -68,7 +68,7 @@ class Task:
         self.payload: Any = request.decoded_payload()
         self.content_type = request.content_type
         self.headers = headers
-        self.traceparent = request.traceparent or headers.get(names.H_TRACEPARENT)
+        self.traceparent = request.traceparent if isinstance(request.traceparent, str) else headers.get(names.H_TRACEPARENT)
         self.cancel_reason: str | None = None
         self._started = time.monotonic()
         self._scope: anyio.CancelScope | None = None

@@ -1,0 +1,140 @@
+"""``make demo``: an embedded nats-server, the dispatcher, handlers in Python and Node (and Go when built), and
+tasks that move through their states to results, a retry, a terminate and an expiry among them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+import nats
+from rich.console import Console
+from rich.table import Table
+
+import jetbridge
+from jetbridge._events import decode_event
+from jetbridge._requester import Requester
+
+from .embedded import NatsServer
+from .output import result_text
+from .queues import QueueAdmin, QueueConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+COLOURS = {"new": "white", "active": "cyan", "retry": "yellow", "no_handler": "magenta", "complete": "green",
+           "expired": "red", "terminated": "red"}
+
+
+def _start(name: str, cmd: list[str], env: dict[str, str], cwd: Path, log_dir: Path) -> subprocess.Popen[bytes]:
+    log = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+async def _wait_for_service(nc: Any, name: str, timeout: float = 30.0) -> None:
+    with anyio.fail_after(timeout):
+        while True:
+            try:
+                await nc.request(f"$SRV.PING.{name}", b"", timeout=0.5)
+                return
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                await anyio.sleep(0.1)
+
+
+async def main() -> None:
+    data = ROOT / ".demo"
+    shutil.rmtree(data, ignore_errors=True)
+    (data / "logs").mkdir(parents=True)
+    server = NatsServer(data / "jetstream").start()
+    console.print(f"[bold]1.[/bold] embedded nats-server with JetStream at {server.url} (data in {data})")
+    env = {**os.environ, "NATS_URL": server.url, "JETBRIDGE_SERVER": server.url}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    nc = await nats.connect(server.url)
+    try:
+        rq = Requester(nc)
+        await QueueAdmin(rq).add(QueueConfig(name="DEMO", retry="fixed:1s", lease=3.0, max_run_time=30))
+        console.print("[bold]2.[/bold] queue DEMO: retries after 1s, lease 3s")
+        procs["dispatcher"] = _start("dispatcher", [sys.executable, "-m", "bridge", "run", "-q", "DEMO",
+                                                    "--log-format", "json"], {**env, "JETBRIDGE_NO_HANDLER_DELAY": "1s"},
+                                     ROOT, data / "logs")
+        procs["python"] = _start("python", [sys.executable, str(ROOT / "interop/python/demo_handler.py")], env, ROOT,
+                                 data / "logs")
+        procs["node"] = _start("node", ["node", "examples/wordcount.js"], env, ROOT / "interop/node", data / "logs")
+        services = ["demo-python", "wordcount"]
+        go_example = ROOT / ".build/go/example"
+        if go_example.exists():
+            procs["go"] = _start("go", [str(go_example)], env, ROOT, data / "logs")
+        for name in services:
+            await _wait_for_service(nc, name)
+        console.print(f"[bold]3.[/bold] dispatcher and handler services running: {', '.join(services)} "
+                      f"(logs in {data / 'logs'})")
+
+        producer = jetbridge.Producer(nc, queue="DEMO")
+        plan = [
+            ("text:wordcount", {"text": "the quick brown fox jumps over the lazy dog the end"}, {}, "node"),
+            ("image:thumbnail", {"file": "cat.png"}, {}, "python"),
+            ("email:send", {"to": "ada@example.com"}, {}, "python"),
+            ("text:wordcount", {"txt": "a malformed payload"}, {}, "node"),
+            ("report:nightly", {"day": "2026-11-24"}, {"deadline": timedelta(seconds=2.5)}, "nobody"),
+        ]
+        handler_of: dict[str, str] = {}
+        done = anyio.Event()
+        finished: set[str] = set()
+
+        async def on_event(msg: Any) -> None:
+            try:
+                e = decode_event(msg.data)
+            except msgspec.DecodeError:
+                return
+            if e.task_id not in handler_of:
+                return
+            detail = e.last_error or (f"{e.progress:.0%} {e.progress_message}" if e.progress is not None else "")
+            colour = COLOURS.get(e.state, "white")
+            console.print(f"  {e.timestamp[11:23]}  {e.task_id[-8:]}  {e.task_type:<16} "
+                          f"[{colour}]{e.state:<10}[/{colour}] tries={e.tries}  {detail}")
+            if jetbridge.TaskState(e.state).terminal:
+                finished.add(e.task_id)
+                if finished >= set(handler_of):
+                    done.set()
+
+        sub = await nc.subscribe("CHORIA_AJ.E.task_state.*", cb=on_event)
+        console.print("[bold]4.[/bold] enqueueing tasks; their lifecycle events as they happen:")
+        for task_type, payload, options, lang in plan:
+            handler_of[await producer.enqueue(task_type, payload, **options)] = lang
+        started = time.monotonic()
+        with anyio.fail_after(60):
+            await done.wait()
+        await sub.unsubscribe()
+
+        table = Table("task", "type", "handler", "state", "tries", "result / last error", title="5. summary")
+        for task_id, lang in handler_of.items():
+            r = await producer.get(task_id)
+            colour = COLOURS.get(r.state, "white")
+            table.add_row(task_id[-8:], r.type, lang, f"[{colour}]{r.state}[/{colour}]", str(r.tries),
+                          (result_text(r) or r.last_err)[:70])
+        console.print(table)
+        console.print(f"all {len(handler_of)} tasks reached a terminal state in {time.monotonic() - started:.1f}s")
+        await producer.close()
+        await rq.close()
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        await nc.close()
+        server.stop()
+
+
+if __name__ == "__main__":
+    anyio.run(main)
