@@ -126,6 +126,8 @@ class Service:
         self._micro: nats.micro.Service | None = None
         self._tg: TaskGroup | None = None
         self._stop = anyio.Event()
+        #: set once a stopping service has unsubscribed and takes no new requests
+        self.unsubscribed = anyio.Event()
         self.in_flight = InFlight()
 
     def handler(self, task_type: str) -> Callable[[H], H]:
@@ -175,6 +177,7 @@ class Service:
             task_status.started(self)
             await self._stop.wait()
             await self._micro.stop()
+            self.unsubscribed.set()
             with anyio.move_on_after(self.drain_timeout) as scope:
                 await self.in_flight.wait_idle()
             if scope.cancelled_caught:
