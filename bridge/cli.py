@@ -94,6 +94,29 @@ def run(
     _run(run_dispatcher, settings)
 
 
+# handle ---------------------------------------------------------------------------------------------------------
+
+from .handle import HANDLE_HELP, HandleCommand  # noqa: E402
+
+
+@app.command(cls=HandleCommand, help=HANDLE_HELP)
+def handle(
+    ctx: typer.Context,
+    task_types: Annotated[list[str], typer.Argument(help="Task types to serve ('*': every type on the prefix).")],
+    concurrency: Annotated[int | None, typer.Option(envvar="JETBRIDGE_CONCURRENCY",
+                                                    help="Commands at once [default: CPUs].")] = None,
+    prefix: Annotated[str | None, typer.Option(help="Task subject prefix [default: jetbridge.task].")] = None,
+    grace: Annotated[str, typer.Option(help="On SIGTERM, how long running commands may finish.")] = "30s",
+    kill_grace: Annotated[str, typer.Option(help="From SIGTERM to SIGKILL when a command is stopped.")] = "5s",
+    terminate_exit: Annotated[int, typer.Option(help="Exit code that terminates the task.")] = 100,
+    name: Annotated[str, typer.Option(help="Service name (nats micro ls).")] = "jetbridge-handle",
+) -> None:
+    from .handle import command_from, handle_main
+
+    handle_main(_settings(ctx), task_types, command_from(ctx), concurrency=concurrency, prefix=prefix, grace=grace,
+                kill_grace=kill_grace, terminate_exit=terminate_exit, name=name)
+
+
 # enqueue --------------------------------------------------------------------------------------------------------
 
 

@@ -191,7 +191,7 @@ class Dispatcher:
         assert self._tg is not None and msg.reply
         worker.inflight[msg.reply] = time.monotonic()
         self.busy.enter()
-        self.metrics.in_flight.labels(queue=worker.name).inc()
+        self.metrics.child(self.metrics.in_flight, worker.name).inc()
         self._tg.start_soon(self._process, worker, msg)
 
     def _on_due(self, msg: Msg) -> None:
@@ -207,7 +207,7 @@ class Dispatcher:
         finally:
             assert msg.reply
             worker.inflight.pop(msg.reply, None)
-            self.metrics.in_flight.labels(queue=worker.name).dec()
+            self.metrics.child(self.metrics.in_flight, worker.name).dec()
             self.busy.leave()
             if worker.puller is not None:
                 worker.puller.poke()
@@ -261,8 +261,8 @@ class Dispatcher:
         else:
             await self._item(msg, ItemAction.NAK, delay=0.5)
             return
-        self._event(active)
-        self.metrics.tasks.labels(queue=worker.name, type=active.type, state="active").inc()
+        await self._event(active)
+        self.metrics.child(self.metrics.tasks, worker.name, active.type, "active").inc()
         await self._run_attempt(worker, msg, active, seq)
 
     async def _run_attempt(self, worker: QueueWorker, msg: Msg, task: TaskRecord, seq: int) -> None:
@@ -274,15 +274,15 @@ class Dispatcher:
         lease = worker.config.lease if (route.mode == "jetbridge" and route.heartbeats) else None
         attempt = Attempt(task=task, seq=seq, queue=worker.name, route=route, subject=subject, budget=budget,
                           lease=min(lease, budget) if lease is not None else None)
-        self.metrics.attempts.labels(queue=worker.name, type=task.type).inc()
+        self.metrics.child(self.metrics.attempts, worker.name, task.type).inc()
         log.debug("attempt_started", task_id=task.id, queue=worker.name, type=task.type, attempt=task.tries,
                   subject=subject, budget_s=round(budget, 3))
         started = time.monotonic()
         outcome = await self.runner.run(attempt)
-        self.metrics.attempt_duration.labels(queue=worker.name, type=task.type, outcome=outcome.kind).observe(
+        self.metrics.child(self.metrics.attempt_duration, worker.name, task.type, outcome.kind).observe(
             time.monotonic() - started)
         if outcome.kind != "no_handler":
-            self.metrics.handler_available.labels(subject=subject).set(1)
+            self.metrics.child(self.metrics.handler_available, subject).set(1)
         async with attempt.lock:
             task, seq = attempt.task, attempt.seq
             if outcome.kind == "complete":
@@ -309,10 +309,10 @@ class Dispatcher:
             ttl = self.settings.retain_finished if (decision.state.terminal and self._ttl_ok) else None
             if not await self._save(worker, msg, new, seq, ttl):
                 return
-            self._event(new)
-            self.metrics.tasks.labels(queue=worker.name, type=new.type, state=new.state).inc()
+            await self._event(new)
+            self.metrics.child(self.metrics.tasks, worker.name, new.type, new.state).inc()
             if decision.state is TaskState.RETRY:
-                self.metrics.retries.labels(queue=worker.name, type=new.type).inc()
+                self.metrics.child(self.metrics.retries, worker.name, new.type).inc()
             level = "debug" if decision.state in (TaskState.COMPLETE, TaskState.RETRY) else "info"
             getattr(log, level)("task_state", task_id=new.id, queue=worker.name, type=new.type, attempt=new.tries,
                                 from_state=task.state, to_state=new.state, reason=decision.reason,
@@ -375,14 +375,10 @@ class Dispatcher:
         log.error("corrupt_task", task_id=task_id, queue=worker.name, error=error)
         decision = Decision(ItemAction.ACK)
         if await self._save(worker, msg, record, seq, None):
-            self._event(record)
+            await self._event(record)
             await self._item(msg, decision.action)
 
-    def _event(self, task: TaskRecord) -> None:
-        if self._tg is not None:
-            self._tg.start_soon(self._publish_event, task)
-
-    async def _publish_event(self, task: TaskRecord) -> None:
+    async def _event(self, task: TaskRecord) -> None:
         try:
             await self.nc.publish(names.task_state_event_subject(task.id), task_state_event(task))
         except Exception:  # noqa: BLE001 - events are best effort, like asyncjobs'
@@ -421,7 +417,7 @@ class Dispatcher:
             except (TransportError, JetStreamError):
                 attempt.progress_dirty = True
                 return
-            self._event(updated)
+            await self._event(updated)
 
     async def _on_control_cancel(self, msg: Msg) -> None:
         try:

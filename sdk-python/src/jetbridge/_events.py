@@ -1,13 +1,16 @@
 """Lifecycle events: asyncjobs' ``io.choria.asyncjobs.v1.task_state`` on ``CHORIA_AJ.E.task_state.<id>``.
 
-Events are core NATS publishes (best effort, as in asyncjobs). Jetbridge adds ``attempt``, ``progress`` and
-``progress_message``; asyncjobs tooling ignores members it does not know.
+Events are core NATS publishes (best effort, as in asyncjobs). Jetbridge adds ``progress`` and
+``progress_message``; asyncjobs tooling ignores members it does not know. asyncjobs makes each ``event_id`` a
+KSUID; Jetbridge uses 20 random hex characters, because a KSUID costs more than the rest of the event and nothing
+reads the id but as a unique string.
 """
 
 from __future__ import annotations
 
+import secrets
+
 import msgspec
-from ksuid import Ksuid
 
 from . import _names as names
 from ._task import TaskRecord
@@ -36,7 +39,7 @@ _decoder = msgspec.json.Decoder(TaskStateEvent)
 def task_state_event(doc: TaskRecord) -> bytes:
     now = now_ns()
     return _encoder.encode(TaskStateEvent(
-        event_id=str(Ksuid()), type=names.TASK_STATE_EVENT, timestamp=format_ns(now), task_id=doc.id, state=doc.state, tries=doc.tries,
+        event_id=secrets.token_hex(10), type=names.TASK_STATE_EVENT, timestamp=format_ns(now), task_id=doc.id, state=doc.state, tries=doc.tries,
         queue=doc.queue, task_type=doc.type, last_error=doc.last_err, task_age=max(0, now - doc.created_ns),
         progress=doc.progress, progress_message=doc.progress_message,
     ))

@@ -21,10 +21,20 @@ def now_ns() -> int:
     return time.time_ns()
 
 
+_last_second: tuple[int, str] = (-1, "")
+
+
+def _second(secs: int) -> str:
+    global _last_second
+    if _last_second[0] != secs:  # most calls fall in the same second as the previous one
+        _last_second = (secs, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)))
+    return _last_second[1]
+
+
 def format_ns(ns: int, *, digits: int | None = None) -> str:
     """Format UTC nanoseconds as RFC 3339: Go RFC3339Nano style, or with exactly ``digits`` fraction digits."""
     secs, frac = divmod(ns, NS)
-    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    base = _second(secs)
     if digits is not None:
         if digits == 0:
             return base + "Z"

@@ -1,0 +1,629 @@
+"""``jetbridge handle``: any program as a handler.
+
+``jetbridge handle TYPE [TYPE...] -- COMMAND [ARGS...]`` registers a handler service (a NATS micro service in the
+queue group ``jetbridge``, through :class:`jetbridge.Service`) and runs COMMAND once per attempt:
+
+- **stdin**: the payload. A JSON payload as its JSON text, a binary payload as its raw bytes.
+- **environment**: the parent's environment plus ``JETBRIDGE_TASK_ID``, ``_TYPE``, ``_QUEUE``, ``_ATTEMPT``,
+  ``_MAX_ATTEMPTS``, ``_DEADLINE`` (empty when none), ``_ATTEMPT_DEADLINE``, ``_CONTENT_TYPE``, ``_CREATED``,
+  ``_BUDGET_MS`` (all ``JETBRIDGE_TASK_*``), ``JETBRIDGE_CONTROL_FD=3`` and ``TRACEPARENT`` when the task has one.
+- **stdout**: the result. If it parses as JSON, the JSON value; empty, ``null``; otherwise the bytes, with content
+  type ``application/octet-stream`` (or what a ``content-type`` control line said).
+- **exit status**: 0 completes the task; :data:`TERMINATE_EXIT` (100, ``--terminate-exit``) terminates it (never
+  retried); anything else, or death by a signal, is a retryable error whose message is the tail of stderr (the last
+  :data:`STDERR_TAIL` bytes) and whose code is ``exit_<status>`` or ``signal_<NAME>``.
+- **fd 3**, the control channel (a Unix socket; ``JETBRIDGE_CONTROL_FD`` names it), one line per instruction:
+
+  ====================================  ==========================================================================
+  ``heartbeat [MESSAGE]``               publish a heartbeat now (the attempt is alive)
+  ``progress P [MESSAGE]``              a heartbeat with progress: ``0.4``, ``40%`` or ``2/5``
+  ``retry-after DURATION``              when the command then exits non-zero, retry after ``5s``, ``250ms``, ``2m``
+  ``error-code CODE``                   the error code of a failure (instead of ``exit_<n>`` / ``terminate``)
+  ``content-type TYPE``                 stdout is a binary result of this type (``application/json``: JSON)
+  ``publish SUBJECT TEXT``              publish TEXT on a NATS subject (not ``$...``) with the handler's connection
+  ====================================  ==========================================================================
+
+  Before jetbridge stops a command it writes ``cancel REASON`` (``operator``, ``timeout``, ``deadline``, ``lost``,
+  ``shutdown``, ``result_too_large``) to fd 3, so a ``TERM`` trap may read why.
+
+  Why not ``jetbridge:`` lines on stderr: stderr belongs to the command and to whatever tools it runs. Scanning it
+  means any tool that happens to print such a line steers the task, and the error message would have to be cleaned
+  of control lines. A separate descriptor is unambiguous, costs one ``>&3`` per line, and leaves stdout and stderr
+  exactly as the program writes them. It is a socket rather than a pipe so that jetbridge can answer on it (the
+  ``cancel`` line above).
+
+The command runs in its own session and process group. When its attempt's budget runs out, the task is cancelled,
+its stdout passes the size limit (the server's ``max_payload``: more can never fit a reply; ended with
+``result_too_large``), or ``jetbridge handle`` shuts down past its grace period, the whole group gets SIGTERM, then
+SIGKILL after ``kill_grace``. When the command exits, whatever it left running in its group is killed (SIGKILL).
+Every child is reaped. On Linux the command also gets SIGKILL if ``jetbridge handle`` itself dies.
+
+Draining (:meth:`CommandHandler.stop`, SIGTERM on the CLI): no new commands start; running ones may finish within
+``grace``; then they are stopped as above and their attempts end ``retry`` with code ``shutdown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import functools
+import os
+import shutil
+import signal
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import anyio
+import click
+import msgspec
+import structlog
+from anyio.abc import TaskStatus
+from nats.aio.client import Client
+from typer.core import TyperCommand
+
+import jetbridge
+from jetbridge import _names as names
+from jetbridge._errors import ConfigError
+from jetbridge._timeutil import format_ms
+
+from .policy import parse_duration
+
+log = structlog.get_logger("jetbridge.handle")
+
+#: The descriptor of the control channel in the command.
+CONTROL_FD = 3
+#: The exit status that terminates a task (the default of ``--terminate-exit``).
+TERMINATE_EXIT = 100
+#: How much of the end of stderr becomes the error message.
+STDERR_TAIL = 2048
+#: After the command exits, how long its output may take to close (something outside its group may hold it).
+IO_GRACE = 1.0
+#: Service metadata ``jetbridge.sdk``.
+SDK_NAME = f"shell/{jetbridge.__version__}"
+CANCEL_REASONS = frozenset({"operator", "deadline", "timeout", "lost", "shutdown", "result_too_large"})
+
+_PR_SET_PDEATHSIG = 1
+_prctl: Any = None
+if sys.platform.startswith("linux"):
+    try:
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # pragma: no cover - a libc without prctl
+        _prctl = None
+
+
+def default_concurrency() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class HandleConfig:
+    """What ``jetbridge handle`` runs, and how.
+
+    Attributes:
+        command: the program and its arguments (run directly, not through a shell).
+        task_types: endpoints to serve, subject ``<prefix>.<type>``; ``*`` serves ``<prefix>.*``.
+        concurrency: commands run at once by this replica.
+        prefix: task subject prefix; must match the dispatcher's routes.
+        grace: on stop, how long running commands may finish before they are stopped.
+        kill_grace: between SIGTERM and SIGKILL whenever a command is stopped.
+        terminate_exit: the exit status that terminates the task instead of retrying it.
+        name: the micro service name.
+        env: variables added to the commands' environment (over the parent's).
+        cwd: the commands' working directory (default: the current one).
+    """
+
+    command: tuple[str, ...]
+    task_types: tuple[str, ...]
+    concurrency: int = field(default_factory=default_concurrency)
+    prefix: str = names.DEFAULT_TASK_SUBJECT_PREFIX
+    grace: float = 30.0
+    kill_grace: float = 5.0
+    terminate_exit: int = TERMINATE_EXIT
+    name: str = "jetbridge-handle"
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+
+    def validate(self) -> HandleConfig:
+        if not self.command:
+            raise ConfigError("no command: put the program to run after --, e.g. "
+                              "`jetbridge handle resize -- ./resize.sh`")
+        if not self.task_types:
+            raise ConfigError("name at least one task type to serve, e.g. `jetbridge handle resize -- ./resize.sh`")
+        if resolve_command(self.command[0], self.cwd) is None:
+            raise ConfigError(f"command {self.command[0]!r} not found or not executable"
+                              + ("" if "/" in self.command[0] else " (it is looked up on PATH)"))
+        if not 1 <= self.concurrency <= 10_000:
+            raise ConfigError(f"concurrency must be between 1 and 10000, got {self.concurrency}")
+        if self.grace < 0 or self.kill_grace < 0:
+            raise ConfigError("grace and kill grace must not be negative")
+        if not 1 <= self.terminate_exit <= 255:
+            raise ConfigError(f"the terminate exit code must be between 1 and 255, got {self.terminate_exit}")
+        if not self.name or any(not (c.isascii() and (c.isalnum() or c in "-_")) for c in self.name):
+            raise ConfigError(f"service name {self.name!r} is invalid: use letters, digits, '-' and '_'")
+        return self
+
+
+def resolve_command(program: str, cwd: str | None = None) -> str | None:
+    """The executable ``program`` names (a path, or a name on PATH), or None."""
+    if "/" in program:
+        path = os.path.join(cwd, program) if cwd and not os.path.isabs(program) else program
+        return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+    return shutil.which(program)
+
+
+class CommandHandler:
+    """Serve task types by running a command per attempt (see the module's documentation)."""
+
+    def __init__(self, nc: Client, config: HandleConfig) -> None:
+        self.config = config.validate()
+        self.nc = nc
+        self.service = jetbridge.Service(
+            nc, config.name, prefix=config.prefix, concurrency=config.concurrency,
+            description=f"jetbridge handle: runs {os.path.basename(config.command[0])} per task",
+            metadata={"jetbridge.sdk": SDK_NAME, "jetbridge.command": os.path.basename(config.command[0])},
+            # A backstop only: run() stops commands itself once the grace is over.
+            drain_timeout=config.grace + config.kill_grace + IO_GRACE + 5.0)
+        for task_type in config.task_types:
+            self.service.add_handler(task_type, self._handle)
+        self.draining = False
+        self.stopped = anyio.Event()
+        self._runs: set[_Run] = set()
+        self._stopping = anyio.Event()
+        self._hurry = anyio.Event()
+
+    @property
+    def stdout_limit(self) -> int:
+        """The most stdout a command may write: more can never fit a reply under the server's max_payload."""
+        return int(self.nc.max_payload)
+
+    @property
+    def running(self) -> int:
+        """Commands running now."""
+        return len(self._runs)
+
+    async def run(self, *, task_status: TaskStatus[CommandHandler] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until :meth:`stop`, then drain (running commands get ``grace`` to finish)."""
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.service.run)
+                log.info("handler_ready", name=self.config.name, prefix=self.config.prefix,
+                         task_types=list(self.config.task_types), command=self.config.command[0],
+                         concurrency=self.config.concurrency)
+                task_status.started(self)
+                await self._stopping.wait()
+                with anyio.move_on_after(self.config.grace):
+                    async with anyio.create_task_group() as race:
+                        async def idle() -> None:
+                            await self.service.in_flight.wait_idle()
+                            race.cancel_scope.cancel()
+
+                        async def hurry() -> None:
+                            await self._hurry.wait()
+                            race.cancel_scope.cancel()
+
+                        race.start_soon(idle)
+                        race.start_soon(hurry)
+                for run in list(self._runs):
+                    log.warning("stopping_command", task_id=run.task.id, reason="shutdown",
+                                hint="it did not finish within the grace period")
+                    run.stop("shutdown")
+        finally:
+            self.stopped.set()
+
+    def stop(self, *, now: bool = False) -> None:
+        """Drain: start no new commands and let running ones finish within ``grace`` (``now``: stop them now)."""
+        self.draining = True
+        self.service.stop()
+        self._stopping.set()
+        if now:
+            self._hurry.set()
+
+    async def _handle(self, task: jetbridge.Task) -> Any:
+        if self.draining:
+            raise jetbridge.Retry("jetbridge handle is shutting down", code="shutdown")
+        run = _Run(self, task)
+        with anyio.CancelScope(shield=True):  # a command that started is always supervised
+            await run.start()
+        self._runs.add(run)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run.supervise)
+                try:
+                    await run.finished.wait()
+                except anyio.get_cancelled_exc_class():
+                    run.stop(task.cancel_reason or "timeout")
+                    raise  # after the task group has waited for the command to end
+        finally:
+            self._runs.discard(run)
+        return run.outcome()
+
+
+def _child_setup(control_fd: int, parent_pid: int) -> None:  # pragma: no cover - runs in the forked child
+    """In the child, before exec: the control socket at fd 3, and death with the parent (Linux)."""
+    if control_fd != CONTROL_FD:
+        os.dup2(control_fd, CONTROL_FD)
+    else:
+        os.set_inheritable(CONTROL_FD, True)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent_pid:
+            os._exit(137)
+
+
+def _timestamp(value: datetime | None) -> str:
+    return format_ms(round(value.timestamp() * 1000) * 1_000_000) if value is not None else ""
+
+
+def task_environment(task: jetbridge.Task, base: Mapping[str, str]) -> dict[str, str]:
+    """The command's environment: ``base`` plus the task's metadata."""
+    env = dict(base)
+    env.update({
+        "JETBRIDGE_TASK_ID": task.id,
+        "JETBRIDGE_TASK_TYPE": task.type,
+        "JETBRIDGE_TASK_QUEUE": task.queue,
+        "JETBRIDGE_TASK_ATTEMPT": str(task.attempt),
+        "JETBRIDGE_TASK_MAX_ATTEMPTS": str(task.max_attempts),
+        "JETBRIDGE_TASK_DEADLINE": _timestamp(task.deadline),
+        "JETBRIDGE_TASK_ATTEMPT_DEADLINE": _timestamp(task.attempt_deadline),
+        "JETBRIDGE_TASK_CONTENT_TYPE": task.content_type,
+        "JETBRIDGE_TASK_CREATED": _timestamp(task.created),
+        "JETBRIDGE_TASK_BUDGET_MS": str(int(task.budget * 1000)),
+        "JETBRIDGE_CONTROL_FD": str(CONTROL_FD),
+    })
+    if task.traceparent:
+        env["TRACEPARENT"] = task.traceparent
+    else:
+        env.pop("TRACEPARENT", None)
+    return env
+
+
+def stdin_bytes(payload: Any) -> bytes:
+    """The payload as the command reads it: raw bytes, or JSON text."""
+    if isinstance(payload, jetbridge.Bytes):
+        return payload.data
+    return msgspec.json.encode(payload)
+
+
+def parse_progress(text: str) -> float:
+    """``0.4``, ``40%`` or ``2/5``, between 0 and 1; raises ValueError."""
+    if text.endswith("%"):
+        value = float(text[:-1]) / 100
+    elif "/" in text:
+        done, _, total = text.partition("/")
+        value = float(done) / float(total)
+    else:
+        value = float(text)
+    if not 0 <= value <= 1:
+        raise ValueError(f"progress {text!r} is not between 0 and 1")
+    return value
+
+
+class _Run:
+    """One command for one attempt: its process, its output and how it ended."""
+
+    def __init__(self, handler: CommandHandler, task: jetbridge.Task) -> None:
+        self.handler = handler
+        self.config = handler.config
+        self.task = task
+        self.limit = handler.stdout_limit
+        self.proc: asyncio.subprocess.Process | None = None
+        self.returncode: int | None = None
+        self.stdout = bytearray()
+        self.overflow = False
+        self.stderr_tail = bytearray()
+        self.stderr_size = 0
+        self.retry_after: float | None = None
+        self.error_code: str | None = None
+        self.content_type: str | None = None
+        self.stop_reason: str | None = None
+        self.finished = anyio.Event()
+        self._stop_requested = anyio.Event()
+        self._ctl_reader: asyncio.StreamReader | None = None
+        self._ctl_writer: asyncio.StreamWriter | None = None
+        self._log = log.bind(task_id=task.id, type=task.type, attempt=task.attempt)
+
+    async def start(self) -> None:
+        parent, child = socket.socketpair()
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.config.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, cwd=self.config.cwd,
+                env=task_environment(self.task, {**os.environ, **self.config.env}),
+                start_new_session=True, pass_fds=(CONTROL_FD,),
+                preexec_fn=functools.partial(_child_setup, child.fileno(), os.getpid()))
+        except OSError as exc:
+            parent.close()
+            raise jetbridge.Retry(f"cannot run {self.config.command[0]}: {exc.strerror or exc}",
+                                  code="spawn_failed") from None
+        finally:
+            child.close()
+        self._ctl_reader, self._ctl_writer = await asyncio.open_unix_connection(sock=parent)
+        self._log.debug("command_started", pid=self.proc.pid)
+
+    def stop(self, reason: str) -> None:
+        """Stop the command: ``cancel REASON`` on fd 3, SIGTERM to its group, SIGKILL after the kill grace."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._stop_requested.set()
+
+    async def supervise(self) -> None:
+        """Feed, read and wait for the command; sets :attr:`finished` once it and its group are gone."""
+        assert self.proc is not None
+        proc = self.proc
+        with anyio.CancelScope(shield=True):
+            try:
+                async with anyio.create_task_group() as tg:
+                    output_closed = anyio.Event()
+                    tg.start_soon(self._killer)
+                    tg.start_soon(self._write_stdin)
+                    tg.start_soon(self._read_output, output_closed)
+                    self.returncode = await proc.wait()
+                    self._signal(signal.SIGKILL)  # whatever it left running in its group
+                    with anyio.move_on_after(IO_GRACE):
+                        await output_closed.wait()
+                    tg.cancel_scope.cancel()
+            finally:
+                if proc.returncode is None:  # only if supervising itself failed
+                    self._signal(signal.SIGKILL)
+                    with anyio.move_on_after(5):
+                        await proc.wait()
+                if self._ctl_writer is not None:
+                    self._ctl_writer.close()
+                self._log.debug("command_ended", returncode=self.returncode, stop_reason=self.stop_reason)
+                self.finished.set()
+
+    def _signal(self, signum: int) -> None:
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    async def _killer(self) -> None:
+        await self._stop_requested.wait()
+        if self._ctl_writer is not None:
+            try:
+                self._ctl_writer.write(f"cancel {self.stop_reason}\n".encode())
+            except (OSError, RuntimeError):
+                pass
+        self._log.info("command_stopping", reason=self.stop_reason, signal="SIGTERM")
+        self._signal(signal.SIGTERM)
+        await anyio.sleep(self.config.kill_grace)
+        self._log.warning("command_killed", reason=self.stop_reason, signal="SIGKILL",
+                          hint=f"it did not exit within {self.config.kill_grace:g}s of SIGTERM")
+        self._signal(signal.SIGKILL)
+
+    async def _write_stdin(self) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        stdin = self.proc.stdin
+        try:
+            stdin.write(stdin_bytes(self.task.payload))
+            await stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the command does not read its stdin: fine
+        finally:
+            stdin.close()
+
+    async def _read_output(self, closed: anyio.Event) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._read_stdout)
+            tg.start_soon(self._read_stderr)
+            tg.start_soon(self._read_control)
+        closed.set()
+
+    async def _read_stdout(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while chunk := await self.proc.stdout.read(65536):
+            if self.overflow:
+                continue  # drained and dropped while the command is being stopped
+            if len(self.stdout) + len(chunk) > self.limit:
+                self.overflow = True
+                self._log.warning("result_too_large", limit=self.limit)
+                self.stop("result_too_large")
+                continue
+            self.stdout += chunk
+
+    async def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        while chunk := await self.proc.stderr.read(65536):
+            self.stderr_size += len(chunk)
+            self.stderr_tail += chunk
+            if len(self.stderr_tail) > STDERR_TAIL:
+                del self.stderr_tail[:-STDERR_TAIL]
+
+    async def _read_control(self) -> None:
+        assert self._ctl_reader is not None
+        while True:
+            try:
+                line = await self._ctl_reader.readline()
+            except ValueError:  # a line longer than the stream's limit: skipped
+                self._log.warning("control_line_too_long")
+                continue
+            except (ConnectionResetError, OSError):
+                return
+            if not line:
+                return
+            await self._control(line.decode(errors="replace").strip())
+
+    async def _control(self, line: str) -> None:
+        if not line:
+            return
+        verb, _, rest = line.partition(" ")
+        rest = rest.strip()
+        try:
+            if verb == "heartbeat":
+                await self.task.heartbeat(None, rest or None)
+            elif verb == "progress":
+                value, _, message = rest.partition(" ")
+                await self.task.heartbeat(parse_progress(value), message.strip() or None)
+            elif verb == "retry-after":
+                self.retry_after = parse_duration(rest, what="retry-after")
+            elif verb == "error-code":
+                if not rest or len(rest) > 128 or " " in rest:
+                    raise ValueError("an error code is one word of 1 to 128 characters")
+                self.error_code = rest
+            elif verb == "content-type":
+                if not rest or len(rest) > 255:
+                    raise ValueError("a content type is 1 to 255 characters")
+                self.content_type = rest
+            elif verb == "publish":
+                subject, _, text = rest.partition(" ")
+                if not subject or subject.startswith("$") or "*" in subject or ">" in subject:
+                    raise ValueError("publish needs a subject without wildcards that does not start with '$'")
+                await self.handler.nc.publish(subject, text.encode())
+            else:
+                raise ValueError("unknown instruction: use heartbeat, progress, retry-after, error-code, "
+                                 "content-type or publish")
+        except (ValueError, ConfigError) as exc:
+            self._log.warning("bad_control_line", line=line[:200], error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - e.g. disconnected: the next heartbeat may get through
+            self._log.warning("control_line_failed", line=line[:200], error=repr(exc))
+
+    def _stderr_text(self) -> str:
+        text = bytes(self.stderr_tail).decode(errors="replace")
+        if self.stderr_size > len(self.stderr_tail) and "\n" in text.rstrip("\n"):
+            text = text.split("\n", 1)[1]  # drop the partial first line
+        return text.strip()
+
+    def _status_text(self) -> str:
+        rc = self.returncode
+        if rc is not None and rc < 0:
+            return f"command was killed by signal {_signal_name(-rc)}"
+        return f"command exited with status {rc}"
+
+    def outcome(self) -> Any:
+        """The result, or the Retry / Terminate the SDK replies with."""
+        if self.overflow:
+            raise jetbridge.Terminate(
+                f"the command wrote more than {self.limit} bytes to stdout, more than a result can be under the "
+                f"server's max_payload of {self.handler.nc.max_payload} bytes: it was stopped; store large results "
+                "elsewhere and print a reference", code="result_too_large")
+        rc = self.returncode
+        if rc == 0:
+            return self._result()
+        message = self._stderr_text() or self._status_text()
+        if rc == self.config.terminate_exit:
+            raise jetbridge.Terminate(message, code=self.error_code or "terminate")
+        if self.stop_reason == "shutdown":
+            raise jetbridge.Retry(f"jetbridge handle shut down before the command finished: {message}",
+                                  code="shutdown")
+        if rc is None:
+            code = "command_lost"
+        elif rc > 0:
+            code = f"exit_{rc}"
+        else:
+            code = f"signal_{_signal_name(-rc)}"
+        raise jetbridge.Retry(message, code=self.error_code or code, after=self.retry_after)
+
+    def _result(self) -> Any:
+        data = bytes(self.stdout)
+        ctype = self.content_type
+        if ctype is not None and ctype != "application/json":
+            return jetbridge.Bytes(data, ctype)
+        if ctype is None and not data.strip():
+            return None
+        try:
+            return msgspec.json.decode(data)
+        except msgspec.DecodeError:
+            if ctype is not None:
+                raise jetbridge.Retry("the command declared content-type application/json but its stdout is not "
+                                      "JSON", code="bad_result") from None
+            return jetbridge.Bytes(data, "application/octet-stream")
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return str(signum)
+
+
+# The command line ----------------------------------------------------------------------------------------------
+
+COMMAND_META = "jetbridge.handle.command"
+
+HANDLE_HELP = """Serve task types by running COMMAND (after --) once per task.
+
+The payload is COMMAND's stdin (JSON text, or raw bytes); JETBRIDGE_TASK_ID, _TYPE, _QUEUE, _ATTEMPT,
+_MAX_ATTEMPTS, _DEADLINE, _ATTEMPT_DEADLINE, _CONTENT_TYPE, _CREATED and _BUDGET_MS are in its environment; its
+stdout is the result (JSON if it parses, else bytes).
+
+Exit 0 completes the task, exit 100 (--terminate-exit) terminates it, anything else retries it with the end of
+stderr as the error.
+
+Lines on fd 3: heartbeat [MSG] | progress 0.4 [MSG] | retry-after 5s | error-code CODE | content-type TYPE |
+publish SUBJECT TEXT.  Example: jetbridge handle resize --concurrency 4 -- ./resize.sh
+"""
+
+
+class HandleCommand(TyperCommand):
+    """``jetbridge handle TYPE... [OPTIONS] -- COMMAND [ARGS]...``: what follows ``--`` is the command, verbatim."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            at = args.index("--")
+            ctx.meta[COMMAND_META] = list(args[at + 1:])
+            args = args[:at]
+        return super().parse_args(ctx, args)
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return [*super().collect_usage_pieces(ctx), "-- COMMAND [ARGS]..."]
+
+
+def command_from(ctx: click.Context) -> list[str]:
+    command = ctx.meta.get(COMMAND_META) or []
+    if not command:
+        raise click.UsageError("put the command to run after --, e.g. `jetbridge handle resize -- ./resize.sh`",
+                               ctx=ctx)
+    return list(command)
+
+
+async def serve_command(settings: Any, config: HandleConfig) -> None:
+    """``jetbridge handle``: connect like the other commands, print ``ready``, drain on SIGTERM or SIGINT
+    (a second signal stops running commands at once)."""
+    from .connect import describe, session
+    from .logs import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
+    config.validate()
+    async with session(settings) as (nc, settings):
+        log.info("connected", server=describe(settings), max_payload=nc.max_payload)
+        handler = CommandHandler(nc, config)
+        async with anyio.create_task_group() as tg:
+            await tg.start(handler.run)
+            print("ready", flush=True)
+
+            async def on_signals() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for signum in signals:
+                        name = signal.Signals(signum).name
+                        if not handler.draining:
+                            log.info("signal", signal=name, action="draining", running=handler.running,
+                                     grace=config.grace)
+                            handler.stop()
+                        else:
+                            log.info("signal", signal=name, action="stopping commands now", running=handler.running)
+                            handler.stop(now=True)
+
+            tg.start_soon(on_signals)
+            await handler.stopped.wait()
+            tg.cancel_scope.cancel()
+    log.info("stopped")
+
+
+def handle_main(
+    settings: Any, task_types: Sequence[str], command: Sequence[str], *, concurrency: int | None, prefix: str | None,
+    grace: str, kill_grace: str, terminate_exit: int, name: str,
+) -> None:
+    """The ``jetbridge handle`` command, from its parsed options."""
+    config = HandleConfig(
+        command=tuple(command), task_types=tuple(task_types),
+        concurrency=concurrency if concurrency is not None else default_concurrency(),
+        prefix=prefix or settings.subject_prefix, grace=parse_duration(grace, what="--grace"),
+        kill_grace=parse_duration(kill_grace, what="--kill-grace"), terminate_exit=terminate_exit, name=name,
+    ).validate()
+    anyio.run(serve_command, settings, config)

@@ -1,0 +1,291 @@
+"""Producers: put tasks on queues and follow them to their end.
+
+Enqueue is asyncjobs' two steps, in its order: the task is saved first (a create: compare-and-set against
+sequence 0, so an id is never reused), then a work item pointing at it goes on the queue. If the second step
+fails the task is marked ``queue_error`` with the reason, so nothing is left half-enqueued without a trace.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import anyio
+import msgspec
+from ksuid import Ksuid
+from nats.aio.client import Client
+
+from . import _names as names
+from ._errors import (
+    ConfigError, ConflictError, CorruptTaskError, JetbridgeError, PayloadTooLargeError, QueueFullError, QueueNotFoundError,
+    TaskNotFoundError, TransportError,
+)
+from ._events import decode_event, task_state_event
+from ._protocol import JSON_CONTENT_TYPE, Bytes
+from ._requester import Requester
+from ._signing import Signer
+from ._store import ERR_MAX_MESSAGES, ERR_STREAM_NOT_FOUND, JetStreamError, TaskStore, js_publish
+from ._task import TaskRecord, TaskState, encode_task, new_task
+from ._timeutil import NS, format_ns, now_ns
+
+DEFAULT_MAX_TRIES = 10
+_WORK_ITEM = msgspec.json.Encoder()
+_json = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSpec:
+    """One task to enqueue; see :meth:`Producer.enqueue` for the meaning of each field."""
+
+    type: str
+    payload: Any = None
+    queue: str | None = None
+    task_id: str | None = None
+    dedup_key: str | None = None
+    deadline: datetime | timedelta | None = None
+    max_tries: int = DEFAULT_MAX_TRIES
+    content_type: str | None = None
+
+
+def payload_limit(max_payload: int) -> int:
+    """The largest stored task document for a server ``max_payload`` (SPEC §8): half, less headroom."""
+    return (max_payload - 4096) // 2
+
+
+def _encode_payload(payload: Any, content_type: str | None) -> tuple[bytes, str]:
+    if isinstance(payload, Bytes):
+        return payload.data, payload.content_type
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return bytes(payload), content_type or "application/octet-stream"
+    try:
+        return _json.encode(payload), JSON_CONTENT_TYPE
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise ConfigError(f"payload is neither bytes nor JSON-serialisable: {exc}") from None
+
+
+def _deadline_ns(deadline: datetime | timedelta | None, now: int) -> int | None:
+    if deadline is None:
+        return None
+    if isinstance(deadline, timedelta):
+        return now + int(deadline.total_seconds() * NS)
+    if deadline.tzinfo is None:
+        raise ConfigError("deadline must be timezone-aware (for example datetime.now(timezone.utc) + ...)")
+    return int(deadline.astimezone(timezone.utc).timestamp() * NS)
+
+
+class Producer:
+    """Enqueue tasks and follow them.
+
+    Args:
+        nc: a connected nats-py client.
+        queue: the queue used when :meth:`enqueue` is not given one.
+        signer: signs every task (asyncjobs-compatible ed25519), if set: ``jetbridge.Signer(seed_hex)``.
+    """
+
+    def __init__(self, nc: Client, *, queue: str = "DEFAULT", signer: Signer | None = None) -> None:
+        if not names.is_valid_name(queue):
+            raise ConfigError(f"queue name {queue!r} is invalid: use letters, digits, '_', '-' and ':'")
+        self._nc = nc
+        self._rq = Requester(nc)
+        self._store = TaskStore(self._rq)
+        self.queue = queue
+        self._signer = signer
+
+    async def enqueue(
+        self, task_type: str, payload: Any = None, *, queue: str | None = None, task_id: str | None = None,
+        dedup_key: str | None = None, deadline: datetime | timedelta | None = None,
+        max_tries: int = DEFAULT_MAX_TRIES, content_type: str | None = None,
+    ) -> str:
+        """Enqueue one task and return its id.
+
+        Args:
+            task_type: routes the task to its handler; letters, digits, ``_``, ``-``, ``:``.
+            payload: a JSON-serialisable value, or ``bytes`` / :class:`Bytes` for binary payloads.
+            queue: the queue (default: the producer's).
+            task_id: your own id instead of a KSUID; enqueueing an id twice raises ``DuplicateTaskError``.
+            dedup_key: tasks with the same key within the store's duplicate window (2 minutes by default) are
+                enqueued once; the second call raises ``DuplicateTaskError`` naming the first task.
+            deadline: after this the task is not started any more (absolute, or from now).
+            max_tries: attempts at most (0: no limit); the queue's limit caps it.
+            content_type: for bytes payloads.
+
+        Raises:
+            ConfigError, PayloadTooLargeError, DuplicateTaskError, QueueNotFoundError, QueueFullError,
+            TransportError.
+        """
+        spec = TaskSpec(type=task_type, payload=payload, queue=queue, task_id=task_id, dedup_key=dedup_key,
+                        deadline=deadline, max_tries=max_tries, content_type=content_type)
+        return await self._enqueue(spec)
+
+    async def enqueue_many(self, tasks: Iterable[TaskSpec], *, concurrency: int = 200) -> list[str | JetbridgeError]:
+        """Enqueue many tasks with up to ``concurrency`` in flight; returns, in order, each id or its error."""
+        specs = list(tasks)
+        results: list[str | JetbridgeError] = [""] * len(specs)
+        limiter = anyio.Semaphore(concurrency)
+
+        async def one(i: int, spec: TaskSpec) -> None:
+            async with limiter:
+                try:
+                    results[i] = await self._enqueue(spec)
+                except JetbridgeError as exc:
+                    results[i] = exc
+
+        async with anyio.create_task_group() as tg:
+            for i, spec in enumerate(specs):
+                await limiter.acquire()
+                limiter.release()
+                tg.start_soon(one, i, spec)
+        return results
+
+    def _build(self, spec: TaskSpec) -> tuple[TaskRecord, str]:
+        queue = spec.queue or self.queue
+        for label, value in (("task type", spec.type), ("queue name", queue)):
+            if not names.is_valid_name(value):
+                raise ConfigError(f"{label} {value!r} is invalid: use 1-256 letters, digits, '_', '-' and ':'")
+        if spec.task_id is not None and not names.is_valid_name(spec.task_id):
+            raise ConfigError(f"task id {spec.task_id!r} is invalid: use 1-256 letters, digits, '_', '-' and ':'")
+        if not isinstance(spec.max_tries, int) or spec.max_tries < 0:
+            raise ConfigError(f"max_tries must be a whole number >= 0 (0: no limit), not {spec.max_tries!r}")
+        data, ctype = _encode_payload(spec.payload, spec.content_type)
+        now = now_ns()
+        deadline = _deadline_ns(spec.deadline, now)
+        doc = new_task(task_id=spec.task_id or str(Ksuid()), task_type=spec.type, queue=queue, payload=data,
+                       content_type=ctype, max_tries=spec.max_tries, created_ns=now, deadline_ns=deadline)
+        if self._signer is not None:
+            doc.signature = self._signer.sign(doc)
+        size = len(encode_task(doc))
+        limit = payload_limit(self._nc.max_payload)
+        if size > limit:
+            raise PayloadTooLargeError(
+                f"task {doc.id} of type {spec.type} is {size} bytes stored, over the limit of {limit} "
+                f"(half of the server's max_payload {self._nc.max_payload}, less 4096): store large data "
+                "elsewhere and enqueue a reference to it", size=size, limit=limit)
+        return doc, queue
+
+    async def _enqueue(self, spec: TaskSpec) -> str:
+        doc, queue = self._build(spec)
+        try:
+            seq = await self._store.create(doc, dedup_key=spec.dedup_key)
+        except JetStreamError as exc:
+            if exc.err_code == ERR_STREAM_NOT_FOUND:
+                raise TransportError(
+                    f"the task store {names.TASKS_STREAM} does not exist: create a queue first "
+                    f"(`jetbridge queue add {queue}`) or start the dispatcher") from None
+            raise TransportError(f"could not store task {doc.id}: {exc}") from None
+        item = _WORK_ITEM.encode({"kind": 0, "job": doc.id})
+        try:
+            await js_publish(self._rq, names.queue_subject(queue, doc.id), item, {names.H_MSG_ID: doc.id})
+        except (JetStreamError, TransportError) as exc:
+            error = self._queue_error(exc, queue, doc.id)
+            doc.state = TaskState.QUEUE_ERROR.value
+            doc.last_err = str(error)
+            try:
+                await self._store.save(doc, seq)
+            except JetbridgeError:
+                pass
+            raise error from None
+        await self._nc.publish(names.task_state_event_subject(doc.id), task_state_event(doc))
+        return doc.id
+
+    @staticmethod
+    def _queue_error(exc: Exception, queue: str, task_id: str) -> JetbridgeError:
+        if isinstance(exc, JetStreamError) and exc.err_code == ERR_STREAM_NOT_FOUND:
+            return QueueNotFoundError(f"queue {queue} does not exist (task {task_id} not enqueued): "
+                                      f"create it with `jetbridge queue add {queue}`")
+        if isinstance(exc, JetStreamError) and (exc.err_code in ERR_MAX_MESSAGES or "maximum" in exc.description):
+            return QueueFullError(f"queue {queue} is full (task {task_id} not enqueued): "
+                                  "raise its max entries or wait for it to drain")
+        return TransportError(f"could not put task {task_id} on queue {queue}: {exc}")
+
+    async def get(self, task_id: str) -> TaskRecord:
+        """The task as stored now; raises :class:`TaskNotFoundError`."""
+        doc, _ = await self._store.load(task_id)
+        return doc
+
+    async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskRecord:
+        """Wait until the task is in a terminal state and return it.
+
+        Waits on the task's lifecycle events; events are best effort, so it also re-reads the task now and then.
+        Raises ``TimeoutError`` when ``timeout`` seconds pass first.
+        """
+        terminal = anyio.Event()
+
+        async def on_event(msg: Any) -> None:
+            try:
+                if TaskState(decode_event(msg.data).state).terminal:
+                    terminal.set()
+            except (ValueError, msgspec.DecodeError):
+                pass
+
+        sub = await self._nc.subscribe(names.task_state_event_subject(task_id), cb=on_event)
+        try:
+            with anyio.fail_after(timeout if timeout is not None else math.inf):
+                while True:
+                    try:
+                        doc = await self.get(task_id)
+                    except CorruptTaskError:
+                        pass  # a dispatcher replaces it with a terminated record when it meets it
+                    else:
+                        if doc.task_state.terminal:
+                            return doc
+                    with anyio.move_on_after(2.0):
+                        await terminal.wait()
+        finally:
+            await sub.unsubscribe()
+
+    async def cancel(self, task_id: str, *, reason: str = "cancelled by operator") -> TaskRecord:
+        """Cancel a task: it ends ``terminated`` and a running attempt is told to stop.
+
+        Cancelling a task that has already ended changes nothing and returns it as it is.
+        """
+        while True:
+            doc, seq = await self._store.load(task_id)
+            if doc.task_state.terminal:
+                return doc
+            doc.state = TaskState.TERMINATED.value
+            doc.last_err = reason
+            doc.last_err_code = "cancelled"
+            try:
+                await self._store.save(doc, seq)
+            except ConflictError:
+                continue
+            await self._nc.publish(names.task_state_event_subject(doc.id), task_state_event(doc))
+            await self._nc.publish(names.CONTROL_CANCEL_SUBJECT, _json.encode({"task_id": task_id, "reason": reason}))
+            return doc
+
+    async def retry(self, task_id: str, *, queue: str | None = None) -> TaskRecord:
+        """Run a task again: it goes back on its queue in state ``retry``, keeping its tries and last error.
+
+        Raises :class:`ConflictError` when the task is running now (cancel it first).
+        """
+        doc, seq = await self._store.load(task_id)
+        if doc.task_state is TaskState.ACTIVE:
+            raise ConflictError(f"task {task_id} is running now: cancel it first, then retry it")
+        doc.queue = queue or doc.queue
+        doc.state = TaskState.RETRY.value
+        doc.result = None
+        await self._store.save(doc, seq)
+        item = _WORK_ITEM.encode({"kind": 0, "job": doc.id})
+        try:
+            await js_publish(self._rq, names.queue_subject(doc.queue, doc.id), item)
+        except (JetStreamError, TransportError) as exc:
+            raise self._queue_error(exc, doc.queue, doc.id) from None
+        await self._nc.publish(names.task_state_event_subject(doc.id), task_state_event(doc))
+        return doc
+
+    async def delete(self, task_id: str) -> None:
+        """Remove a task from the store (its queue item, if any, is dropped when it is next delivered)."""
+        await self.get(task_id)
+        await self._store.delete(task_id)
+
+    async def close(self) -> None:
+        await self._rq.close()
+
+
+def ids_of(results: Sequence[str | JetbridgeError]) -> list[str]:
+    """The ids of the tasks an :meth:`Producer.enqueue_many` call enqueued."""
+    return [r for r in results if isinstance(r, str)]
+

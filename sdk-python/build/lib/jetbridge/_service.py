@@ -1,0 +1,285 @@
+"""Handler services: run task handlers for the Jetbridge dispatcher, as a NATS micro service.
+
+A :class:`Service` registers one micro endpoint per task type (subject ``<prefix>.<type>``, queue group
+``jetbridge``), so replicas share the load and ``nats micro ls|info|stats`` show it. nats-py calls an endpoint's
+handler for one message at a time, so each request is started as its own task, up to ``concurrency`` at once.
+While a handler runs the service heartbeats for it, listens for a cancel, and bounds it by the attempt's budget.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import anyio
+import nats.micro
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.micro.request import Request
+
+from . import _names as names
+from . import _protocol as proto
+from ._errors import ConfigError, ProtocolError, Retry, Terminate
+from ._inflight import InFlight
+from ._timeutil import NS, parse_ns
+
+log = structlog.get_logger("jetbridge.service")
+
+SDK_VERSION = "0.1.0"
+Handler = Callable[["Task"], Awaitable[Any]] | Callable[["Task"], Any]
+H = TypeVar("H", bound=Handler)
+
+
+def _utc(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / NS, tz=timezone.utc)
+
+
+class Task:
+    """One attempt of a task, as a handler sees it.
+
+    Attributes:
+        id: the task id; stable across attempts, so use it as an idempotency key.
+        type, queue: what the task is and where it came from.
+        attempt: this attempt's number (from 1); ``max_attempts`` is 0 when unlimited.
+        payload: the payload: a JSON value, or :class:`~jetbridge.Bytes` for binary payloads.
+        deadline: the task's overall deadline, if any; ``attempt_deadline``: when the dispatcher stops waiting.
+        budget: seconds this attempt may take, as the dispatcher sent it.
+    """
+
+    def __init__(self, request: proto.TaskRequest, service: Service, headers: dict[str, str]) -> None:
+        self._request = request
+        self._service = service
+        self.id = request.task_id
+        self.type = request.task_type
+        self.queue = request.queue
+        self.attempt = request.attempt
+        self.max_attempts = request.max_attempts
+        self.created = _utc(parse_ns(request.created))
+        self.deadline = _utc(parse_ns(request.deadline)) if request.deadline else None
+        self.attempt_deadline = _utc(parse_ns(request.attempt_deadline))
+        self.budget = request.budget_ms / 1000
+        self.payload: Any = request.decoded_payload()
+        self.content_type = request.content_type
+        self.headers = headers
+        self.traceparent = request.traceparent if isinstance(request.traceparent, str) else headers.get(names.H_TRACEPARENT)
+        self.cancel_reason: str | None = None
+        self._started = time.monotonic()
+        self._scope: anyio.CancelScope | None = None
+
+    @property
+    def token(self) -> str:
+        return self._request.attempt_token
+
+    def remaining(self) -> float:
+        """Seconds left of this attempt's budget."""
+        return max(0.0, self.budget - (time.monotonic() - self._started))
+
+    async def heartbeat(self, progress: float | None = None, message: str | None = None) -> None:
+        """Say the attempt is alive, optionally with progress (0 to 1) and a message the dispatcher stores."""
+        if progress is not None and not 0 <= progress <= 1:
+            raise ValueError(f"progress must be between 0 and 1, got {progress}")
+        body = proto.encode_heartbeat(self.id, self.token, progress, message[:1024] if message else message)
+        await self._service.nc.publish(self._request.heartbeat_subject, body)
+
+    def _cancel(self, reason: str) -> None:
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+        if self._scope is not None:
+            self._scope.cancel()
+
+
+class Service:
+    """A handler service.
+
+    Args:
+        nc: a connected nats-py client.
+        name: the micro service name (letters, digits, ``-``, ``_``).
+        version: its SemVer version.
+        prefix: task subjects are ``<prefix>.<type>``; must match the dispatcher's routes.
+        concurrency: attempts run at once by this replica.
+        drain_timeout: on stop, how long running attempts may finish before they are cancelled.
+    """
+
+    def __init__(
+        self, nc: Client, name: str = "jetbridge-python", *, version: str = "1.0.0",
+        prefix: str = names.DEFAULT_TASK_SUBJECT_PREFIX, concurrency: int = 64, description: str | None = None,
+        metadata: dict[str, str] | None = None, drain_timeout: float = 30.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
+        self.nc = nc
+        self.name = name
+        self.version = version
+        self.prefix = prefix
+        self.description = description
+        self.metadata = {"jetbridge.protocols": "1", "jetbridge.sdk": f"python/{SDK_VERSION}", **(metadata or {})}
+        self.drain_timeout = drain_timeout
+        self._handlers: dict[str, Callable[[Task], Awaitable[Any]]] = {}
+        self._limiter = anyio.Semaphore(concurrency)
+        self._micro: nats.micro.Service | None = None
+        self._tg: TaskGroup | None = None
+        self._stop = anyio.Event()
+        #: set once a stopping service has unsubscribed and takes no new requests
+        self.unsubscribed = anyio.Event()
+        self.in_flight = InFlight()
+
+    def handler(self, task_type: str) -> Callable[[H], H]:
+        """Decorator: ``@service.handler("email:new")`` serves subject ``<prefix>.email:new``.
+
+        The endpoint that receives a request runs it, so a dispatcher route that sends several types to
+        ``<prefix>.images`` is served by ``@service.handler("images")``; ``"*"`` serves ``<prefix>.*``.
+        """
+
+        def register(fn: H) -> H:
+            self.add_handler(task_type, fn)
+            return fn
+
+        return register
+
+    def add_handler(self, task_type: str, fn: Handler) -> None:
+        """Handle ``task_type`` with ``fn(task)``; ``fn`` may be async or blocking (run in a thread)."""
+        if task_type != "*" and not names.is_valid_name(task_type):
+            raise ConfigError(f"task type {task_type!r} is invalid: use letters, digits, '_', '-' and ':'")
+        if task_type in self._handlers:
+            raise ConfigError(f"task type {task_type!r} already has a handler")
+        if self._micro is not None:
+            raise ConfigError("add handlers before the service starts")
+        if inspect.iscoroutinefunction(fn):
+            self._handlers[task_type] = fn
+        else:
+            async def threaded(task: Task, fn: Any = fn) -> Any:
+                return await anyio.to_thread.run_sync(fn, task, abandon_on_cancel=True)
+
+            self._handlers[task_type] = threaded
+
+    async def run(self, *, task_status: TaskStatus[Service] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until :meth:`stop`, then drain: take no new requests and let running attempts finish."""
+        if not self._handlers:
+            raise ConfigError("the service has no handlers: register one with @service.handler(TYPE)")
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            self._micro = await nats.micro.add_service(
+                self.nc, name=self.name, version=self.version, description=self.description,
+                metadata=self.metadata, queue_group=names.HANDLER_QUEUE_GROUP)
+            for task_type in self._handlers:
+                subject = f"{self.prefix}.{task_type}"
+                await self._micro.add_endpoint(
+                    name=task_type.replace(":", "_") if task_type != "*" else "catchall", subject=subject,
+                    handler=functools.partial(self._on_request, self._handlers[task_type]),
+                    metadata={"jetbridge.task_type": task_type})
+            task_status.started(self)
+            await self._stop.wait()
+            await self._micro.stop()
+            self.unsubscribed.set()
+            with anyio.move_on_after(self.drain_timeout) as scope:
+                await self.in_flight.wait_idle()
+            if scope.cancelled_caught:
+                tg.cancel_scope.cancel()
+
+    def stop(self) -> None:
+        """Stop taking requests and drain (see :meth:`run`)."""
+        self._stop.set()
+
+    async def _on_request(self, fn: Callable[[Task], Awaitable[Any]], request: Request) -> None:
+        await self._limiter.acquire()
+        assert self._tg is not None
+        self.in_flight.enter()
+        self._tg.start_soon(self._serve, fn, request._msg)
+
+    async def _serve(self, fn: Callable[[Task], Awaitable[Any]], msg: Msg) -> None:
+        try:
+            await self._attempt(fn, msg)
+        except Exception as exc:  # noqa: BLE001 - a bad request must never take the service down
+            log.exception("request_failed", subject=msg.subject, error=repr(exc))
+        finally:
+            self.in_flight.leave()
+            self._limiter.release()
+
+    async def _reply(self, msg: Msg, reply: tuple[bytes, dict[str, str]]) -> None:
+        if msg.reply:
+            body, headers = reply
+            await self.nc.publish(msg.reply, body, headers=headers or None)
+
+    async def _attempt(self, fn: Callable[[Task], Awaitable[Any]], msg: Msg) -> None:
+        try:
+            request = proto.decode_request(msg.data)
+        except proto.Rejection as rejection:
+            log.warning("request_rejected", subject=msg.subject, code=rejection.code, reason=rejection.message)
+            await self._reply(msg, rejection.reply())
+            return
+        task = Task(request, self, dict(msg.headers or {}))
+        reply = await self._run_handler(fn, task, request)
+        body, headers = reply
+        if len(body) + 1024 > self.nc.max_payload:
+            reply = proto.encode_error(
+                "terminate", "result_too_large",
+                f"the result of task {task.id} is {len(body)} bytes, over the server's max_payload "
+                f"{self.nc.max_payload}: return a reference to large results instead",
+                attempt_token=task.token)
+        await self._reply(msg, reply)
+
+    async def _run_handler(
+        self, fn: Callable[[Task], Awaitable[Any]], task: Task, request: proto.TaskRequest,
+    ) -> tuple[bytes, dict[str, str]]:
+        async def on_cancel(msg: Msg) -> None:
+            try:
+                cancel = proto.decode_cancel(msg.data)
+            except ProtocolError:
+                return
+            if cancel.attempt_token == task.token:
+                task._cancel(cancel.reason)
+
+        cancel_sub = await self.nc.subscribe(request.cancel_subject, cb=on_cancel)
+        try:
+            async with anyio.create_task_group() as beats:
+                if request.heartbeat_interval_ms > 0:
+                    beats.start_soon(self._heartbeats, task, request.heartbeat_interval_ms / 1000)
+                try:
+                    with anyio.CancelScope(deadline=anyio.current_time() + task.budget) as scope:
+                        task._scope = scope
+                        result = await fn(task)
+                    if scope.cancelled_caught:
+                        reason = task.cancel_reason or "timeout"
+                        return proto.encode_error("retry", "cancelled", f"attempt cancelled ({reason})",
+                                                  attempt_token=task.token)
+                    return proto.encode_ok(result, attempt_token=task.token)
+                except Retry as exc:
+                    after = int(exc.after * 1000) if exc.after is not None else None
+                    return proto.encode_error("retry", exc.code, exc.message, attempt_token=task.token,
+                                              retry_after_ms=after)
+                except Terminate as exc:
+                    return proto.encode_error("terminate", exc.code, exc.message, attempt_token=task.token)
+                except Exception as exc:  # noqa: BLE001 - handler failures become retryable replies
+                    log.warning("handler_failed", task_id=task.id, type=task.type, attempt=task.attempt,
+                                error=repr(exc))
+                    return proto.encode_error("retry", "handler_error", f"{type(exc).__name__}: {exc}",
+                                              attempt_token=task.token)
+                finally:
+                    beats.cancel_scope.cancel()
+        finally:
+            await cancel_sub.unsubscribe()
+
+    async def _heartbeats(self, task: Task, interval: float) -> None:
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await task.heartbeat()
+            except Exception:  # noqa: BLE001 - reconnecting: the next beat may get through
+                pass
+
+
+async def serve(service: Service) -> None:
+    """Run ``service`` until SIGTERM or SIGINT, then drain it; for a handler process's ``main``."""
+    async with anyio.create_task_group() as tg:
+        await tg.start(service.run)
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                service.stop()
+                break

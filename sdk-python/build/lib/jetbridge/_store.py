@@ -1,0 +1,188 @@
+"""The task store: one JetStream subject per task, every save a compare-and-set on the subject's last sequence.
+
+It talks to the JetStream API directly (one request per operation, msgspec for JSON) rather than through
+nats-py's JetStream wrappers, because this is the dispatcher's hot path and those wrappers parse JSON twice.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import msgspec
+import nats.errors
+from ._requester import Requester
+
+from . import _names as names
+from ._errors import ConflictError, CorruptTaskError, DuplicateTaskError, TaskNotFoundError, TransportError
+from ._task import TaskRecord, decode_task, encode_task
+
+#: JetStream error codes this module turns into Jetbridge errors.
+ERR_WRONG_LAST_SEQUENCE = (10071, 10164)
+ERR_NO_MESSAGE = 10037
+ERR_STREAM_NOT_FOUND = 10059
+ERR_MAX_MESSAGES = (10077, 10078)
+
+_json = msgspec.json.Decoder()
+
+
+class JetStreamError(Exception):
+    """A JetStream API error reply."""
+
+    def __init__(self, code: int, err_code: int, description: str) -> None:
+        super().__init__(f"{description} (code {code}, err_code {err_code})")
+        self.code = code
+        self.err_code = err_code
+        self.description = description
+
+
+class PubAck(msgspec.Struct):
+    stream: str
+    seq: int
+    duplicate: bool = False
+
+
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class _PubAckReply(msgspec.Struct):
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: _ApiError | None = None
+
+
+_puback = msgspec.json.Decoder(_PubAckReply)
+
+
+async def js_publish(
+    requester: Requester, subject: str, data: bytes, headers: dict[str, str] | None = None, timeout: float = 5.0,
+) -> PubAck:
+    """Publish to a stream and wait for its ack; raises :class:`JetStreamError` or :class:`TransportError`."""
+    try:
+        msg = await requester.request(subject, data, timeout=timeout, headers=headers)
+    except nats.errors.NoRespondersError:
+        raise JetStreamError(503, ERR_STREAM_NOT_FOUND, f"no stream takes subject {subject}") from None
+    except nats.errors.TimeoutError:
+        raise TransportError(f"JetStream did not ack a publish to {subject} within {timeout}s") from None
+    reply = _puback.decode(msg.data)
+    if reply.error is not None:
+        raise JetStreamError(reply.error.code, reply.error.err_code, reply.error.description)
+    return PubAck(reply.stream, reply.seq, reply.duplicate)
+
+
+async def js_api(requester: Requester, subject: str, body: Any = None, timeout: float = 5.0) -> dict[str, Any]:
+    """One JetStream API request (``$JS.API.…``) with a JSON body; returns the decoded reply."""
+    payload = b"" if body is None else msgspec.json.encode(body)
+    try:
+        msg = await requester.request(f"$JS.API.{subject}", payload, timeout=timeout)
+    except nats.errors.NoRespondersError:
+        raise TransportError("JetStream is not enabled on this NATS server (no responders)") from None
+    except nats.errors.TimeoutError:
+        raise TransportError(f"JetStream API {subject} did not answer within {timeout}s") from None
+    reply: dict[str, Any] = _json.decode(msg.data)
+    error = reply.get("error")
+    if error:
+        raise JetStreamError(error.get("code", 0), error.get("err_code", 0), error.get("description", ""))
+    return reply
+
+
+class TaskStore:
+    """Load and compare-and-set save task documents."""
+
+    def __init__(self, requester: Requester, *, stream: str = names.TASKS_STREAM, direct: bool = False) -> None:
+        self._rq = requester
+        self.stream = stream
+        #: use the direct-get API (faster; needs ``allow_direct`` on the stream)
+        self.direct = direct
+
+    async def load(self, task_id: str) -> tuple[TaskRecord, int]:
+        """The task and the sequence to save against; raises :class:`TaskNotFoundError`.
+
+        A corrupt document raises :class:`CorruptTaskError` naming the task.
+        """
+        data, seq = await self.load_raw(task_id)
+        try:
+            return decode_task(data), seq
+        except (msgspec.DecodeError, ValueError) as exc:
+            raise CorruptTaskError(f"task {task_id}: the stored document is not a valid task: {exc}") from None
+
+    async def load_raw(self, task_id: str) -> tuple[bytes, int]:
+        subject = names.task_subject(task_id)
+        if self.direct:
+            return await self._direct_get(task_id, subject)
+        try:
+            reply = await js_api(self._rq, f"STREAM.MSG.GET.{self.stream}", {"last_by_subj": subject})
+        except JetStreamError as exc:
+            if exc.err_code == ERR_NO_MESSAGE or exc.code == 404:
+                raise TaskNotFoundError(f"task {task_id} not found") from None
+            raise
+        message = reply["message"]
+        return base64.b64decode(message.get("data", "")), int(message["seq"])
+
+    async def _direct_get(self, task_id: str, subject: str) -> tuple[bytes, int]:
+        try:
+            msg = await self._rq.request(f"$JS.API.DIRECT.GET.{self.stream}.{subject}", b"", timeout=5.0)
+        except nats.errors.NoRespondersError:
+            raise TransportError(f"task store {self.stream} does not answer direct gets") from None
+        except nats.errors.TimeoutError:
+            raise TransportError(f"task store {self.stream} did not answer within 5s") from None
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        if status == "404":
+            raise TaskNotFoundError(f"task {task_id} not found")
+        if status:
+            raise TransportError(f"direct get of task {task_id} failed: {status} {headers.get('Description', '')}")
+        return msg.data, int(headers["Nats-Sequence"])
+
+    async def create(self, doc: TaskRecord, *, dedup_key: str | None = None) -> int:
+        """Store a new task; raises :class:`DuplicateTaskError` when the id or dedup key is taken."""
+        headers = {names.H_EXPECTED_LAST_SUBJECT_SEQ: "0"}
+        if dedup_key:
+            headers[names.H_MSG_ID] = dedup_key
+        try:
+            ack = await js_publish(self._rq, names.task_subject(doc.id), encode_task(doc), headers)
+        except JetStreamError as exc:
+            if exc.err_code in ERR_WRONG_LAST_SEQUENCE:
+                raise DuplicateTaskError(f"task {doc.id} already exists", task_id=doc.id) from None
+            raise
+        if ack.duplicate:
+            original = await self._task_id_at(ack.seq)
+            raise DuplicateTaskError(
+                f"a task with dedup key {dedup_key!r} was enqueued within the dedup window: {original}",
+                task_id=original,
+            )
+        return ack.seq
+
+    async def _task_id_at(self, seq: int) -> str:
+        reply = await js_api(self._rq, f"STREAM.MSG.GET.{self.stream}", {"seq": seq})
+        return str(reply["message"]["subject"]).rsplit(".", 1)[-1]
+
+    async def save(self, doc: TaskRecord, seq: int, *, ttl: float | None = None) -> int:
+        """Compare-and-set save; raises :class:`ConflictError` when another writer got there first.
+
+        ``ttl`` (seconds) makes the server delete the record after that long (finished-task retention).
+        """
+        data = encode_task(doc)
+        return await self.save_raw(doc.id, data, seq, ttl=ttl)
+
+    async def save_raw(self, task_id: str, data: bytes, seq: int, *, ttl: float | None = None) -> int:
+        headers = {names.H_EXPECTED_LAST_SUBJECT_SEQ: str(seq)}
+        if ttl:
+            headers["Nats-TTL"] = f"{max(1, int(ttl))}s"
+        try:
+            ack = await js_publish(self._rq, names.task_subject(task_id), data, headers)
+        except JetStreamError as exc:
+            if exc.err_code in ERR_WRONG_LAST_SEQUENCE:
+                raise ConflictError(f"task {task_id} was changed by someone else (expected sequence {seq})") from None
+            raise
+        return ack.seq
+
+    async def delete(self, task_id: str) -> None:
+        try:
+            await js_api(self._rq, f"STREAM.PURGE.{self.stream}", {"filter": names.task_subject(task_id)})
+        except JetStreamError as exc:
+            raise TransportError(f"could not delete task {task_id}: {exc}") from None

@@ -1,0 +1,60 @@
+"""Times on the wire and in the store: RFC 3339 strings, handled as integer nanoseconds.
+
+asyncjobs (Go) writes nanosecond times, and signs tasks over ``created`` in nanoseconds, so times are kept as
+integers and formatted the way Go's RFC3339Nano does; a datetime would silently drop the last three digits.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
+)
+NS = 1_000_000_000
+MS = 1_000_000
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def format_ns(ns: int, *, digits: int | None = None) -> str:
+    """Format UTC nanoseconds as RFC 3339: Go RFC3339Nano style, or with exactly ``digits`` fraction digits."""
+    secs, frac = divmod(ns, NS)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    if digits is not None:
+        if digits == 0:
+            return base + "Z"
+        return f"{base}.{frac // 10 ** (9 - digits):0{digits}d}Z"
+    if frac == 0:
+        return base + "Z"
+    return f"{base}.{frac:09d}".rstrip("0") + "Z"
+
+
+def format_ms(ns: int) -> str:
+    """The protocol's form: UTC with millisecond precision."""
+    return format_ns(ns, digits=3)
+
+
+def parse_ns(text: str) -> int:
+    """Parse an RFC 3339 time with any offset into UTC nanoseconds; raises ValueError with the text."""
+    m = _RFC3339.match(text)
+    if m is None:
+        raise ValueError(f"not an RFC 3339 time: {text!r}")
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    frac = int((m.group(7) or "0").ljust(9, "0"))
+    offset = m.group(8)
+    try:
+        secs = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+        time.gmtime(secs)  # range check
+    except (OverflowError, ValueError) as exc:
+        raise ValueError(f"not an RFC 3339 time: {text!r}") from exc
+    if not (1 <= month <= 12 and 1 <= day <= 31 and hour <= 23 and minute <= 59 and second <= 60):
+        raise ValueError(f"not an RFC 3339 time: {text!r}")
+    if offset not in ("Z", "z"):
+        sign = 1 if offset[0] == "+" else -1
+        secs -= sign * (int(offset[1:3]) * 3600 + int(offset[4:6]) * 60)
+    return secs * NS + frac
