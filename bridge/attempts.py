@@ -16,15 +16,14 @@ from dataclasses import dataclass, field
 
 import nats.errors
 import structlog
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
 from jetbridge import _names as names
 from jetbridge import _protocol as proto
 from jetbridge._errors import ProtocolError
 from jetbridge._requester import Requester
 from jetbridge._task import TaskRecord, encode_task
 from jetbridge._timeutil import MS, NS, format_ms, format_ns, now_ns
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from .metrics import Metrics
 from .routes import Route

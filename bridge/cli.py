@@ -11,7 +11,6 @@ from typing import Annotated, Any
 import anyio
 import msgspec
 import typer
-
 from jetbridge import _names as names
 from jetbridge._errors import JetbridgeError
 from jetbridge._producer import Producer
@@ -102,10 +101,10 @@ from .handle import HANDLE_HELP, HandleCommand  # noqa: E402
 @app.command(cls=HandleCommand, help=HANDLE_HELP)
 def handle(
     ctx: typer.Context,
-    task_types: Annotated[list[str], typer.Argument(help="Task types to serve ('*': every type on the prefix).")],
+    task_types: Annotated[list[str], typer.Argument(metavar="TYPE", help="Task types to serve ('*': every type on the prefix).")],
     concurrency: Annotated[int | None, typer.Option(envvar="JETBRIDGE_CONCURRENCY",
-                                                    help="Commands at once [default: CPUs].")] = None,
-    prefix: Annotated[str | None, typer.Option(help="Task subject prefix [default: jetbridge.task].")] = None,
+                                                    help="Commands at once (default: the number of CPUs).")] = None,
+    prefix: Annotated[str | None, typer.Option(help="Task subject prefix (default: jetbridge.task).")] = None,
     grace: Annotated[str, typer.Option(help="On SIGTERM, how long running commands may finish.")] = "30s",
     kill_grace: Annotated[str, typer.Option(help="From SIGTERM to SIGKILL when a command is stopped.")] = "5s",
     terminate_exit: Annotated[int, typer.Option(help="Exit code that terminates the task.")] = 100,
@@ -372,11 +371,20 @@ def queue_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 @queue_app.command("purge")
 def queue_purge(ctx: typer.Context, name: str, force: Annotated[bool, typer.Option("--force", "-f")] = False) -> None:
-    """Drop every waiting item of a queue (the tasks stay in the store)."""
+    """Drop every waiting item of a queue; its tasks end terminated (code purged)."""
     if not force:
-        typer.confirm(f"Drop every waiting item of queue {name}?", abort=True)
-    purged = _with_admin(ctx, lambda a: a.purge(name))
-    print(f"purged {purged} items from {name}")
+        typer.confirm(f"Drop every waiting item of queue {name} and end its tasks?", abort=True)
+    from rich.progress import Progress
+
+    from .tasks import purge_queue
+
+    async def go(p: Producer, nc: Any) -> int:
+        with Progress(console=err_console, transient=True) as bar:
+            job = bar.add_task(f"purging {name}", total=None)
+            return await purge_queue(nc, p._rq, name, lambda done, total: bar.update(job, completed=done, total=total))
+
+    ended = _with_producer(ctx, go)
+    print(f"purged queue {name}: {ended} waiting tasks ended as terminated")
 
 
 @queue_app.command("delete")

@@ -16,9 +16,8 @@ from typing import Any
 
 import nats
 import nats.errors
-from nats.aio.client import Client
-
 from jetbridge._errors import ConfigError, TransportError
+from nats.aio.client import Client
 
 from .embedded import NatsServer, free_port
 from .settings import Settings, _redact_url

@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import jetbridge
 import msgspec
 import nats
-from rich.console import Console
-from rich.table import Table
-
-import jetbridge
 from jetbridge._events import decode_event
 from jetbridge._requester import Requester
+from rich.console import Console
+from rich.table import Table
 
 from .embedded import NatsServer
 from .output import result_text

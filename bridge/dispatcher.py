@@ -16,12 +16,13 @@ import anyio
 import msgspec
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
 from jetbridge import _names as names
 from jetbridge._errors import (
-    ConfigError, ConflictError, CorruptTaskError, QueueNotFoundError, TaskNotFoundError, TransportError,
+    ConfigError,
+    ConflictError,
+    QueueNotFoundError,
+    TaskNotFoundError,
+    TransportError,
 )
 from jetbridge._events import task_state_event
 from jetbridge._inflight import InFlight
@@ -29,6 +30,8 @@ from jetbridge._requester import Requester
 from jetbridge._store import JetStreamError, TaskStore
 from jetbridge._task import TaskRecord, TaskState, decode_task, encode_task
 from jetbridge._timeutil import NS, format_ns, now_ns
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from .attempts import Attempt, AttemptRunner
 from .metrics import Metrics
@@ -149,6 +152,8 @@ class Dispatcher:
                 tg.start_soon(worker.puller.run)
                 tg.start_soon(self._keeper, worker)
             tg.start_soon(mover.run)
+            if self.settings.reconcile_interval:
+                tg.start_soon(self._reconciler)
             self.ready = True
             self.metrics.ready.set(1)
             log.info("dispatcher_started", dispatcher=self.id, queues=list(self.workers))
@@ -418,6 +423,18 @@ class Dispatcher:
                 attempt.progress_dirty = True
                 return
             await self._event(updated)
+
+    async def _reconciler(self) -> None:
+        """Every ``reconcile_interval``, put orphaned tasks of our queues back on their queue."""
+        from .reconcile import reconcile
+
+        while True:
+            await anyio.sleep(self.settings.reconcile_interval)
+            grace = {w.name: max(60.0, w.config.max_run_time + 2 * w.config.lease) for w in self.workers.values()}
+            try:
+                await reconcile(self.nc, self._rq, grace)
+            except Exception as exc:  # noqa: BLE001 - try again next time
+                log.warning("reconcile_failed", error=repr(exc))
 
     async def _on_control_cancel(self, msg: Msg) -> None:
         try:

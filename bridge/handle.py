@@ -58,17 +58,16 @@ from datetime import datetime
 from typing import Any
 
 import anyio
-import click
+import jetbridge
 import msgspec
 import structlog
+import typer
 from anyio.abc import TaskStatus
-from nats.aio.client import Client
-from typer.core import TyperCommand
-
-import jetbridge
 from jetbridge import _names as names
 from jetbridge._errors import ConfigError
 from jetbridge._timeutil import format_ms
+from nats.aio.client import Client
+from typer.core import TyperCommand
 
 from .policy import parse_duration
 
@@ -548,37 +547,35 @@ COMMAND_META = "jetbridge.handle.command"
 
 HANDLE_HELP = """Serve task types by running COMMAND (after --) once per task.
 
-The payload is COMMAND's stdin (JSON text, or raw bytes); JETBRIDGE_TASK_ID, _TYPE, _QUEUE, _ATTEMPT,
-_MAX_ATTEMPTS, _DEADLINE, _ATTEMPT_DEADLINE, _CONTENT_TYPE, _CREATED and _BUDGET_MS are in its environment; its
-stdout is the result (JSON if it parses, else bytes).
+The payload is COMMAND's stdin (JSON text, or raw bytes). JETBRIDGE_TASK_ID, _TYPE, _QUEUE, _ATTEMPT, _MAX_ATTEMPTS, _DEADLINE, _ATTEMPT_DEADLINE, _CONTENT_TYPE, _CREATED and _BUDGET_MS are in its environment. Its stdout is the result: JSON if it parses, else bytes.
 
-Exit 0 completes the task, exit 100 (--terminate-exit) terminates it, anything else retries it with the end of
-stderr as the error.
+Exit 0 completes the task, exit 100 (--terminate-exit) terminates it, any other status retries it with the end of stderr as the error.
 
-Lines on fd 3: heartbeat [MSG] | progress 0.4 [MSG] | retry-after 5s | error-code CODE | content-type TYPE |
-publish SUBJECT TEXT.  Example: jetbridge handle resize --concurrency 4 -- ./resize.sh
+Lines written to fd 3: heartbeat [MSG], progress 0.4 [MSG], retry-after 5s, error-code CODE, content-type TYPE, publish SUBJECT TEXT.
+
+Example: jetbridge handle resize --concurrency 4 -- ./resize.sh
 """
 
 
 class HandleCommand(TyperCommand):
     """``jetbridge handle TYPE... [OPTIONS] -- COMMAND [ARGS]...``: what follows ``--`` is the command, verbatim."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         if "--" in args:
             at = args.index("--")
             ctx.meta[COMMAND_META] = list(args[at + 1:])
             args = args[:at]
         return super().parse_args(ctx, args)
 
-    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
         return [*super().collect_usage_pieces(ctx), "-- COMMAND [ARGS]..."]
 
 
-def command_from(ctx: click.Context) -> list[str]:
+def command_from(ctx: typer.Context) -> list[str]:
     command = ctx.meta.get(COMMAND_META) or []
     if not command:
-        raise click.UsageError("put the command to run after --, e.g. `jetbridge handle resize -- ./resize.sh`",
-                               ctx=ctx)
+        raise typer.BadParameter("put the command to run after --, e.g. `jetbridge handle resize -- ./resize.sh`",
+                                 ctx=ctx, param_hint="COMMAND")
     return list(command)
 
 

@@ -8,10 +8,9 @@ import sys
 from typing import Any
 
 import msgspec
+from jetbridge._task import TaskRecord
 from rich.console import Console
 from rich.table import Table
-
-from jetbridge._task import TaskRecord
 
 console = Console()
 err_console = Console(stderr=True)

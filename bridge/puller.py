@@ -9,7 +9,7 @@ messages arrive straight into the dispatcher and the server's ``max_ack_pending`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import msgspec
 import structlog
@@ -60,7 +60,7 @@ class Puller:
                 timeout = self._expires + 1.0 if self._outstanding else 1.0
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     # The pull's end status never came (connection lost, server restarted): start over.
                     self._outstanding = 0
         finally:

@@ -17,14 +17,13 @@ import math
 
 import msgspec
 import structlog
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
 from jetbridge import _names as names
 from jetbridge._errors import TransportError
 from jetbridge._requester import Requester
 from jetbridge._store import ERR_MAX_MESSAGES, ERR_STREAM_NOT_FOUND, JetStreamError, js_api, js_publish
 from jetbridge._timeutil import NS, format_ns, now_ns
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 log = structlog.get_logger("jetbridge.retries")
 MOVER_CONSUMER = "MOVER"

@@ -41,6 +41,7 @@ class Settings:
         no_handler_delay: wait between tries while no handler answers (not counted as attempts).
         shutdown_grace: on SIGTERM, how long running attempts may finish before they are handed back.
         retain_finished: how long finished tasks stay in the store (0: forever); needs a Jetbridge task store.
+        reconcile_interval: how often to look for unfinished tasks without a work item (0: never).
         metrics_listen: ``host:port`` for /metrics, /healthz and /readyz; empty: off.
         log_format: ``console``, ``json`` or ``auto`` (json unless a terminal).
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
@@ -68,6 +69,7 @@ class Settings:
     no_handler_delay: float = 5.0
     shutdown_grace: float = 30.0
     retain_finished: float = 0.0
+    reconcile_interval: float = 300.0
     metrics_listen: str = ""
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -85,7 +87,7 @@ class Settings:
             raise ConfigError(f"concurrency must be between 1 and 100000, got {self.concurrency}")
         if not names.is_valid_name(self.dispatcher_id.replace("-", "_")) or ":" in self.dispatcher_id:
             raise ConfigError(f"dispatcher_id {self.dispatcher_id!r} must be letters, digits, '_' or '-'")
-        for key in ("no_handler_delay", "shutdown_grace", "retain_finished"):
+        for key in ("no_handler_delay", "shutdown_grace", "retain_finished", "reconcile_interval"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must not be negative")
         if 0 < self.retain_finished < 1:
@@ -130,7 +132,7 @@ def _redact_url(urls: str) -> str:
     return ",".join(parts)
 
 
-_DURATIONS = {"no_handler_delay", "shutdown_grace", "retain_finished"}
+_DURATIONS = {"no_handler_delay", "shutdown_grace", "retain_finished", "reconcile_interval"}
 _FIELDS = {f.name: f for f in fields(Settings)}
 
 

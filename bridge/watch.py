@@ -8,13 +8,12 @@ from collections import Counter, deque
 
 import anyio
 import msgspec
-from nats.aio.client import Client
-from rich.live import Live
-from rich.table import Table
-
 from jetbridge import _names as names
 from jetbridge._events import TaskStateEvent, decode_event
 from jetbridge._task import TaskState
+from nats.aio.client import Client
+from rich.live import Live
+from rich.table import Table
 
 from .output import console
 

@@ -12,13 +12,13 @@ from dataclasses import replace
 from typing import Any
 
 import anyio
+import jetbridge
+from jetbridge._requester import Requester
 from nats.aio.client import Client
 
-import jetbridge
 from bridge.dispatcher import Dispatcher
 from bridge.queues import QueueAdmin, QueueConfig
 from bridge.settings import Settings
-from jetbridge._requester import Requester
 
 
 class Harness:
@@ -62,6 +62,23 @@ class Harness:
                 yield service
             finally:
                 service.stop()
+
+    @asynccontextmanager
+    async def events(self, task_id: str | None = None) -> AsyncIterator[Any]:
+        """A stream of lifecycle events (all tasks, or one), subscribed before the caller acts."""
+        from jetbridge._events import decode_event
+
+        send, receive = anyio.create_memory_object_stream[Any](1000)
+
+        async def on_msg(msg: Any) -> None:
+            send.send_nowait(decode_event(msg.data))
+
+        subject = f"CHORIA_AJ.E.task_state.{task_id or '*'}"
+        sub = await self.nc.subscribe(subject, cb=on_msg)
+        try:
+            yield receive
+        finally:
+            await sub.unsubscribe()
 
     async def run(self, task_type: str, payload: Any = None, *, timeout: float = 20.0, **options: Any) -> jetbridge.TaskRecord:
         task_id = await self.producer.enqueue(task_type, payload, **options)

@@ -92,8 +92,9 @@ class AJ:
         return json.loads(result.stdout.decode().strip().splitlines()[-1])
 
     async def enqueue(self, queue: str, task_type: str, payload: Any = None, *args: str) -> str:
-        return str((await self.json("enqueue", "--queue", queue, "--type", task_type,
-                                    "--payload", json.dumps(payload), *args))["id"])
+        """Enqueue with asyncjobs' client; ``None`` enqueues a nil payload (``"payload": null``)."""
+        body = () if payload is None else ("--payload", json.dumps(payload))
+        return str((await self.json("enqueue", "--queue", queue, "--type", task_type, *body, *args))["id"])
 
     async def get(self, task_id: str) -> dict[str, Any]:
         return await self.json("get", task_id)

@@ -14,14 +14,14 @@ import os
 from datetime import timedelta
 from typing import Any
 
-import pytest
-from nats.aio.client import Client
-
 import jetbridge
-from bridge.routes import Route
+import pytest
 from jetbridge._requester import Requester
 from jetbridge._signing import signing_message
 from jetbridge._store import TaskStore
+from nats.aio.client import Client
+
+from bridge.routes import Route
 from tests.asyncjobs.conftest import AJ
 from tests.harness import Harness
 
@@ -110,6 +110,26 @@ async def test_asyncjobs_task_terminated_by_jetbridge(h: Harness, aj: AJ) -> Non
     assert "result" not in doc
     info = await h.admin.info(h.queue)
     assert (info.waiting, info.in_flight) == (0, 0), "a terminal state finalises the work item"
+
+
+async def test_asyncjobs_retry_of_a_task_jetbridge_terminated(h: Harness, aj: AJ) -> None:
+    """asyncjobs' RetryTaskByID (ajc tasks retry) puts a finished task back; the dispatcher runs it again."""
+    await h.make_queue()
+
+    async def second_time_lucky(task: jetbridge.Task) -> Any:
+        if task.attempt == 1:
+            raise jetbridge.Terminate("not yet")
+        return "second time lucky"
+
+    task_id = await aj.enqueue(h.queue, "aj:again", 1)
+    async with h.dispatcher(), h.service({"aj:again": second_time_lucky}):
+        assert (await h.producer.wait(task_id, timeout=20)).state == "terminated"
+        retried = await aj.json("retry", "--queue", h.queue, task_id)
+        assert retried["id"] == task_id and retried["state"] in ("retry", "active", "complete")
+        record = await h.producer.wait(task_id, timeout=20)
+    assert (record.state, record.tries) == ("complete", 2)
+    doc = await aj.get(task_id)
+    assert (doc["state"], doc["tries"], doc["result"]["payload"]) == ("complete", 2, "second time lucky")
 
 
 # Jetbridge producer -> asyncjobs processor ------------------------------------------------------------------------
@@ -230,6 +250,18 @@ async def test_request_reply_outcome_matches_asyncjobs_own_processor(h: Harness,
     assert ours == theirs
 
 
+async def test_catch_all_request_reply_handler(h: Harness, aj: AJ) -> None:
+    """Route("*", "CHORIA_AJ.H.T.{type}", mode="asyncjobs") calls asyncjobs' catch-all subject."""
+    await h.make_queue()
+    task_id = await aj.enqueue(h.queue, f"any:{h.unique}", {"n": 12})
+    async with aj.start("rr-handler", "--type", "") as handler:
+        await handler.ready()
+        async with h.dispatcher(routes=(Route("*", "CHORIA_AJ.H.T.{type}", mode="asyncjobs"),)):
+            record = await h.producer.wait(task_id, timeout=20)
+        request = json.loads(await handler.line())
+    assert request["subject"] == "CHORIA_AJ.H.T.catchall" and record.state == "complete"
+
+
 async def test_asyncjobs_request_reply_worker_on_a_short_lease_queue_cannot_call_out(h: Harness, aj: AJ) -> None:
     """asyncjobs refuses a callout with under 3s left; on a Jetbridge queue its run time is the lease (2s here)."""
     await h.make_queue()
@@ -294,18 +326,25 @@ async def test_asyncjobs_signed_tasks_are_verified_by_jetbridge(
 ) -> None:
     seed, public = keys
     await h.make_queue()
-    good = await aj.enqueue(h.queue, "sig:t", {"n": 6}, "--sign", seed)
+    good = await aj.enqueue(h.queue, "sig:t", {"n": 6}, "--sign", seed, "--tries", "4", "--deadline", "1h")
+    no_payload = await aj.enqueue(h.queue, "sig:t", None, "--sign", seed)
     tampered = await aj.enqueue(h.queue, "sig:t", {"n": 7}, "--sign", seed)
     await _tamper(nc, tampered, b'{"n":700}')
     unsigned = await aj.enqueue(h.queue, "sig:t", {"n": 8})
     other_key = await aj.enqueue(h.queue, "sig:t", {"n": 9}, "--sign", os.urandom(32).hex())
 
-    async with h.dispatcher(verify_key=public), h.service({"sig:t": echo}):
-        for task_id in (good, tampered, unsigned, other_key):
+    async def run(task: jetbridge.Task) -> Any:
+        return {"got": task.payload.data.hex() if isinstance(task.payload, jetbridge.Bytes) else task.payload}
+
+    async with h.dispatcher(verify_key=public), h.service({"sig:t": run}):
+        for task_id in (good, no_payload, tampered, unsigned, other_key):
             await h.producer.wait(task_id, timeout=20)
 
     doc = await aj.get(good)
-    assert (doc["state"], doc["result"]["payload"]["got"]) == ("complete", {"n": 6})
+    assert (doc["state"], doc["result"]["payload"]["got"], doc["max_tries"]) == ("complete", {"n": 6}, 4)
+    assert "deadline" in doc
+    doc = await aj.get(no_payload)
+    assert (doc["state"], doc["payload"], doc["result"]["payload"]["got"]) == ("complete", None, "")
     for task_id, why in ((tampered, "has an invalid signature"), (other_key, "has an invalid signature"),
                          (unsigned, "is not signed and this dispatcher requires signed tasks")):
         doc = await aj.get(task_id)

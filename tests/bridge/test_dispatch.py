@@ -6,11 +6,11 @@ from datetime import timedelta
 from typing import Any
 
 import anyio
+import jetbridge
 import pytest
+from jetbridge._task import TaskState
 from nats.aio.client import Client
 
-import jetbridge
-from jetbridge._task import TaskState
 from tests.harness import Harness
 
 pytestmark = pytest.mark.anyio
@@ -124,17 +124,14 @@ async def test_retry_after_from_the_handler_is_honoured(h: Harness) -> None:
 
 
 async def test_no_handler_waits_visibly_without_spending_attempts(h: Harness) -> None:
-    states: list[str] = []
-    async with h.dispatcher():
+    async with h.dispatcher(), h.events() as events:
         task_id = await h.producer.enqueue("nobody", max_tries=2)
         with anyio.fail_after(10):
-            while True:
-                record = await h.producer.get(task_id)
-                if record.state == "no_handler":
+            async for event in events:
+                if event.task_id == task_id and event.state == "no_handler":
                     break
-                await anyio.sleep(0.05)
-        states.append(record.state)
-        assert record.tries == 0 and "no handler online" in record.last_err
+        record = await h.producer.get(task_id)
+        assert (record.state, record.tries) == ("no_handler", 0) and "no handler online" in record.last_err
 
         async def now_here(task: jetbridge.Task) -> Any:
             return task.attempt
@@ -155,20 +152,17 @@ async def test_long_task_heartbeats_past_its_lease_and_stores_progress(nc: Clien
             await task.heartbeat(i / 4, f"step {i}")
         return "finished"
 
-    async def watch_progress(task_id: str) -> None:
-        while True:
-            rec = await h.producer.get(task_id)
-            if rec.progress is not None and rec.progress_message.startswith("step"):
-                progress_seen.set()
-                return
-            await anyio.sleep(0.05)
-
-    async with h.dispatcher(), h.service({"slow": slow}):
+    async with h.dispatcher(), h.service({"slow": slow}), h.events() as events:
         task_id = await h.producer.enqueue("slow")
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watch_progress, task_id)
-            record = await h.producer.wait(task_id, timeout=15)
-            tg.cancel_scope.cancel()
+        with anyio.fail_after(15):
+            async for event in events:
+                if event.task_id != task_id:
+                    continue
+                if event.progress is not None and event.progress_message.startswith("step"):
+                    progress_seen.set()
+                if event.state == "complete":
+                    break
+        record = await h.producer.get(task_id)
     assert (record.state, record.tries) == ("complete", 1)  # 1.6 s of work under a 0.6 s lease, one attempt
     assert progress_seen.is_set()
 
@@ -278,3 +272,55 @@ async def test_two_dispatchers_complete_each_task_once(h: Harness) -> None:
     assert len(ids) == 300
     assert all(r.state == "complete" and r.tries == 1 for r in records)
     assert all(calls[i] == 1 for i in ids)
+
+
+async def test_waiting_retries_hold_no_slot_so_fresh_work_runs(nc: Client, unique: str) -> None:
+    """max_concurrent 2 and four tasks waiting 30 s for their retry: fresh tasks still run at once.
+
+    In asyncjobs a delayed NAK keeps counting against max_ack_pending; Jetbridge schedules the retry
+    server-side (JETBRIDGE_SCHEDULES) and finishes the item, so the waiting retries hold no slot.
+    """
+    h = Harness(nc, unique)
+    await h.make_queue(max_concurrent=2)
+    failed = anyio.Event()
+    failures = 0
+
+    async def fail_once(task: jetbridge.Task) -> Any:
+        nonlocal failures
+        if task.attempt == 1:
+            failures += 1
+            if failures == 4:
+                failed.set()
+            raise jetbridge.Retry("come back in 30s", after=30)
+        return "late"
+
+    async def fresh(task: jetbridge.Task) -> Any:
+        return "fresh"
+
+    async with h.dispatcher(), h.service({"slow-retry": fail_once, "fresh": fresh}):
+        waiting = [await h.producer.enqueue("slow-retry") for _ in range(4)]
+        with anyio.fail_after(10):
+            await failed.wait()
+        with anyio.fail_after(10):
+            records = [await h.run("fresh") for _ in range(6)]
+        assert all(r.state == "complete" for r in records)
+        states = {(await h.producer.get(t)).state for t in waiting}
+        info = await h.admin.info(h.queue)
+    assert states == {"retry"}
+    assert info.in_flight == 0  # the four waiting retries are not holding consumer slots
+
+
+async def test_scheduled_retry_comes_back_on_time(h: Harness) -> None:
+    times: list[float] = []
+
+    async def fail_once(task: jetbridge.Task) -> Any:
+        times.append(anyio.current_time())
+        if task.attempt == 1:
+            raise jetbridge.Retry("again in 1.5s", after=1.5)
+        return "back"
+
+    async with h.dispatcher() as d, h.service({"sched": fail_once}):
+        record = await h.run("sched")
+        assert d.metrics.child(d.metrics.retries, h.queue, "sched")._value.get() == 1
+    assert record.state == "complete" and record.tries == 2
+    assert 1.5 <= times[1] - times[0] < 4.0  # schedules have one-second precision

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import jetbridge
 import nats
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import jetbridge
 from bridge.dispatcher import Dispatcher
 from bridge.embedded import NatsServer
 from bridge.health import serve_health

@@ -7,9 +7,9 @@ import random
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from jetbridge._errors import ConfigError
 
 from bridge.policy import ExponentialPolicy, LinearPolicy, parse_duration, parse_policy
-from jetbridge._errors import ConfigError
 
 
 def test_asyncjobs_presets_have_asyncjobs_intervals() -> None:

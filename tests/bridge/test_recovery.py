@@ -10,12 +10,12 @@ import time
 from typing import Any
 
 import anyio
+import jetbridge
 import pytest
+from jetbridge import _names as names
 from nats.aio.client import Client
 
-import jetbridge
 from bridge.embedded import NatsServer
-from jetbridge import _names as names
 from tests.harness import Harness
 
 pytestmark = pytest.mark.anyio
@@ -113,12 +113,24 @@ async def test_corrupt_work_items_and_missing_tasks_are_removed(nc: Client, uniq
     await js.publish(names.queue_subject(h.queue, "garbage"), b"not json")
     await js.publish(names.queue_subject(h.queue, "nojob"), b'{"kind":0}')
     await js.publish(names.queue_subject(h.queue, "ghost"), b'{"kind":0,"job":"ghost"}')
+    terminated = 0
+    all_dropped = anyio.Event()
+
+    async def on_advisory(msg: Any) -> None:  # the server reports every TERM'd item
+        nonlocal terminated
+        terminated += 1
+        if terminated == 3:
+            all_dropped.set()
+
+    advisories = await nc.subscribe(f"$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.CHORIA_AJ_Q_{h.queue}.WORKERS",
+                                    cb=on_advisory)
     async with h.dispatcher() as d:
         with anyio.fail_after(10):
-            while (await h.admin.info(h.queue)).waiting + (await h.admin.info(h.queue)).in_flight:
-                await anyio.sleep(0.05)
+            await all_dropped.wait()
         dropped = {r: d.metrics.dropped_items.labels(queue=h.queue, reason=r)._value.get()
                    for r in ("corrupt_item", "task_not_found")}
+    await advisories.unsubscribe()
+    assert (await h.admin.info(h.queue)).waiting == 0
     assert dropped == {"corrupt_item": 2.0, "task_not_found": 1.0}
 
 
@@ -133,3 +145,48 @@ async def test_corrupt_stored_task_is_kept_as_a_terminated_record(nc: Client, un
         record = await h.producer.wait(task_id, timeout=10)
     assert (record.state, record.last_err_code) == ("terminated", "corrupt_task")
     assert record.payload == b'{"id": "broken", "this is": not json'
+
+
+async def test_reconciler_requeues_tasks_that_lost_their_work_item(nc: Client, unique: str) -> None:
+    """A producer that died between saving the task and queueing its item (asyncjobs' enqueue window)."""
+    from jetbridge._requester import Requester
+    from jetbridge._store import TaskStore
+    from jetbridge._task import new_task
+    from jetbridge._timeutil import NS, now_ns
+
+    from bridge.reconcile import reconcile
+
+    h = Harness(nc, unique)
+    await h.make_queue()
+    orphan = new_task(task_id=f"orphan-{unique}", task_type="job", queue=h.queue, payload=b"1",
+                      content_type="application/json", max_tries=3, created_ns=now_ns() - 120 * NS, deadline_ns=None)
+    rq = Requester(nc)
+    await TaskStore(rq).create(orphan)
+    queued = await h.producer.enqueue("job", 2)  # a normal task: has its item, must be left alone
+    fixed = await reconcile(nc, rq, {h.queue: 60.0})
+    assert fixed == [orphan.id]
+    assert await reconcile(nc, rq, {h.queue: 60.0}) == []  # idempotent: it has an item now
+
+    async def work(task: jetbridge.Task) -> Any:
+        return task.payload
+
+    async with h.dispatcher(), h.service({"job": work}):
+        assert (await h.producer.wait(orphan.id, timeout=10)).state == "complete"
+        assert (await h.producer.wait(queued, timeout=10)).state == "complete"
+
+
+async def test_purge_ends_the_waiting_tasks(nc: Client, unique: str) -> None:
+    from jetbridge._requester import Requester
+
+    from bridge.tasks import purge_queue
+
+    h = Harness(nc, unique)
+    await h.make_queue()
+    ids = [await h.producer.enqueue("job", i) for i in range(5)]
+    seen: list[tuple[int, int]] = []
+    assert await purge_queue(nc, Requester(nc), h.queue, lambda d, t: seen.append((d, t))) == 5
+    assert seen[-1] == (5, 5)
+    assert (await h.admin.info(h.queue)).waiting == 0
+    for task_id in ids:
+        record = await h.producer.get(task_id)
+        assert (record.state, record.last_err_code) == ("terminated", "purged")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from jetbridge._errors import ConfigError
 
 from bridge.settings import load_settings
-from jetbridge._errors import ConfigError
 
 
 def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:

@@ -8,11 +8,11 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from jetbridge._task import TaskRecord, TaskState, new_task
+from jetbridge._timeutil import NS
 
 from bridge.policy import FixedPolicy
 from bridge.states import AttemptOutcome, ItemAction, Limits, apply, max_attempts, on_delivery, on_outcome
-from jetbridge._task import TaskRecord, TaskState, new_task
-from jetbridge._timeutil import NS
 
 NOW = 1_800_000_000 * NS
 RETRYABLE = ["retry", "protocol_error", "timeout", "lost"]

@@ -8,7 +8,6 @@ from typing import Any
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from jetbridge import _protocol as proto
 from jetbridge._task import decode_task, encode_task, new_task
 

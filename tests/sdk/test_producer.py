@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import pytest
-from nats.aio.client import Client
-
 import jetbridge
-from bridge.queues import QueueConfig
+import pytest
 from jetbridge._producer import payload_limit
 from jetbridge._store import js_api
+from nats.aio.client import Client
+
+from bridge.queues import QueueConfig
 from tests.harness import Harness
 
 pytestmark = pytest.mark.anyio

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import anyio
 import pytest
+from jetbridge._requester import Requester
 from nats.aio.client import Client
 
 from bridge.dispatcher import Dispatcher
 from bridge.embedded import NatsServer
 from bridge.queues import QueueAdmin, QueueConfig
 from bridge.settings import Settings
-from jetbridge._requester import Requester
 
 pytestmark = pytest.mark.anyio
 README = Path(__file__).resolve().parents[2] / "sdk-python" / "README.md"

@@ -8,12 +8,12 @@ import time
 from typing import Any
 
 import anyio
+import jetbridge
 import nats.errors
 import pytest
+from jetbridge import _protocol as proto
 from nats.aio.client import Client
 
-import jetbridge
-from jetbridge import _protocol as proto
 from tests.harness import Harness
 
 pytestmark = pytest.mark.anyio

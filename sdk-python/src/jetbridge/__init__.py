@@ -19,9 +19,22 @@ Producers::
 """
 
 from ._errors import (
-    ConfigError, ConflictError, CorruptTaskError, DuplicateTaskError, HandlerSignal, JetbridgeError, PayloadTooLargeError,
-    ProtocolError, QueueFullError, QueueNotFoundError, Retry, TaskError, TaskNotFoundError, Terminate,
-    TransportError, UnsupportedProtocolError,
+    ConfigError,
+    ConflictError,
+    CorruptTaskError,
+    DuplicateTaskError,
+    HandlerSignal,
+    JetbridgeError,
+    PayloadTooLargeError,
+    ProtocolError,
+    QueueFullError,
+    QueueNotFoundError,
+    Retry,
+    TaskError,
+    TaskNotFoundError,
+    Terminate,
+    TransportError,
+    UnsupportedProtocolError,
 )
 from ._producer import Producer, TaskSpec
 from ._protocol import PROTOCOL_VERSION, Bytes

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -20,8 +20,14 @@ from nats.aio.client import Client
 
 from . import _names as names
 from ._errors import (
-    ConfigError, ConflictError, CorruptTaskError, JetbridgeError, PayloadTooLargeError, QueueFullError, QueueNotFoundError,
-    TaskNotFoundError, TransportError,
+    ConfigError,
+    ConflictError,
+    CorruptTaskError,
+    JetbridgeError,
+    PayloadTooLargeError,
+    QueueFullError,
+    QueueNotFoundError,
+    TransportError,
 )
 from ._events import decode_event, task_state_event
 from ._protocol import JSON_CONTENT_TYPE, Bytes
@@ -29,7 +35,7 @@ from ._requester import Requester
 from ._signing import Signer
 from ._store import ERR_MAX_MESSAGES, ERR_STREAM_NOT_FOUND, JetStreamError, TaskStore, js_publish
 from ._task import TaskRecord, TaskState, encode_task, new_task
-from ._timeutil import NS, format_ns, now_ns
+from ._timeutil import NS, now_ns
 
 DEFAULT_MAX_TRIES = 10
 _WORK_ITEM = msgspec.json.Encoder()
@@ -73,7 +79,7 @@ def _deadline_ns(deadline: datetime | timedelta | None, now: int) -> int | None:
         return now + int(deadline.total_seconds() * NS)
     if deadline.tzinfo is None:
         raise ConfigError("deadline must be timezone-aware (for example datetime.now(timezone.utc) + ...)")
-    return int(deadline.astimezone(timezone.utc).timestamp() * NS)
+    return int(deadline.astimezone(UTC).timestamp() * NS)
 
 
 class Producer:

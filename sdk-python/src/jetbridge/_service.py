@@ -13,7 +13,7 @@ import inspect
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio
@@ -38,7 +38,7 @@ H = TypeVar("H", bound=Handler)
 
 
 def _utc(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns / NS, tz=timezone.utc)
+    return datetime.fromtimestamp(ns / NS, tz=UTC)
 
 
 class Task:

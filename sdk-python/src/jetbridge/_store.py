@@ -11,10 +11,10 @@ from typing import Any
 
 import msgspec
 import nats.errors
-from ._requester import Requester
 
 from . import _names as names
 from ._errors import ConflictError, CorruptTaskError, DuplicateTaskError, TaskNotFoundError, TransportError
+from ._requester import Requester
 from ._task import TaskRecord, decode_task, encode_task
 
 #: JetStream error codes this module turns into Jetbridge errors.

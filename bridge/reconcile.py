@@ -1,0 +1,63 @@
+"""The reconciler: no accepted task may sit without a work item.
+
+A task can lose its work item without anyone noticing: a producer dies between saving the task and queueing the
+item (asyncjobs' enqueue window), a full ``discard_old`` queue drops its oldest item, an item outlives ``max_age``.
+Now and then every dispatcher scans the task store for unfinished tasks of its queues that have neither a work
+item nor a scheduled retry, and puts an item back. Several dispatchers doing so at once is harmless: a queue keeps
+one item per task subject.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import structlog
+from jetbridge import _names as names
+from jetbridge._requester import Requester
+from jetbridge._store import ERR_NO_MESSAGE, JetStreamError, js_api, js_publish
+from jetbridge._task import TaskState
+from jetbridge._timeutil import NS, now_ns, parse_ns
+from nats.aio.client import Client
+
+from .retries import due_subject, schedule_subject
+from .tasks import iter_tasks
+
+log = structlog.get_logger("jetbridge.reconcile")
+_UNFINISHED = {TaskState.NEW, TaskState.RETRY, TaskState.NO_HANDLER, TaskState.ACTIVE}
+
+
+async def _has_message(rq: Requester, stream: str, subject: str) -> bool:
+    try:
+        await js_api(rq, f"STREAM.MSG.GET.{stream}", {"last_by_subj": subject})
+    except JetStreamError as exc:
+        if exc.err_code == ERR_NO_MESSAGE or exc.code == 404:
+            return False
+        raise
+    return True
+
+
+async def reconcile(nc: Client, rq: Requester, queues: dict[str, float], *, now: int | None = None) -> list[str]:
+    """Re-queue orphaned tasks of ``queues`` (name -> seconds a task may go without an item); return their ids."""
+    now = now or now_ns()
+    fixed: list[str] = []
+    async for task in iter_tasks(nc):
+        grace = queues.get(task.queue)
+        if grace is None or task.task_state not in _UNFINISHED:
+            continue
+        last_touched = parse_ns(task.tried) if task.tried else task.created_ns
+        if now - last_touched < grace * NS:
+            continue
+        if await _has_message(rq, names.queue_stream(task.queue), names.queue_subject(task.queue, task.id)):
+            continue
+        if await _has_message(rq, names.SCHEDULE_STREAM, schedule_subject(task.queue, task.id)) or \
+                await _has_message(rq, names.SCHEDULE_STREAM, due_subject(task.queue, task.id)):
+            continue
+        item = msgspec.json.encode({"kind": 0, "job": task.id})
+        try:
+            await js_publish(rq, names.queue_subject(task.queue, task.id), item)
+        except JetStreamError as exc:
+            log.warning("reconcile_failed", task_id=task.id, queue=task.queue, error=str(exc))
+            continue
+        log.warning("orphan_requeued", task_id=task.id, queue=task.queue, state=task.state,
+                    hint="the task had no work item (enqueue interrupted, or dropped by discard_old / max_age)")
+        fixed.append(task.id)
+    return fixed
