@@ -24,6 +24,7 @@ from jetbridge._task import TaskRecord, encode_task
 from jetbridge._timeutil import MS, NS, format_ms, format_ns, now_ns
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from .metrics import Metrics
 from .routes import Route
@@ -73,7 +74,7 @@ class AttemptRunner:
         self.running: dict[str, Attempt] = {}
         self._by_task: dict[str, Attempt] = {}
         self._finished: OrderedDict[str, str] = OrderedDict()
-        self._hb_sub = None
+        self._hb_sub: Subscription | None = None
 
     async def start(self) -> None:
         await self._requester.start()
@@ -120,7 +121,7 @@ class AttemptRunner:
         return proto.TaskRequest(
             type=proto.REQUEST_TYPE, protocol=proto.PROTOCOL_VERSION, task_id=task.id, task_type=task.type, queue=attempt.queue, attempt=task.tries,
             max_attempts=max(task.max_tries, 0), created=format_ms(task.created_ns),
-            deadline=format_ms(task.deadline_ns) if task.deadline else None,
+            deadline=format_ms(deadline) if (deadline := task.deadline_ns) is not None else None,
             attempt_token=attempt.token, attempt_deadline=format_ms(now + int(attempt.budget * NS)),
             budget_ms=int(attempt.budget * 1000), heartbeat_subject=f"{self._hb_prefix}.{attempt.token}",
             heartbeat_interval_ms=interval, cancel_subject=f"{names.CANCEL_SUBJECT_PREFIX}.{attempt.token}",

@@ -76,7 +76,7 @@ async def main() -> None:
                       f"(logs in {data / 'logs'})")
 
         producer = jetbridge.Producer(nc, queue="DEMO")
-        plan = [
+        plan: list[tuple[str, Any, dict[str, Any], str]] = [
             ("text:wordcount", {"text": "the quick brown fox jumps over the lazy dog the end"}, {}, "node"),
             ("image:thumbnail", {"file": "cat.png"}, {}, "python"),
             ("email:send", {"to": "ada@example.com"}, {}, "python"),

@@ -8,6 +8,7 @@ decides, and :meth:`Dispatcher._finish` never acknowledges an item whose save di
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,7 +149,7 @@ class Dispatcher:
             self._tg = tg
             for worker in self.workers.values():
                 worker.puller = Puller(self.nc, names.queue_stream(worker.name), names.QUEUE_CONSUMER,
-                                       lambda msg, w=worker: self._on_item(w, msg), worker.free_slots)
+                                       functools.partial(self._on_item, worker), worker.free_slots)
                 tg.start_soon(worker.puller.run)
                 tg.start_soon(self._keeper, worker)
             tg.start_soon(mover.run)

@@ -16,7 +16,8 @@ from jetbridge._errors import ConfigError
 
 
 class RetryPolicy(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before the attempt after ``attempt`` (1-based) failed."""

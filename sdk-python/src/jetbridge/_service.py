@@ -22,6 +22,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.micro.request import Request
 
 from . import _names as names
@@ -123,7 +124,9 @@ class Service:
         self.drain_timeout = drain_timeout
         self._handlers: dict[str, Callable[[Task], Awaitable[Any]]] = {}
         self._limiter = anyio.Semaphore(concurrency)
-        self._micro: nats.micro.Service | None = None
+        self._micro: nats.micro.service.Service | None = None
+        self._cancellable: dict[str, Task] = {}
+        self._cancel_subs: dict[str, Subscription] = {}
         self._tg: TaskGroup | None = None
         self._stop = anyio.Event()
         #: set once a stopping service has unsubscribed and takes no new requests
@@ -228,43 +231,57 @@ class Service:
     async def _run_handler(
         self, fn: Callable[[Task], Awaitable[Any]], task: Task, request: proto.TaskRequest,
     ) -> tuple[bytes, dict[str, str]]:
-        async def on_cancel(msg: Msg) -> None:
-            try:
-                cancel = proto.decode_cancel(msg.data)
-            except ProtocolError:
-                return
-            if cancel.attempt_token == task.token:
-                task._cancel(cancel.reason)
-
-        cancel_sub = await self.nc.subscribe(request.cancel_subject, cb=on_cancel)
+        """Run ``fn`` for one attempt: bounded by its budget, heartbeating, cancellable. Returns the reply."""
+        await self._watch_cancels(request.cancel_subject)
+        self._cancellable[task.token] = task
         try:
             async with anyio.create_task_group() as beats:
                 if request.heartbeat_interval_ms > 0:
                     beats.start_soon(self._heartbeats, task, request.heartbeat_interval_ms / 1000)
-                try:
-                    with anyio.CancelScope(deadline=anyio.current_time() + task.budget) as scope:
-                        task._scope = scope
-                        result = await fn(task)
-                    if scope.cancelled_caught:
-                        reason = task.cancel_reason or "timeout"
-                        return proto.encode_error("retry", "cancelled", f"attempt cancelled ({reason})",
-                                                  attempt_token=task.token)
-                    return proto.encode_ok(result, attempt_token=task.token)
-                except Retry as exc:
-                    after = int(exc.after * 1000) if exc.after is not None else None
-                    return proto.encode_error("retry", exc.code, exc.message, attempt_token=task.token,
-                                              retry_after_ms=after)
-                except Terminate as exc:
-                    return proto.encode_error("terminate", exc.code, exc.message, attempt_token=task.token)
-                except Exception as exc:  # noqa: BLE001 - handler failures become retryable replies
-                    log.warning("handler_failed", task_id=task.id, type=task.type, attempt=task.attempt,
-                                error=repr(exc))
-                    return proto.encode_error("retry", "handler_error", f"{type(exc).__name__}: {exc}",
-                                              attempt_token=task.token)
-                finally:
-                    beats.cancel_scope.cancel()
+                reply = await self._call(fn, task)
+                beats.cancel_scope.cancel()
         finally:
-            await cancel_sub.unsubscribe()
+            self._cancellable.pop(task.token, None)
+        return reply
+
+    async def _call(self, fn: Callable[[Task], Awaitable[Any]], task: Task) -> tuple[bytes, dict[str, str]]:
+        try:
+            with anyio.CancelScope(deadline=anyio.current_time() + task.budget) as scope:
+                task._scope = scope
+                result = await fn(task)
+            if scope.cancelled_caught:
+                reason = task.cancel_reason or "timeout"
+                return proto.encode_error("retry", "cancelled", f"attempt cancelled ({reason})", attempt_token=task.token)
+            return proto.encode_ok(result, attempt_token=task.token)
+        except Retry as exc:
+            after = int(exc.after * 1000) if exc.after is not None else None
+            return proto.encode_error("retry", exc.code, exc.message, attempt_token=task.token, retry_after_ms=after)
+        except Terminate as exc:
+            return proto.encode_error("terminate", exc.code, exc.message, attempt_token=task.token)
+        except Exception as exc:  # noqa: BLE001 - handler failures become retryable replies
+            log.warning("handler_failed", task_id=task.id, type=task.type, attempt=task.attempt, error=repr(exc))
+            return proto.encode_error("retry", "handler_error", f"{type(exc).__name__}: {exc}",
+                                      attempt_token=task.token)
+
+    async def _watch_cancels(self, cancel_subject: str) -> None:
+        """Subscribe once per cancel-subject prefix (``jetbridge.cancel.*``), not once per attempt.
+
+        A cancel names its attempt by token, so one wildcard subscription serves every attempt and saves a
+        SUB and an UNSUB per task.
+        """
+        prefix, _, _ = cancel_subject.rpartition(".")
+        wildcard = f"{prefix}.*" if prefix else cancel_subject
+        if wildcard not in self._cancel_subs:
+            self._cancel_subs[wildcard] = await self.nc.subscribe(wildcard, cb=self._on_cancel)
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        try:
+            cancel = proto.decode_cancel(msg.data)
+        except ProtocolError:
+            return
+        task = self._cancellable.get(cancel.attempt_token)
+        if task is not None and msg.subject.endswith(cancel.attempt_token):
+            task._cancel(cancel.reason)
 
     async def _heartbeats(self, task: Task, interval: float) -> None:
         while True:
