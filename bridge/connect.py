@@ -5,42 +5,54 @@ Secrets given here are passed to nats-py and never logged; :func:`describe` name
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import ssl
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import nats
 import nats.errors
+import structlog
 from jetbridge._errors import ConfigError, TransportError
 from nats.aio.client import Client
 
 from .embedded import NatsServer, free_port
 from .settings import Settings, _redact_url
 
+log = structlog.get_logger("jetbridge.connect")
+
 
 @dataclass(frozen=True)
 class NatsContext:
-    """The parts of a ``nats`` CLI context file that a connection needs."""
+    """The parts of a ``nats`` CLI context file that a connection needs (secrets are left out of ``repr``)."""
 
     url: str = ""
     user: str = ""
-    password: str = ""
-    token: str = ""
+    password: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)
     creds: str = ""
     nkey: str = ""
     ca: str = ""
     cert: str = ""
     key: str = ""
+    inbox_prefix: str = ""
+    tls_first: bool = False
 
 
 def context_dir() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "nats"
+
+
+def _expand(path: str) -> str:
+    """A context's file path as the nats CLI reads it: ``~`` and ``$VARIABLES`` expanded."""
+    return os.path.expandvars(os.path.expanduser(path)) if path else path
 
 
 def load_context(name: str) -> NatsContext:
@@ -50,6 +62,8 @@ def load_context(name: str) -> NatsContext:
         name = selected.read_text().strip() if selected.exists() else ""
         if not name:
             raise ConfigError("no NATS context selected: pass --context NAME")
+    if name in (".", "..") or "/" in name or os.sep in name:
+        raise ConfigError(f"NATS context name {name!r} is invalid: give the name `nats context ls` shows")
     path = context_dir() / "context" / f"{name}.json"
     try:
         doc = json.loads(path.read_text())
@@ -57,37 +71,90 @@ def load_context(name: str) -> NatsContext:
         raise ConfigError(f"NATS context {name!r} not found at {path}: create it with `nats context save {name}`") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"NATS context {name!r} at {path} is not valid JSON: {exc}") from None
-    return NatsContext(**{k: str(doc.get(k) or "") for k in NatsContext.__dataclass_fields__})
+    if not isinstance(doc, dict):
+        raise ConfigError(f"NATS context {name!r} at {path} is not a JSON object")
+    text = {k: str(doc.get(k) or "") for k in ("url", "user", "password", "token", "inbox_prefix")}
+    files = {k: _expand(str(doc.get(k) or "")) for k in ("creds", "nkey", "ca", "cert", "key")}
+    return NatsContext(**text, **files, tls_first=bool(doc.get("tls_first")))
+
+
+def _need_file(path: str, what: str) -> None:
+    if not Path(path).is_file():
+        raise ConfigError(f"{what} {path} does not exist or is not a file")
+
+
+def _nkeys_module() -> Any:
+    try:
+        return importlib.import_module("nkeys")
+    except ImportError:
+        raise ConfigError("nkey and creds authentication need the nkeys package: pip install nkeys") from None
+
+
+def _nkey_option(value: str) -> tuple[str, str]:
+    """``nkeys_seed`` (a file) or ``nkeys_seed_str`` (the seed itself); the value is never echoed in errors."""
+    nkeys = _nkeys_module()
+    seed = Path(value)
+    if seed.is_file():
+        return "nkeys_seed", value
+    try:
+        nkeys.from_seed(bytearray(value.strip().encode())).wipe()
+    except Exception:  # noqa: BLE001 - nkeys raises several error types; the message must not show the value
+        raise ConfigError("nkey_seed is neither an existing file nor a valid NKey seed (the value is not shown)") from None
+    return "nkeys_seed_str", value
+
+
+def _tls_context(ca: str, cert: str, key: str) -> ssl.SSLContext:
+    if key and not cert:
+        raise ConfigError("tls_key needs tls_cert: give the client certificate too")
+    for path, what in ((ca, "TLS CA file"), (cert, "TLS certificate"), (key, "TLS key")):
+        if path:
+            _need_file(path, what)
+    try:
+        ctx = ssl.create_default_context(cafile=ca or None)
+        if cert:
+            ctx.load_cert_chain(cert, key or None)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"cannot load the TLS files (ca {ca or '-'}, cert {cert or '-'}, key {key or '-'}): "
+                          f"{exc.reason or exc}") from None
+    return ctx
 
 
 def connect_options(settings: Settings) -> dict[str, Any]:
-    """nats-py ``connect`` keyword arguments for ``settings`` (the context fills what flags leave empty)."""
+    """nats-py ``connect`` keyword arguments for ``settings`` (the context fills what flags leave empty).
+
+    Raises :class:`ConfigError` for missing files and unusable keys, before any connection is tried.
+    """
     s = settings
+    tls_first = False
     if s.context:
         c = load_context(s.context)
         s = replace(s, server=s.server or c.url, user=s.user or c.user, password=s.password or c.password,
                     token=s.token or c.token, creds=s.creds or c.creds, nkey_seed=s.nkey_seed or c.nkey,
-                    tls_ca=s.tls_ca or c.ca, tls_cert=s.tls_cert or c.cert, tls_key=s.tls_key or c.key)
-    opts: dict[str, Any] = {"servers": [u.strip() for u in s.server.split(",") if u.strip()],
-                            "max_reconnect_attempts": -1, "reconnect_time_wait": 0.5, "name": "jetbridge"}
+                    tls_ca=s.tls_ca or c.ca, tls_cert=s.tls_cert or c.cert, tls_key=s.tls_key or c.key,
+                    inbox_prefix=s.inbox_prefix or c.inbox_prefix)
+        tls_first = c.tls_first
+    servers = [u.strip() for u in s.server.split(",") if u.strip()]
+    if not servers:
+        raise ConfigError("no NATS server: pass --server URL, set JETBRIDGE_SERVER, or put a url in the NATS context")
+    opts: dict[str, Any] = {"servers": servers, "max_reconnect_attempts": -1, "reconnect_time_wait": 0.5,
+                            "name": "jetbridge",
+                            # Every reply subject of the connection under one prefix that permissions can name.
+                            "inbox_prefix": s.inbox_prefix or f"_INBOX.jetbridge.{s.dispatcher_id}"}
     if s.user:
         opts["user"], opts["password"] = s.user, s.password
     if s.token:
         opts["token"] = s.token
     if s.creds:
-        if not Path(s.creds).exists():
-            raise ConfigError(f"creds file {s.creds} does not exist")
+        _need_file(s.creds, "creds file")
+        _nkeys_module()
         opts["user_credentials"] = s.creds
-    if s.nkey_seed:
-        seed = Path(s.nkey_seed)
-        opts["nkeys_seed_str" if not seed.exists() else "nkeys_seed"] = s.nkey_seed
-    if s.tls_ca or s.tls_cert:
-        import ssl
-
-        ctx = ssl.create_default_context(cafile=s.tls_ca or None)
-        if s.tls_cert:
-            ctx.load_cert_chain(s.tls_cert, s.tls_key or None)
-        opts["tls"] = ctx
+    elif s.nkey_seed:
+        key, value = _nkey_option(s.nkey_seed)
+        opts[key] = value
+    if s.tls_ca or s.tls_cert or s.tls_key:
+        opts["tls"] = _tls_context(s.tls_ca, s.tls_cert, s.tls_key)
+    if tls_first:
+        opts["tls_handshake_first"] = True
     return opts
 
 
@@ -95,13 +162,41 @@ def describe(settings: Settings) -> str:
     return _redact_url(settings.server) if settings.server else f"context {settings.context}"
 
 
+#: Tries per server before the first connection gives up: a wrong password, a bad certificate or a server that is
+#: not there fails in about a second with one clear error instead of retrying forever.
+INITIAL_TRIES = 3
+
+
 async def connect(settings: Settings, **callbacks: Any) -> Client:
+    """Connect as ``settings`` say; raises :class:`TransportError` (no secrets in it) when that fails.
+
+    Once connected the client reconnects forever. Errors after that are logged as one line each (nats-py's
+    default prints a traceback per reconnect attempt); pass ``error_cb`` to handle them yourself.
+    """
     opts = connect_options(settings)
+    seen: list[BaseException] = []
+    user_error_cb = callbacks.pop("error_cb", None)
+
+    async def error_cb(exc: BaseException) -> None:
+        if not seen or seen[-1] is not exc:
+            seen.append(exc)
+        if user_error_cb is not None:
+            await user_error_cb(exc)
+        elif connected:
+            log.warning("nats_error", server=describe(settings), error=str(exc) or type(exc).__name__)
+
+    connected = False
+    opts["max_reconnect_attempts"] = INITIAL_TRIES - 1
     try:
-        return await nats.connect(**opts, allow_reconnect=True, connect_timeout=3, **callbacks)
-    except (OSError, nats.errors.NoServersError, nats.errors.Error) as exc:
-        raise TransportError(f"cannot connect to NATS at {describe(settings)}: {exc}: check the URL, that the "
+        nc = await nats.connect(**opts, allow_reconnect=True, connect_timeout=3, error_cb=error_cb, **callbacks)
+    except (OSError, TimeoutError, nats.errors.NoServersError, nats.errors.Error) as exc:
+        cause = seen[-1] if seen else exc
+        reason = str(cause) or type(cause).__name__
+        raise TransportError(f"cannot connect to NATS at {describe(settings)}: {reason}: check the URL, that the "
                              "server runs, and the credentials") from None
+    nc.options["max_reconnect_attempts"] = -1
+    connected = True
+    return nc
 
 
 def _marker(data_dir: Path) -> Path:

@@ -19,11 +19,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from jetbridge import _names as names
 from jetbridge._errors import (
-    ConfigError,
-    ConflictError,
-    QueueNotFoundError,
-    TaskNotFoundError,
-    TransportError,
+    ConfigError, ConflictError, CorruptTaskError, QueueNotFoundError, TaskNotFoundError, TransportError,
 )
 from jetbridge._events import task_state_event
 from jetbridge._inflight import InFlight
@@ -42,7 +38,7 @@ from .queues import QueueAdmin, QueueConfig
 from .retries import MOVER_CONSUMER, Mover, RetryScheduler
 from .routes import Router
 from .settings import Settings
-from .states import AttemptOutcome, Decision, ItemAction, Limits, apply, on_delivery, on_outcome
+from .states import AttemptOutcome, Decision, Dependencies, ItemAction, Limits, apply, on_delivery, on_outcome
 
 log = structlog.get_logger("jetbridge.dispatcher")
 
@@ -253,7 +249,8 @@ class Dispatcher:
                 await self._finish(worker, msg, task, seq, decision)
                 return
         for _ in range(3):
-            decision = on_delivery(task, now_ns(), worker.limits)
+            deps = await self._dependencies(task) if task.task_state is TaskState.BLOCKED else None
+            decision = on_delivery(task, now_ns(), worker.limits, deps)
             if decision.action is not ItemAction.RUN:
                 await self._finish(worker, msg, task, seq, decision)
                 return
@@ -270,6 +267,24 @@ class Dispatcher:
         await self._event(active)
         self.metrics.child(self.metrics.tasks, worker.name, active.type, "active").inc()
         await self._run_attempt(worker, msg, active, seq)
+
+    async def _dependencies(self, task: TaskRecord) -> Dependencies:
+        """Look up a blocked task's parents, as asyncjobs does: all complete, one failed, or still waiting."""
+        results: dict[str, Any] = {}
+        waiting = 0
+        for parent_id in task.dependencies or []:
+            try:
+                parent, _ = await self.store.load(parent_id)
+            except (TaskNotFoundError, CorruptTaskError):
+                return Dependencies(failed=f"dependency {parent_id} does not exist")
+            state = parent.task_state
+            if state is TaskState.COMPLETE:
+                results[parent_id] = msgspec.to_builtins(parent.result) if parent.result is not None else None
+            elif state.terminal:
+                return Dependencies(failed=f"dependency {parent_id} ended {state.value}: {parent.last_err}")
+            else:
+                waiting += 1
+        return Dependencies(waiting=waiting, results=results if task.load_dependencies else None)
 
     async def _run_attempt(self, worker: QueueWorker, msg: Msg, task: TaskRecord, seq: int) -> None:
         route, subject = self.router.resolve(task.type)

@@ -7,6 +7,7 @@ and every error names the key and what is allowed.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -20,6 +21,7 @@ from .policy import parse_duration
 from .routes import Route
 
 ENV_PREFIX = "JETBRIDGE_"
+_SUBJECT_RE = re.compile(r"^[^.*>\s]+(\.[^.*>\s]+)*$")
 SECRET_KEYS = frozenset({"password", "token", "nkey_seed", "creds"})
 
 
@@ -32,6 +34,8 @@ class Settings:
         context: a NATS CLI context name to take the connection from.
         user, password, token, nkey_seed, creds: NATS credentials (secrets are never logged or shown).
         tls_ca, tls_cert, tls_key: TLS files.
+        inbox_prefix: the connection's reply-subject prefix; empty: ``_INBOX.jetbridge.<dispatcher_id>``, so a
+            dispatcher's every reply subject is under ``_INBOX.jetbridge.<dispatcher_id>.>`` (see docs/security.md).
         data_dir: where the embedded server keeps its store.
         queues: queues to serve; ``*`` serves every queue that exists.
         create_queues: create missing queues (with default settings) instead of failing.
@@ -60,6 +64,7 @@ class Settings:
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""
+    inbox_prefix: str = ""
     data_dir: str = ".jetbridge"
     queues: tuple[str, ...] = ("DEFAULT",)
     create_queues: bool = True
@@ -98,11 +103,16 @@ class Settings:
             raise ConfigError(f"log_level must be debug, info, warning or error, not {self.log_level!r}")
         if self.verify_key and (len(self.verify_key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in self.verify_key)):
             raise ConfigError("verify_key must be a 64-character hex ed25519 public key")
+        _check_inbox_prefix(self.inbox_prefix)
         if self.metrics_listen and ":" not in self.metrics_listen:
             raise ConfigError(f"metrics_listen must be host:port, got {self.metrics_listen!r}")
         for r in self.routes:
             r.validate()
         return self
+
+    def __repr__(self) -> str:
+        """Secrets redacted, like :meth:`redacted`: a Settings shown in a log, traceback or test failure leaks nothing."""
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in self.redacted().items()) + ")"
 
     def redacted(self) -> dict[str, Any]:
         """Every setting, with secrets replaced, for `jetbridge config show` and logs."""
@@ -122,12 +132,27 @@ class Settings:
         return out
 
 
+def _check_inbox_prefix(prefix: str) -> None:
+    if prefix and not _SUBJECT_RE.match(prefix):
+        raise ConfigError(f"inbox_prefix {prefix!r} must be a subject without wildcards, e.g. _INBOX.alice")
+
+
 def _redact_url(urls: str) -> str:
+    """``urls`` with the user info (``user:password@`` or ``token@``) of each URL replaced.
+
+    nats-py also takes URLs without a scheme (``user:pw@host:4222``), and a password may itself hold ``@``: the user
+    info is everything before the last ``@`` of the authority (which ends at the first ``/``, ``?`` or ``#``).
+    """
     parts = []
     for url in urls.split(","):
-        if "@" in url and "://" in url:
-            scheme, rest = url.split("://", 1)
-            url = f"{scheme}://<redacted>@{rest.split('@', 1)[1]}"
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            scheme, rest = "", url
+        cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+        authority, tail = rest[:cut], rest[cut:]
+        if "@" in authority:
+            authority = "<redacted>@" + authority.rpartition("@")[2]
+            url = f"{scheme}{sep}{authority}{tail}"
         parts.append(url)
     return ",".join(parts)
 

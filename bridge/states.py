@@ -63,6 +63,7 @@ class Decision:
     result: TaskResult | None = None
     reason: str = ""
     clear_progress: bool = False
+    dependency_results: dict[str, Any] | None = None
 
     @property
     def saves(self) -> bool:
@@ -95,13 +96,30 @@ def max_attempts(task: TaskRecord, limits: Limits) -> int:
     return min(bounds) if bounds else 0
 
 
-def on_delivery(task: TaskRecord, now_ns: int, limits: Limits) -> Decision:
-    """Decide what a delivered work item means for its task."""
+@dataclass(frozen=True, slots=True)
+class Dependencies:
+    """Where a blocked task's parents are (asyncjobs dependencies).
+
+    ``failed`` names a parent that is missing or ended other than ``complete``; ``waiting`` counts parents still
+    unfinished; ``results`` holds the parents' results when the task asked for them.
+    """
+
+    failed: str = ""
+    waiting: int = 0
+    results: dict[str, Any] | None = None
+
+
+def on_delivery(task: TaskRecord, now_ns: int, limits: Limits, deps: Dependencies | None = None) -> Decision:
+    """Decide what a delivered work item means for its task (``deps``: for blocked tasks)."""
     state = task.task_state
     if state.terminal:
         return Decision(ItemAction.ACK, reason=f"task is already {state.value}")
     if state is TaskState.BLOCKED:
-        return Decision(ItemAction.NAK, delay=BLOCKED_DELAY, reason="waiting for dependencies")
+        if deps is None or deps.waiting:
+            return Decision(ItemAction.NAK, delay=BLOCKED_DELAY, reason="waiting for dependencies")
+        if deps.failed:
+            return Decision(ItemAction.ACK, TaskState.UNREACHABLE, last_err=deps.failed, last_err_code="dependency",
+                            reason="a dependency failed")
     last_err = task.last_err
     last_code = task.last_err_code
     if state is TaskState.ACTIVE:
@@ -116,7 +134,8 @@ def on_delivery(task: TaskRecord, now_ns: int, limits: Limits) -> Decision:
         return Decision(ItemAction.ACK, TaskState.EXPIRED, reason="no attempts left",
                         last_err=f"{why}: {last_err}" if last_err else why, last_err_code=last_code or "max_tries")
     return Decision(ItemAction.RUN, TaskState.ACTIVE, tries_delta=1, last_err="", last_err_code="",
-                    reason="attempt starts", clear_progress=True)
+                    reason="attempt starts", clear_progress=True,
+                    dependency_results=deps.results if deps is not None else None)
 
 
 def on_outcome(
@@ -185,6 +204,8 @@ def apply(task: TaskRecord, decision: Decision, now_ns: int) -> TaskRecord:
         changes["tried"] = format_ns(now_ns)
     if decision.result is not None:
         changes["result"] = decision.result
+    if decision.dependency_results is not None:
+        changes["dependency_results"] = decision.dependency_results
     if decision.clear_progress:
         changes["progress"] = None
         changes["progress_message"] = ""

@@ -47,22 +47,22 @@ class Background:
         self._stdout = BufferedByteReceiveStream(process.stdout) if process.stdout else None
         self._stderr = stderr
 
-    async def line(self, timeout: float = 20.0) -> str:
+    async def line(self, within: float = 20.0) -> str:
         assert self._stdout is not None
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(within):
             return (await self._stdout.receive_until(b"\n", 1 << 20)).decode()
 
     async def ready(self) -> None:
         first = await self.line()
         assert first == "ready", f"expected 'ready', got {first!r}; stderr: {self.stderr()}"
 
-    async def objects(self, timeout: float = 60.0) -> list[dict[str, Any]]:
-        """Every JSON line until the process exits; fails if it exits non-zero."""
+    async def objects(self, within: float = 60.0) -> list[dict[str, Any]]:
+        """Every JSON line until the process exits (within ``within`` seconds); fails if it exits non-zero."""
         lines: list[dict[str, Any]] = []
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(within):
             while True:
                 try:
-                    lines.append(json.loads(await self.line(timeout)))
+                    lines.append(json.loads(await self.line(within)))
                 except (anyio.IncompleteRead, anyio.EndOfStream):
                     break
             code = await self.process.wait()
@@ -82,9 +82,9 @@ class AJ:
         self.tmp = tmp
         self._n = 0
 
-    async def json(self, command: str, *args: str, timeout: float = 30.0) -> dict[str, Any]:
+    async def json(self, command: str, *args: str, within: float = 30.0) -> dict[str, Any]:
         """Run a short subcommand and return the JSON object it prints."""
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(within):
             result = await anyio.run_process([str(self.binary), command, *args], env=self.env, check=False)
         if result.returncode != 0:
             raise AssertionError(f"ajcompat {command} {' '.join(args)} exited {result.returncode}: "

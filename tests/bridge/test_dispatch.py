@@ -324,3 +324,46 @@ async def test_scheduled_retry_comes_back_on_time(h: Harness) -> None:
         assert d.metrics.child(d.metrics.retries, h.queue, "sched")._value.get() == 1
     assert record.state == "complete" and record.tries == 2
     assert 1.5 <= times[1] - times[0] < 4.0  # schedules have one-second precision
+
+
+async def test_asyncjobs_dependencies_wait_run_with_results_or_become_unreachable(h: Harness) -> None:
+    """Tasks with asyncjobs ``dependencies`` (state blocked) run after their parents, or never if one fails."""
+    from jetbridge._requester import Requester
+    from jetbridge._store import TaskStore, js_publish
+    from jetbridge._task import TaskState, new_task
+    from jetbridge._timeutil import now_ns
+
+    store, rq = TaskStore(Requester(h.nc)), Requester(h.nc)
+    seen: dict[str, Any] = {}
+
+    async def parent(task: jetbridge.Task) -> Any:
+        if task.payload == "fail":
+            raise jetbridge.Terminate("parent failed")
+        return f"result of {task.payload}"
+
+    async def child(task: jetbridge.Task) -> Any:
+        seen[task.id] = task.attempt
+        return "child ran"
+
+    async def blocked(task_id: str, parents: list[str]) -> None:
+        doc = new_task(task_id=task_id, task_type="child", queue=h.queue, payload=b"null", content_type="",
+                       max_tries=3, created_ns=now_ns(), deadline_ns=None)
+        doc.state, doc.dependencies, doc.load_dependencies = TaskState.BLOCKED.value, parents, True
+        await store.create(doc)
+        await js_publish(rq, f"CHORIA_AJ.Q.{h.queue}.{task_id}", f'{{"kind":0,"job":"{task_id}"}}'.encode())
+
+    async with h.dispatcher(), h.service({"parent": parent, "child": child}):
+        ok1, ok2 = await h.producer.enqueue("parent", "a"), await h.producer.enqueue("parent", "b")
+        bad = await h.producer.enqueue("parent", "fail")
+        await blocked(f"c1-{h.unique}", [ok1, ok2])
+        await blocked(f"c2-{h.unique}", [ok1, bad])
+        await blocked(f"c3-{h.unique}", ["missing-parent"])
+        good = await h.producer.wait(f"c1-{h.unique}", timeout=30)
+        failed = await h.producer.wait(f"c2-{h.unique}", timeout=30)
+        missing = await h.producer.wait(f"c3-{h.unique}", timeout=30)
+    assert good.state == "complete" and good.dependency_results is not None
+    assert {k: v["payload"] for k, v in good.dependency_results.items()} == {ok1: "result of a", ok2: "result of b"}
+    assert (failed.state, failed.tries, failed.last_err_code) == ("unreachable", 0, "dependency")
+    assert f"dependency {bad} ended terminated" in failed.last_err
+    assert (missing.state, missing.last_err) == ("unreachable", "dependency missing-parent does not exist")
+    assert list(seen) == [f"c1-{h.unique}"]
