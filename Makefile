@@ -40,7 +40,8 @@ test-langs: interop-build
 interop: venv interop-build
 	$(PY) -m interop.conformance $(LANGS)
 
-demo: venv interop-build
+demo: venv
+	@$(MAKE) --no-print-directory interop-build LANGS="python node go"
 	$(PY) -m bridge.demo
 
 bench: venv

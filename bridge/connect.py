@@ -190,7 +190,10 @@ async def connect(settings: Settings, **callbacks: Any) -> Client:
     try:
         nc = await nats.connect(**opts, allow_reconnect=True, connect_timeout=3, error_cb=error_cb, **callbacks)
     except (OSError, TimeoutError, nats.errors.NoServersError, nats.errors.Error) as exc:
-        cause = seen[-1] if seen else exc
+        # The server's own refusal (or a TLS failure) says more than the connection reset that follows it.
+        telling = [e for e in seen if isinstance(e, (ssl.SSLError, nats.errors.Error))
+                   and not isinstance(e, nats.errors.NoServersError)]
+        cause = (telling or seen or [exc])[-1]
         reason = str(cause) or type(cause).__name__
         raise TransportError(f"cannot connect to NATS at {describe(settings)}: {reason}: check the URL, that the "
                              "server runs, and the credentials") from None

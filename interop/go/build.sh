@@ -10,3 +10,4 @@ go build ./...
 mkdir -p "$REPO/.build/go"
 go build -o "$REPO/.build/go/conformance" ./cmd/conformance
 echo "built $REPO/.build/go/conformance"
+go build -o "$REPO/.build/go/resize" ./examples/resize
