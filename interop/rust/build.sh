@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Builds the jetbridge crate and the conformance handler (release) from a clean checkout.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$RUST_DIR"
+"$CARGO" build --locked --release --bin jetbridge-conformance
+echo "built $CONFORMANCE_BIN"

