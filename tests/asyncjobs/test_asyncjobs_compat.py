@@ -132,18 +132,31 @@ async def test_asyncjobs_retry_of_a_task_jetbridge_terminated(h: Harness, aj: AJ
     assert (doc["state"], doc["tries"], doc["result"]["payload"]) == ("complete", 2, "second time lucky")
 
 
-@pytest.mark.xfail(strict=True, reason="Jetbridge does not resolve asyncjobs dependencies: a blocked task waits "
-                                       "forever (see docs/asyncjobs.md, 'Dependencies')")
-async def test_asyncjobs_task_with_dependencies_runs_after_its_parent(h: Harness, aj: AJ) -> None:
+async def test_asyncjobs_dependencies_are_resolved_by_jetbridge(h: Harness, aj: AJ) -> None:
+    """A blocked child runs after its parent, with the parent's result; a failed parent makes it unreachable."""
     await h.make_queue()
+
+    async def refuse(task: jetbridge.Task) -> Any:
+        raise jetbridge.Terminate("parent refused")
+
     parent = await aj.enqueue(h.queue, "aj:echo", {"n": 13})
-    child = await aj.enqueue(h.queue, "aj:echo", {"n": 14}, "--depends", parent)
-    assert (await aj.get(child))["state"] == "blocked"
-    async with h.dispatcher(), h.service({"aj:echo": echo}):
-        assert (await h.producer.wait(parent, timeout=20)).state == "complete"
-        # asyncjobs re-checks a blocked task every 5s and runs it once its parents completed
-        record = await h.producer.wait(child, timeout=8)
-    assert record.state == "complete"
+    child = await aj.enqueue(h.queue, "aj:echo", {"n": 14}, "--depends", parent, "--load")
+    bad_parent = await aj.enqueue(h.queue, "aj:refuse", None)
+    orphan = await aj.enqueue(h.queue, "aj:echo", {"n": 15}, "--depends", bad_parent)
+    assert (await aj.get(child))["state"] == (await aj.get(orphan))["state"] == "blocked"
+
+    async with h.dispatcher(), h.service({"aj:echo": echo, "aj:refuse": refuse}):
+        for task_id in (parent, child, bad_parent, orphan):
+            await h.producer.wait(task_id, timeout=30)
+
+    doc = await aj.get(child)
+    assert (doc["state"], doc["tries"], doc["result"]["payload"]["got"]) == ("complete", 1, {"n": 14})
+    assert doc["dependency_results"][parent]["payload"] == {"got": {"n": 13}, "attempt": 1, "queue": h.queue}
+    doc = await aj.get(orphan)
+    assert (doc["state"], doc["tries"]) == ("unreachable", 0)
+    assert doc["last_err"] == f"dependency {bad_parent} ended terminated: parent refused"
+    info = await h.admin.info(h.queue)
+    assert (info.waiting, info.in_flight) == (0, 0)
 
 
 # Jetbridge producer -> asyncjobs processor ------------------------------------------------------------------------
@@ -335,7 +348,7 @@ async def _tamper(nc: Client, task_id: str, payload: bytes) -> None:
     await store.save_raw(task_id, json.dumps(doc).encode(), seq)
 
 
-async def test_asyncjobs_signed_tasks_are_verified_by_jetbridge(
+async def test_go_signed_tasks_are_verified_by_jetbridge(
     h: Harness, aj: AJ, nc: Client, keys: tuple[str, str],
 ) -> None:
     seed, public = keys
@@ -369,7 +382,7 @@ async def test_asyncjobs_signed_tasks_are_verified_by_jetbridge(
     assert (info.waiting, info.in_flight) == (0, 0)
 
 
-async def test_jetbridge_signed_tasks_are_verified_by_asyncjobs(
+async def test_jetbridge_signed_tasks_verify_in_go(
     h: Harness, aj: AJ, nc: Client, keys: tuple[str, str],
 ) -> None:
     seed, public = keys
