@@ -26,7 +26,7 @@ from jetbridge._inflight import InFlight
 from jetbridge._requester import Requester
 from jetbridge._store import JetStreamError, TaskStore
 from jetbridge._task import TaskRecord, TaskState, decode_task, encode_task
-from jetbridge._timeutil import NS, format_ns, now_ns
+from jetbridge._timeutil import NS, format_ns, now_ns, parse_ns
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -49,6 +49,34 @@ class _Item(msgspec.Struct):
 
 
 _item_decoder = msgspec.json.Decoder(_Item)
+
+
+def decode_item(data: bytes) -> str:
+    """The task id a work item points at; raises ValueError naming what is wrong with the item."""
+    try:
+        task_id = _item_decoder.decode(data).job
+    except RecursionError:
+        raise ValueError("the work item's JSON is nested too deeply") from None
+    if not names.is_valid_name(task_id):
+        raise ValueError(f"job {task_id!r} is not a task id")
+    return task_id
+
+
+def check_document(task: TaskRecord, task_id: str) -> None:
+    """What decoding cannot see: the document must be the task its subject names, with times that parse.
+
+    Raises ValueError naming the member; the dispatcher then quarantines the document instead of failing on it
+    at every delivery.
+    """
+    if task.id != task_id:
+        raise ValueError(f"it holds task {task.id!r}, not {task_id!r}")
+    for member in ("created", "deadline", "tried"):
+        value = getattr(task, member)
+        if value or member == "created":
+            try:
+                parse_ns(value)
+            except ValueError:
+                raise ValueError(f"{member} {value!r} is not an RFC 3339 time") from None
 
 
 @dataclass(eq=False)
@@ -216,10 +244,8 @@ class Dispatcher:
 
     async def _handle(self, worker: QueueWorker, msg: Msg) -> None:
         try:
-            task_id = _item_decoder.decode(msg.data).job
-            if not names.is_valid_name(task_id):
-                raise ValueError(f"job {task_id!r} is not a task id")
-        except (msgspec.DecodeError, ValueError) as exc:
+            task_id = decode_item(msg.data)
+        except ValueError as exc:
             self.metrics.dropped_items.labels(queue=worker.name, reason="corrupt_item").inc()
             log.warning("corrupt_work_item", queue=worker.name, error=str(exc), data=msg.data[:200].decode(errors="replace"))
             await self._item(msg, ItemAction.TERM, reason="corrupt work item")
@@ -238,6 +264,7 @@ class Dispatcher:
             return
         try:
             task = decode_task(raw)
+            check_document(task, task_id)
         except (msgspec.DecodeError, ValueError) as exc:
             await self._quarantine(worker, msg, task_id, raw, seq, str(exc))
             return
@@ -306,19 +333,8 @@ class Dispatcher:
             self.metrics.child(self.metrics.handler_available, subject).set(1)
         async with attempt.lock:
             task, seq = attempt.task, attempt.seq
-            if outcome.kind == "complete":
-                outcome = self._check_result_size(task, outcome)
             decision = on_outcome(task, outcome, now_ns(), worker.limits)
             await self._finish(worker, msg, task, seq, decision)
-
-    def _check_result_size(self, task: TaskRecord, outcome: AttemptOutcome) -> AttemptOutcome:
-        probe = apply(task, on_outcome(task, outcome, now_ns(), Limits()), now_ns())
-        size, limit = len(encode_task(probe)), self.nc.max_payload - 512
-        if size <= limit:
-            return outcome
-        return AttemptOutcome("result_too_large", "result_too_large",
-                              f"the result makes task {task.id} {size} bytes, over the store's limit of {limit} "
-                              "bytes: return a reference to large results instead")
 
     # Carrying out decisions -----------------------------------------------------------------------------------
 
@@ -327,8 +343,14 @@ class Dispatcher:
         if decision.saves:
             assert decision.state is not None
             new = apply(task, decision, now_ns())
+            data = encode_task(new)
+            if decision.state is TaskState.COMPLETE and len(data) > self.nc.max_payload - 512:
+                decision = on_outcome(task, self._result_too_large(task, len(data)), now_ns(), worker.limits)
+                new = apply(task, decision, now_ns())
+                data = encode_task(new)
+            assert decision.state is not None
             ttl = self.settings.retain_finished if (decision.state.terminal and self._ttl_ok) else None
-            if not await self._save(worker, msg, new, seq, ttl):
+            if not await self._save(worker, msg, new, data, seq, ttl):
                 return
             await self._event(new)
             self.metrics.child(self.metrics.tasks, worker.name, new.type, new.state).inc()
@@ -340,10 +362,17 @@ class Dispatcher:
                                 last_err=new.last_err or None, delay_s=round(decision.delay, 3) if decision.delay else None)
         await self._item(msg, decision.action, delay=decision.delay, queue=worker.name, task_id=task.id)
 
-    async def _save(self, worker: QueueWorker, msg: Msg, new: TaskRecord, seq: int, ttl: float | None) -> bool:
+    def _result_too_large(self, task: TaskRecord, size: int) -> AttemptOutcome:
+        limit = self.nc.max_payload - 512
+        return AttemptOutcome("result_too_large", "result_too_large",
+                              f"the result makes task {task.id} {size} bytes, over the store's limit of {limit} "
+                              "bytes: return a reference to large results instead")
+
+    async def _save(self, worker: QueueWorker, msg: Msg, new: TaskRecord, data: bytes, seq: int,
+                    ttl: float | None) -> bool:
         for attempt in range(5):
             try:
-                await self.store.save(new, seq, ttl=ttl)
+                await self.store.save_raw(new.id, data, seq, ttl=ttl)
                 return True
             except ConflictError:
                 self.metrics.save_conflicts.labels(queue=worker.name).inc()
@@ -395,7 +424,7 @@ class Dispatcher:
         self.metrics.dropped_items.labels(queue=worker.name, reason="corrupt_task").inc()
         log.error("corrupt_task", task_id=task_id, queue=worker.name, error=error)
         decision = Decision(ItemAction.ACK)
-        if await self._save(worker, msg, record, seq, None):
+        if await self._save(worker, msg, record, encode_task(record), seq, None):
             await self._event(record)
             await self._item(msg, decision.action)
 
@@ -456,7 +485,7 @@ class Dispatcher:
         try:
             request = msgspec.json.decode(msg.data)
             task_id, reason = request["task_id"], str(request.get("reason", "cancelled by operator"))
-        except (msgspec.DecodeError, KeyError, TypeError):
+        except (msgspec.DecodeError, KeyError, TypeError, RecursionError):
             log.warning("bad_cancel_request", data=msg.data[:200].decode(errors="replace"))
             return
         attempt = self.runner.attempt_for(task_id)

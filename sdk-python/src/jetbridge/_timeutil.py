@@ -7,6 +7,7 @@ integers and formatted the way Go's RFC3339Nano does; a datetime would silently 
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 import time
 
@@ -49,8 +50,12 @@ def format_ms(ns: int) -> str:
     return format_ns(ns, digits=3)
 
 
+@functools.lru_cache(maxsize=65536)
 def parse_ns(text: str) -> int:
-    """Parse an RFC 3339 time with any offset into UTC nanoseconds; raises ValueError with the text."""
+    """Parse an RFC 3339 time with any offset into UTC nanoseconds; raises ValueError with the text.
+
+    Cached: the dispatcher reads the same task's times several times per attempt.
+    """
     m = _RFC3339.match(text)
     if m is None:
         raise ValueError(f"not an RFC 3339 time: {text!r}")
