@@ -5,6 +5,7 @@ Secrets given here are passed to nats-py and never logged; :func:`describe` name
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import os
@@ -162,41 +163,73 @@ def describe(settings: Settings) -> str:
     return _redact_url(settings.server) if settings.server else f"context {settings.context}"
 
 
-#: Tries per server before the first connection gives up: a wrong password, a bad certificate or a server that is
-#: not there fails in about a second with one clear error instead of retrying forever.
+#: Tries per server before the first connection gives up: a server that is not there fails in about a second
+#: with one clear error instead of retrying forever.
 INITIAL_TRIES = 3
+CONNECT_TIMEOUT = 3.0
+
+
+def _hopeless(exc: BaseException) -> bool:
+    """Errors no retry can fix: a TLS failure or a refusal of the credentials."""
+    text = str(exc).lower()
+    return isinstance(exc, ssl.SSLError) or isinstance(exc, nats.errors.AuthorizationError) or (
+        isinstance(exc, nats.errors.Error) and ("authorization violation" in text or "authentication" in text))
+
+
+def _connect_error(settings: Settings, seen: list[BaseException], exc: BaseException | None) -> TransportError:
+    # The server's own refusal (or a TLS failure) says more than the connection reset that follows it.
+    telling = [e for e in seen if isinstance(e, (ssl.SSLError, nats.errors.Error))
+               and not isinstance(e, nats.errors.NoServersError)]
+    found = telling or seen or ([exc] if exc is not None else [])
+    reason = (str(found[-1]) or type(found[-1]).__name__) if found else "no answer in time"
+    return TransportError(f"cannot connect to NATS at {describe(settings)}: {reason}: check the URL, that the "
+                          "server runs, and the credentials")
 
 
 async def connect(settings: Settings, **callbacks: Any) -> Client:
     """Connect as ``settings`` say; raises :class:`TransportError` (no secrets in it) when that fails.
 
+    The first connection gives up after :data:`INITIAL_TRIES` tries per server, and at once on a TLS failure or
+    refused credentials (nats-py alone would retry those forever, and can hang after a failed TLS handshake).
     Once connected the client reconnects forever. Errors after that are logged as one line each (nats-py's
     default prints a traceback per reconnect attempt); pass ``error_cb`` to handle them yourself.
     """
     opts = connect_options(settings)
     seen: list[BaseException] = []
+    hopeless = asyncio.Event()
     user_error_cb = callbacks.pop("error_cb", None)
+    connected = False
 
     async def error_cb(exc: BaseException) -> None:
         if not seen or seen[-1] is not exc:
             seen.append(exc)
+        if not connected and _hopeless(exc):
+            hopeless.set()
         if user_error_cb is not None:
             await user_error_cb(exc)
         elif connected:
             log.warning("nats_error", server=describe(settings), error=str(exc) or type(exc).__name__)
 
-    connected = False
     opts["max_reconnect_attempts"] = INITIAL_TRIES - 1
+    attempt = asyncio.ensure_future(nats.connect(**opts, allow_reconnect=True, connect_timeout=CONNECT_TIMEOUT,
+                                                 error_cb=error_cb, **callbacks))
+    gave_up = asyncio.ensure_future(hopeless.wait())
+    budget = len(opts["servers"]) * INITIAL_TRIES * (CONNECT_TIMEOUT + 1.0) + 2.0
     try:
-        nc = await nats.connect(**opts, allow_reconnect=True, connect_timeout=3, error_cb=error_cb, **callbacks)
-    except (OSError, TimeoutError, nats.errors.NoServersError, nats.errors.Error) as exc:
-        # The server's own refusal (or a TLS failure) says more than the connection reset that follows it.
-        telling = [e for e in seen if isinstance(e, (ssl.SSLError, nats.errors.Error))
-                   and not isinstance(e, nats.errors.NoServersError)]
-        cause = (telling or seen or [exc])[-1]
-        reason = str(cause) or type(cause).__name__
-        raise TransportError(f"cannot connect to NATS at {describe(settings)}: {reason}: check the URL, that the "
-                             "server runs, and the credentials") from None
+        await asyncio.wait({attempt, gave_up}, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gave_up.cancel()
+        if not attempt.done():
+            attempt.cancel()
+            await asyncio.wait({attempt}, timeout=2.0)
+    if attempt.cancelled():
+        raise _connect_error(settings, seen, None)
+    exc = attempt.exception()
+    if exc is not None:
+        if isinstance(exc, (OSError, TimeoutError, nats.errors.Error)):
+            raise _connect_error(settings, seen, exc) from None
+        raise exc
+    nc = attempt.result()
     nc.options["max_reconnect_attempts"] = -1
     connected = True
     return nc

@@ -104,6 +104,9 @@ class Settings:
         if self.verify_key and (len(self.verify_key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in self.verify_key)):
             raise ConfigError("verify_key must be a 64-character hex ed25519 public key")
         _check_inbox_prefix(self.inbox_prefix)
+        if not _SUBJECT_RE.match(self.subject_prefix):
+            raise ConfigError(f"subject_prefix {self.subject_prefix!r} must be a subject without wildcards or spaces, "
+                              "e.g. jetbridge.task")
         if self.metrics_listen and ":" not in self.metrics_listen:
             raise ConfigError(f"metrics_listen must be host:port, got {self.metrics_listen!r}")
         for r in self.routes:
@@ -186,13 +189,13 @@ def _coerce(key: str, value: Any, source: str) -> Any:
                 return False
             raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
         if isinstance(current, int):
-            if isinstance(value, bool):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ConfigError(f"{source}: {key} must be a whole number, got {value!r}")
             return int(value)
         if not isinstance(value, (str, int, float)):
             raise ConfigError(f"{source}: {key} must be a string, got {type(value).__name__}")
         return str(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"{source}: {key} has an invalid value {value!r}: {exc}") from None
