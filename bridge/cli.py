@@ -16,6 +16,7 @@ from jetbridge._errors import JetbridgeError
 from jetbridge._producer import Producer
 from jetbridge._protocol import Bytes
 from jetbridge._requester import Requester
+from jetbridge._signing import Signer
 
 from .output import console, err_console, print_json, show_task, task_dict, task_table
 from .policy import parse_duration
@@ -54,10 +55,13 @@ def main_options(
     tls_cert: Annotated[str | None, typer.Option(help="Client certificate.")] = None,
     tls_key: Annotated[str | None, typer.Option(help="Client key.")] = None,
     data_dir: Annotated[str | None, typer.Option(help="Embedded server data directory.")] = None,
+    inbox_prefix: Annotated[str | None, typer.Option(help="Reply subject prefix (for narrow permissions).")] = None,
+    signing_seed: Annotated[str | None, typer.Option(help="Sign enqueued tasks with this ed25519 seed (hex or file; "
+                                                          "prefer JETBRIDGE_SIGNING_SEED).")] = None,
 ) -> None:
     flags = {"server": server, "context": context, "creds": creds, "user": user, "password": password,
              "token": token, "nkey_seed": nkey_seed, "tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key,
-             "data_dir": data_dir}
+             "data_dir": data_dir, "inbox_prefix": inbox_prefix, "signing_seed": signing_seed}
     import os
 
     env = dict(os.environ)
@@ -150,8 +154,10 @@ def enqueue(
 
         from .connect import session
 
-        async with session(_settings(ctx)) as (nc, _):
-            producer = Producer(nc, queue=queue)
+        settings = _settings(ctx)
+        async with session(settings) as (nc, _):
+            signer = Signer(settings.signing_seed) if settings.signing_seed else None
+            producer = Producer(nc, queue=queue, signer=signer)
             tid = await producer.enqueue(task_type, value, task_id=task_id, dedup_key=dedup_key, max_tries=tries,
                                          deadline=timedelta(seconds=limit) if limit else None)
             record = await producer.wait(tid, timeout=wait) if wait else None

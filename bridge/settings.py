@@ -22,7 +22,7 @@ from .routes import Route
 
 ENV_PREFIX = "JETBRIDGE_"
 _SUBJECT_RE = re.compile(r"^[^.*>\s]+(\.[^.*>\s]+)*$")
-SECRET_KEYS = frozenset({"password", "token", "nkey_seed", "creds"})
+SECRET_KEYS = frozenset({"password", "token", "nkey_seed", "creds", "signing_seed"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +52,7 @@ class Settings:
         dispatcher_id: this dispatcher's name in subjects and logs.
         verify_key: hex ed25519 public key: when set, tasks must be signed (asyncjobs-compatible).
         signatures_optional: with ``verify_key``, accept unsigned tasks too.
+        signing_seed: hex ed25519 seed (or a file holding it) the CLI signs enqueued tasks with.
     """
 
     server: str = ""
@@ -81,6 +82,7 @@ class Settings:
     dispatcher_id: str = field(default_factory=lambda: secrets.token_hex(6))
     verify_key: str = ""
     signatures_optional: bool = False
+    signing_seed: str = ""
 
     def validate(self) -> Settings:
         if not self.queues:
