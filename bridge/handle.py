@@ -36,7 +36,9 @@ The command runs in its own session and process group. When its attempt's budget
 its stdout passes the size limit (the server's ``max_payload``: more can never fit a reply; ended with
 ``result_too_large``), or ``jetbridge handle`` shuts down past its grace period, the whole group gets SIGTERM, then
 SIGKILL after ``kill_grace``. When the command exits, whatever it left running in its group is killed (SIGKILL).
-Every child is reaped. On Linux the command also gets SIGKILL if ``jetbridge handle`` itself dies.
+Every child is reaped. Commands are started with ``posix_spawn`` (this process is never forked), with fds 0 to 3
+only and default signal handling. If ``jetbridge handle`` itself is killed with SIGKILL its commands live on until
+they next write to fd 3 (SIGPIPE) or finish; run replicas in a container or a systemd unit to contain them.
 
 Draining (:meth:`CommandHandler.stop`, SIGTERM on the CLI): no new commands start; running ones may finish within
 ``grace``; then they are stopped as above and their attempts end ``retry`` with code ``shutdown``.
@@ -44,15 +46,13 @@ Draining (:meth:`CommandHandler.stop`, SIGTERM on the CLI): no new commands star
 
 from __future__ import annotations
 
-import asyncio
-import ctypes
-import functools
+import fcntl
+import math
 import os
 import shutil
 import signal
 import socket
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -70,6 +70,7 @@ from nats.aio.client import Client
 from typer.core import TyperCommand
 
 from .policy import parse_duration
+from .settings import SECRET_KEYS, _redact_url
 
 log = structlog.get_logger("jetbridge.handle")
 
@@ -79,19 +80,18 @@ CONTROL_FD = 3
 TERMINATE_EXIT = 100
 #: How much of the end of stderr becomes the error message.
 STDERR_TAIL = 2048
+#: Control lines longer than this are dropped.
+MAX_CONTROL_LINE = 65536
 #: After the command exits, how long its output may take to close (something outside its group may hold it).
 IO_GRACE = 1.0
 #: Service metadata ``jetbridge.sdk``.
 SDK_NAME = f"shell/{jetbridge.__version__}"
 CANCEL_REASONS = frozenset({"operator", "deadline", "timeout", "lost", "shutdown", "result_too_large"})
 
-_PR_SET_PDEATHSIG = 1
-_prctl: Any = None
-if sys.platform.startswith("linux"):
-    try:
-        _prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # pragma: no cover - a libc without prctl
-        _prctl = None
+#: Signals the command starts with at their default action, whatever ``jetbridge handle`` inherited or set.
+DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE, signal.SIGXFSZ)
+#: Waiting for exits without pidfds (not Linux) takes a thread per running command.
+_WAIT_THREADS = anyio.CapacityLimiter(math.inf)
 
 
 def default_concurrency() -> int:
@@ -112,7 +112,6 @@ class HandleConfig:
         terminate_exit: the exit status that terminates the task instead of retrying it.
         name: the micro service name.
         env: variables added to the commands' environment (over the parent's).
-        cwd: the commands' working directory (default: the current one).
     """
 
     command: tuple[str, ...]
@@ -124,7 +123,6 @@ class HandleConfig:
     terminate_exit: int = TERMINATE_EXIT
     name: str = "jetbridge-handle"
     env: Mapping[str, str] = field(default_factory=dict)
-    cwd: str | None = None
 
     def validate(self) -> HandleConfig:
         if not self.command:
@@ -132,7 +130,7 @@ class HandleConfig:
                               "`jetbridge handle resize -- ./resize.sh`")
         if not self.task_types:
             raise ConfigError("name at least one task type to serve, e.g. `jetbridge handle resize -- ./resize.sh`")
-        if resolve_command(self.command[0], self.cwd) is None:
+        if resolve_command(self.command[0]) is None:
             raise ConfigError(f"command {self.command[0]!r} not found or not executable"
                               + ("" if "/" in self.command[0] else " (it is looked up on PATH)"))
         if not 1 <= self.concurrency <= 10_000:
@@ -146,11 +144,10 @@ class HandleConfig:
         return self
 
 
-def resolve_command(program: str, cwd: str | None = None) -> str | None:
+def resolve_command(program: str) -> str | None:
     """The executable ``program`` names (a path, or a name on PATH), or None."""
     if "/" in program:
-        path = os.path.join(cwd, program) if cwd and not os.path.isabs(program) else program
-        return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+        return program if os.path.isfile(program) and os.access(program, os.X_OK) else None
     return shutil.which(program)
 
 
@@ -225,10 +222,10 @@ class CommandHandler:
         if self.draining:
             raise jetbridge.Retry("jetbridge handle is shutting down", code="shutdown")
         run = _Run(self, task)
-        with anyio.CancelScope(shield=True):  # a command that started is always supervised
-            await run.start()
-        self._runs.add(run)
+        self._runs.add(run)  # before it starts, so that a drain that ends now stops it too
         try:
+            with anyio.CancelScope(shield=True):  # a command that started is always supervised
+                await run.start()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(run.supervise)
                 try:
@@ -241,25 +238,26 @@ class CommandHandler:
         return run.outcome()
 
 
-def _child_setup(control_fd: int, parent_pid: int) -> None:  # pragma: no cover - runs in the forked child
-    """In the child, before exec: the control socket at fd 3, and death with the parent (Linux)."""
-    if control_fd != CONTROL_FD:
-        os.dup2(control_fd, CONTROL_FD)
-    else:
-        os.set_inheritable(CONTROL_FD, True)
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent_pid:
-            os._exit(137)
-
-
 def _timestamp(value: datetime | None) -> str:
     return format_ms(round(value.timestamp() * 1000) * 1_000_000) if value is not None else ""
 
 
+#: Variables a task's command never sees: the credentials this process connects with are not the command's.
+SECRET_ENV = frozenset({f"JETBRIDGE_{k.upper()}" for k in SECRET_KEYS} | {
+    "NATS_PASSWORD", "NATS_TOKEN", "NATS_CREDS", "NATS_NKEY", "NATS_NKEY_SEED", "NATS_USER_JWT"})
+
+
+def _without_secrets(base: Mapping[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in base.items() if k not in SECRET_ENV}
+    for key in ("NATS_URL", "JETBRIDGE_SERVER"):
+        if key in env and "@" in env[key]:
+            env[key] = _redact_url(env[key]).replace("<redacted>@", "")
+    return env
+
+
 def task_environment(task: jetbridge.Task, base: Mapping[str, str]) -> dict[str, str]:
-    """The command's environment: ``base`` plus the task's metadata."""
-    env = dict(base)
+    """The command's environment: ``base`` without NATS credentials, plus the task's metadata."""
+    env = _without_secrets(base)
     env.update({
         "JETBRIDGE_TASK_ID": task.id,
         "JETBRIDGE_TASK_TYPE": task.type,
@@ -301,15 +299,28 @@ def parse_progress(text: str) -> float:
     return value
 
 
+def _high_fd(fd: int) -> int:
+    """``fd``, moved to 4 or above if it is lower, so that setting up 0 to 3 in the child cannot overwrite it."""
+    if fd > CONTROL_FD:
+        return fd
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, CONTROL_FD + 1)
+    os.close(fd)
+    return high
+
+
 class _Run:
-    """One command for one attempt: its process, its output and how it ended."""
+    """One command for one attempt: its process, its output and how it ended.
+
+    The command is started with ``posix_spawn`` (no fork of this process: cheap, and safe with threads), in a new
+    session, with the control socket at fd 3 and the signals it may get at their defaults.
+    """
 
     def __init__(self, handler: CommandHandler, task: jetbridge.Task) -> None:
         self.handler = handler
         self.config = handler.config
         self.task = task
         self.limit = handler.stdout_limit
-        self.proc: asyncio.subprocess.Process | None = None
+        self.pid: int | None = None
         self.returncode: int | None = None
         self.stdout = bytearray()
         self.overflow = False
@@ -321,27 +332,43 @@ class _Run:
         self.stop_reason: str | None = None
         self.finished = anyio.Event()
         self._stop_requested = anyio.Event()
-        self._ctl_reader: asyncio.StreamReader | None = None
-        self._ctl_writer: asyncio.StreamWriter | None = None
+        self._fds: dict[str, int] = {}  # our ends: stdin, stdout, stderr, control
+        self._pidfd: int | None = None
+        self._partial = b""  # a control line not yet ended by a newline
         self._log = log.bind(task_id=task.id, type=task.type, attempt=task.attempt)
 
     async def start(self) -> None:
-        parent, child = socket.socketpair()
+        """Start the command (raises :class:`jetbridge.Retry` if it cannot be started)."""
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        self._fds["control"] = ours.detach()
+        child = {"control": theirs.detach()}
+        for name, (read, write) in (("stdin", os.pipe()), ("stdout", os.pipe()), ("stderr", os.pipe())):
+            self._fds[name], child[name] = (write, read) if name == "stdin" else (read, write)
+            os.set_blocking(self._fds[name], False)
         try:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.config.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, cwd=self.config.cwd,
-                env=task_environment(self.task, {**os.environ, **self.config.env}),
-                start_new_session=True, pass_fds=(CONTROL_FD,),
-                preexec_fn=functools.partial(_child_setup, child.fileno(), os.getpid()))
+            for name in child:
+                child[name] = _high_fd(child[name])
+            self.pid = os.posix_spawnp(  # noqa: ASYNC221 - returns once the child has exec'd, in about 1 ms
+                self.config.command[0], list(self.config.command),
+                task_environment(self.task, {**os.environ, **self.config.env}),
+                file_actions=[(os.POSIX_SPAWN_DUP2, child["stdin"], 0), (os.POSIX_SPAWN_DUP2, child["stdout"], 1),
+                              (os.POSIX_SPAWN_DUP2, child["stderr"], 2),
+                              (os.POSIX_SPAWN_DUP2, child["control"], CONTROL_FD)],
+                setsid=True, setsigmask=(), setsigdef=DEFAULT_SIGNALS)
         except OSError as exc:
-            parent.close()
+            self._close()
             raise jetbridge.Retry(f"cannot run {self.config.command[0]}: {exc.strerror or exc}",
                                   code="spawn_failed") from None
         finally:
-            child.close()
-        self._ctl_reader, self._ctl_writer = await asyncio.open_unix_connection(sock=parent)
-        self._log.debug("command_started", pid=self.proc.pid)
+            for fd in child.values():
+                os.close(fd)
+        if hasattr(os, "pidfd_open"):
+            try:
+                self._pidfd = os.pidfd_open(self.pid)
+            except OSError:  # a kernel before 5.3: wait in a thread
+                self._pidfd = None
+        self._log.debug("command_started", pid=self.pid)
 
     def stop(self, reason: str) -> None:
         """Stop the command: ``cancel REASON`` on fd 3, SIGTERM to its group, SIGKILL after the kill grace."""
@@ -351,8 +378,6 @@ class _Run:
 
     async def supervise(self) -> None:
         """Feed, read and wait for the command; sets :attr:`finished` once it and its group are gone."""
-        assert self.proc is not None
-        proc = self.proc
         with anyio.CancelScope(shield=True):
             try:
                 async with anyio.create_task_group() as tg:
@@ -360,35 +385,56 @@ class _Run:
                     tg.start_soon(self._killer)
                     tg.start_soon(self._write_stdin)
                     tg.start_soon(self._read_output, output_closed)
-                    self.returncode = await proc.wait()
+                    self.returncode = await self._wait_exit()
                     self._signal(signal.SIGKILL)  # whatever it left running in its group
-                    with anyio.move_on_after(IO_GRACE):
+                    with anyio.move_on_after(IO_GRACE):  # something outside its group may hold its output
                         await output_closed.wait()
                     tg.cancel_scope.cancel()
             finally:
-                if proc.returncode is None:  # only if supervising itself failed
+                if self.returncode is None and self.pid is not None:  # only if supervising itself failed
                     self._signal(signal.SIGKILL)
-                    with anyio.move_on_after(5):
-                        await proc.wait()
-                if self._ctl_writer is not None:
-                    self._ctl_writer.close()
+                    self.returncode = await anyio.to_thread.run_sync(self._reap, limiter=_WAIT_THREADS)
+                self._close()
                 self._log.debug("command_ended", returncode=self.returncode, stop_reason=self.stop_reason)
                 self.finished.set()
 
-    def _signal(self, signum: int) -> None:
-        assert self.proc is not None
+    async def _wait_exit(self) -> int:
+        if self._pidfd is not None:
+            await anyio.wait_readable(self._pidfd)  # readable once the process has exited
+            return self._reap()
+        return await anyio.to_thread.run_sync(self._reap, limiter=_WAIT_THREADS)
+
+    def _reap(self) -> int:
+        assert self.pid is not None
         try:
-            os.killpg(self.proc.pid, signum)
+            _, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:  # reaped by someone else (a waitpid(-1) child watcher): status unknown
+            return 255
+        return os.waitstatus_to_exitcode(status)
+
+    def _close(self) -> None:
+        for fd in [*self._fds.values(), *([self._pidfd] if self._pidfd is not None else [])]:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds.clear()
+        self._pidfd = None
+
+    def _signal(self, signum: int) -> None:
+        if self.pid is None:
+            return
+        try:
+            os.killpg(self.pid, signum)
         except (ProcessLookupError, PermissionError):
             pass
 
     async def _killer(self) -> None:
         await self._stop_requested.wait()
-        if self._ctl_writer is not None:
-            try:
-                self._ctl_writer.write(f"cancel {self.stop_reason}\n".encode())
-            except (OSError, RuntimeError):
-                pass
+        try:
+            os.write(self._fds["control"], f"cancel {self.stop_reason}\n".encode())
+        except (OSError, KeyError):
+            pass
         self._log.info("command_stopping", reason=self.stop_reason, signal="SIGTERM")
         self._signal(signal.SIGTERM)
         await anyio.sleep(self.config.kill_grace)
@@ -397,90 +443,109 @@ class _Run:
         self._signal(signal.SIGKILL)
 
     async def _write_stdin(self) -> None:
-        assert self.proc is not None and self.proc.stdin is not None
-        stdin = self.proc.stdin
+        fd = self._fds.pop("stdin")
+        data = memoryview(stdin_bytes(self.task.payload))
         try:
-            stdin.write(stdin_bytes(self.task.payload))
-            await stdin.drain()
+            while data:
+                try:
+                    data = data[os.write(fd, data[:65536]):]
+                except BlockingIOError:
+                    await anyio.wait_writable(fd)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the command does not read its stdin: fine
         finally:
-            stdin.close()
+            os.close(fd)  # end of input
+
+    async def _chunks(self, name: str, sink: Callable[[bytes], Awaitable[None]]) -> None:
+        """Read one of our ends until the command's side is closed; ``sink`` gets each chunk, then ``b""``."""
+        fd = self._fds[name]
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                await anyio.wait_readable(fd)
+                continue
+            except ConnectionResetError:
+                chunk = b""
+            await sink(chunk)
+            if not chunk:
+                return
 
     async def _read_output(self, closed: anyio.Event) -> None:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._read_stdout)
-            tg.start_soon(self._read_stderr)
-            tg.start_soon(self._read_control)
+            tg.start_soon(self._chunks, "stdout", self._on_stdout)
+            tg.start_soon(self._chunks, "stderr", self._on_stderr)
+            tg.start_soon(self._chunks, "control", self._on_control)
         closed.set()
 
-    async def _read_stdout(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        while chunk := await self.proc.stdout.read(65536):
-            if self.overflow:
-                continue  # drained and dropped while the command is being stopped
-            if len(self.stdout) + len(chunk) > self.limit:
-                self.overflow = True
-                self._log.warning("result_too_large", limit=self.limit)
-                self.stop("result_too_large")
-                continue
-            self.stdout += chunk
+    async def _on_stdout(self, chunk: bytes) -> None:
+        if self.overflow:
+            return  # drained and dropped while the command is being stopped
+        if len(self.stdout) + len(chunk) > self.limit:
+            self.overflow = True
+            self._log.warning("result_too_large", limit=self.limit)
+            self.stop("result_too_large")
+            return
+        self.stdout += chunk
 
-    async def _read_stderr(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        while chunk := await self.proc.stderr.read(65536):
-            self.stderr_size += len(chunk)
-            self.stderr_tail += chunk
-            if len(self.stderr_tail) > STDERR_TAIL:
-                del self.stderr_tail[:-STDERR_TAIL]
+    async def _on_stderr(self, chunk: bytes) -> None:
+        self.stderr_size += len(chunk)
+        self.stderr_tail += chunk
+        if len(self.stderr_tail) > STDERR_TAIL:
+            del self.stderr_tail[:-STDERR_TAIL]
 
-    async def _read_control(self) -> None:
-        assert self._ctl_reader is not None
-        while True:
-            try:
-                line = await self._ctl_reader.readline()
-            except ValueError:  # a line longer than the stream's limit: skipped
-                self._log.warning("control_line_too_long")
-                continue
-            except (ConnectionResetError, OSError):
-                return
-            if not line:
-                return
+    async def _on_control(self, chunk: bytes) -> None:
+        *lines, self._partial = (self._partial + chunk).split(b"\n") if chunk else (self._partial, b"")
+        if len(self._partial) > MAX_CONTROL_LINE:
+            self._log.warning("control_line_too_long", limit=MAX_CONTROL_LINE)
+            self._partial = b""
+        for line in lines:
             await self._control(line.decode(errors="replace").strip())
 
     async def _control(self, line: str) -> None:
-        if not line:
-            return
         verb, _, rest = line.partition(" ")
-        rest = rest.strip()
+        if not verb:
+            return
+        action = self._actions.get(verb)
         try:
-            if verb == "heartbeat":
-                await self.task.heartbeat(None, rest or None)
-            elif verb == "progress":
-                value, _, message = rest.partition(" ")
-                await self.task.heartbeat(parse_progress(value), message.strip() or None)
-            elif verb == "retry-after":
-                self.retry_after = parse_duration(rest, what="retry-after")
-            elif verb == "error-code":
-                if not rest or len(rest) > 128 or " " in rest:
-                    raise ValueError("an error code is one word of 1 to 128 characters")
-                self.error_code = rest
-            elif verb == "content-type":
-                if not rest or len(rest) > 255:
-                    raise ValueError("a content type is 1 to 255 characters")
-                self.content_type = rest
-            elif verb == "publish":
-                subject, _, text = rest.partition(" ")
-                if not subject or subject.startswith("$") or "*" in subject or ">" in subject:
-                    raise ValueError("publish needs a subject without wildcards that does not start with '$'")
-                await self.handler.nc.publish(subject, text.encode())
-            else:
-                raise ValueError("unknown instruction: use heartbeat, progress, retry-after, error-code, "
-                                 "content-type or publish")
+            if action is None:
+                raise ValueError(f"unknown instruction: use {', '.join(self._actions)}")
+            await action(self, rest.strip())
         except (ValueError, ConfigError) as exc:
             self._log.warning("bad_control_line", line=line[:200], error=str(exc))
         except Exception as exc:  # noqa: BLE001 - e.g. disconnected: the next heartbeat may get through
             self._log.warning("control_line_failed", line=line[:200], error=repr(exc))
+
+    async def _heartbeat(self, rest: str) -> None:
+        await self.task.heartbeat(None, rest or None)
+
+    async def _progress(self, rest: str) -> None:
+        value, _, message = rest.partition(" ")
+        await self.task.heartbeat(parse_progress(value), message.strip() or None)
+
+    async def _retry_after(self, rest: str) -> None:
+        self.retry_after = parse_duration(rest, what="retry-after")
+
+    async def _error_code(self, rest: str) -> None:
+        if not rest or len(rest) > 128 or " " in rest:
+            raise ValueError("an error code is one word of 1 to 128 characters")
+        self.error_code = rest
+
+    async def _content_type(self, rest: str) -> None:
+        if not rest or len(rest) > 255:
+            raise ValueError("a content type is 1 to 255 characters")
+        self.content_type = rest
+
+    async def _publish(self, rest: str) -> None:
+        subject, _, text = rest.partition(" ")
+        if not subject or subject.startswith("$") or "*" in subject or ">" in subject:
+            raise ValueError("publish needs a subject without wildcards that does not start with '$'")
+        await self.handler.nc.publish(subject, text.encode())
+
+    _actions: dict[str, Callable[[_Run, str], Awaitable[None]]] = {
+        "heartbeat": _heartbeat, "progress": _progress, "retry-after": _retry_after, "error-code": _error_code,
+        "content-type": _content_type, "publish": _publish,
+    }
 
     def _stderr_text(self) -> str:
         text = bytes(self.stderr_tail).decode(errors="replace")
@@ -560,14 +625,14 @@ Example: jetbridge handle resize --concurrency 4 -- ./resize.sh
 class HandleCommand(TyperCommand):
     """``jetbridge handle TYPE... [OPTIONS] -- COMMAND [ARGS]...``: what follows ``--`` is the command, verbatim."""
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if "--" in args:
             at = args.index("--")
             ctx.meta[COMMAND_META] = list(args[at + 1:])
             args = args[:at]
         return super().parse_args(ctx, args)
 
-    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
         return [*super().collect_usage_pieces(ctx), "-- COMMAND [ARGS]..."]
 
 
@@ -579,6 +644,20 @@ def command_from(ctx: typer.Context) -> list[str]:
     return list(command)
 
 
+def _keep_inherited_fds_to_ourselves() -> None:
+    """posix_spawn passes on every inheritable fd: mark those this process inherited (above 2) close-on-exec."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # not Linux: descriptors Python opens are close-on-exec anyway
+        return
+    for fd in fds:
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass
+
+
 async def serve_command(settings: Any, config: HandleConfig) -> None:
     """``jetbridge handle``: connect like the other commands, print ``ready``, drain on SIGTERM or SIGINT
     (a second signal stops running commands at once)."""
@@ -587,11 +666,13 @@ async def serve_command(settings: Any, config: HandleConfig) -> None:
 
     configure_logging(settings.log_format, settings.log_level)
     config.validate()
+    _keep_inherited_fds_to_ourselves()
     async with session(settings) as (nc, settings):
         log.info("connected", server=describe(settings), max_payload=nc.max_payload)
         handler = CommandHandler(nc, config)
         async with anyio.create_task_group() as tg:
             await tg.start(handler.run)
+            await nc.flush()  # the server has our subscriptions: requests sent after `ready` reach us
             print("ready", flush=True)
 
             async def on_signals() -> None:

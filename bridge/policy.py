@@ -7,6 +7,7 @@ jitter and a fixed delay complete the set.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from dataclasses import dataclass
@@ -85,6 +86,8 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 def parse_duration(text: str | float | int, *, what: str = "duration") -> float:
     """``"250ms"``, ``"5s"``, ``"10m"``, ``"1h"`` or a number of seconds; raises ConfigError naming ``what``."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
+        if not math.isfinite(text):
+            raise ConfigError(f"{what} must be a finite number of seconds, got {text}")
         if text < 0:
             raise ConfigError(f"{what} must not be negative, got {text}")
         return float(text)

@@ -34,6 +34,8 @@ class Puller:
         *, max_batch: int = 256, expires: float = 5.0,
     ) -> None:
         self._nc = nc
+        self._stream = stream
+        self._consumer = consumer
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._on_message = on_message
         self._free_slots = free_slots
@@ -46,6 +48,10 @@ class Puller:
         self._wake = asyncio.Event()
         self._stopped = False
         self.last_error: str | None = None
+        #: pulls in a row that ended in an error status (no responders while a consumer has no leader, a deleted
+        #: consumer...): the next pull waits a growing backoff instead of spinning against the server
+        self.failures = 0
+        self._max_backoff = min(2.0, expires)
 
     async def run(self) -> None:
         """Pull until :meth:`stop`; returns after the last pull is abandoned."""
@@ -53,6 +59,10 @@ class Puller:
                                              pending_msgs_limit=1_000_000, pending_bytes_limit=1 << 30)
         try:
             while not self._stopped:
+                if self.failures and self._outstanding == 0:
+                    await asyncio.sleep(min(self._max_backoff, 0.05 * 2 ** min(self.failures, 8)))
+                    if self._stopped:
+                        break
                 free = self._free_slots()
                 if self._outstanding == 0 and free > 0 and self._nc.is_connected:
                     await self._pull(min(free, self._max_batch))
@@ -91,6 +101,7 @@ class Puller:
         if headers and "Status" in headers and not msg.reply:
             self._on_status(msg, headers)
             return
+        self.failures = 0
         self._outstanding = max(0, self._outstanding - 1)
         if self._outstanding == 0:
             self._wake.set()
@@ -102,8 +113,15 @@ class Puller:
             return
         if msg.subject != f"{self._inbox}.{self._pull_id}":
             return  # the end of an older pull
-        if status not in ("404", "408", "409"):
+        if status in ("404", "408", "409"):
+            self.failures = 0
+        else:
+            self.failures += 1
             self.last_error = f"pull failed: {status} {headers.get('Description', '')}"
-            log.warning("pull_failed", status=status, description=headers.get("Description", ""))
+            if self.failures == 1 or self.failures % 30 == 0:
+                log.warning("pull_failed", stream=self._stream, consumer=self._consumer, status=status,
+                            description=headers.get("Description", "").strip(), failures_in_a_row=self.failures,
+                            hint="the consumer is missing or has no leader (a cluster election?); pulling again "
+                                 "with backoff")
         self._outstanding = 0
         self._wake.set()

@@ -43,7 +43,10 @@ async def reconcile(nc: Client, rq: Requester, queues: dict[str, float], *, now:
         grace = queues.get(task.queue)
         if grace is None or task.task_state not in _UNFINISHED:
             continue
-        last_touched = parse_ns(task.tried) if task.tried else task.created_ns
+        try:
+            last_touched = parse_ns(task.tried) if task.tried else task.created_ns
+        except ValueError:  # an unreadable time: requeue it, and the dispatcher quarantines the document
+            last_touched = 0
         if now - last_touched < grace * NS:
             continue
         if await _has_message(rq, names.queue_stream(task.queue), names.queue_subject(task.queue, task.id)):

@@ -43,6 +43,9 @@ class Route:
         probe = self.subject.replace("{type}", "t")
         if not probe or any(c in probe for c in " *>\t") or ".." in probe or probe.startswith(".") or probe.endswith("."):
             raise ConfigError(f"route {self.match!r}: subject {self.subject!r} is not a valid subject template")
+        if "{" in probe or "}" in probe:
+            raise ConfigError(f"route {self.match!r}: subject {self.subject!r} has an unknown placeholder: "
+                              "only {type} is replaced")
         return self
 
     def subject_for(self, task_type: str) -> str:

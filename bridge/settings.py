@@ -230,7 +230,7 @@ def load_settings(
         for key, value in doc.items():
             values[key] = _coerce(key, value, f"config file {p}")
     for name, value in (os.environ if env is None else env).items():
-        if name.startswith(ENV_PREFIX) and name not in _NOT_SETTINGS:
+        if name.startswith(ENV_PREFIX) and name not in _NOT_SETTINGS and not name.startswith(_TASK_ENV_PREFIX):
             key = name[len(ENV_PREFIX):].lower()
             values[key] = _coerce(key, value, f"environment variable {name}")
     for key, value in (flags or {}).items():
@@ -240,4 +240,6 @@ def load_settings(
 
 
 #: JETBRIDGE_* variables that are not settings (used by handlers and the CLI).
-_NOT_SETTINGS = frozenset({"JETBRIDGE_INSTANCE", "JETBRIDGE_CONFIG"})
+_NOT_SETTINGS = frozenset({"JETBRIDGE_INSTANCE", "JETBRIDGE_CONFIG", "JETBRIDGE_CONTROL_FD"})
+#: what `jetbridge handle` gives a task's command, so that the command can run jetbridge itself
+_TASK_ENV_PREFIX = "JETBRIDGE_TASK_"

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
+import jetbridge
 import pytest
+from jetbridge import _names as names
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -53,9 +56,9 @@ class Events:
         self._arrived.set()
         self._arrived = anyio.Event()
 
-    async def wait_for(self, pred: Callable[[str], bool], *, timeout: float = 10.0) -> tuple[float, str]:
+    async def wait_for(self, pred: Callable[[str], bool], *, within: float = 10.0) -> tuple[float, str]:
         """The first event (arrived or arriving) for which ``pred`` is true."""
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(within):
             seen = 0
             while True:
                 for item in self.items[seen:]:
@@ -108,11 +111,46 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-async def wait_gone(*pids: int, timeout: float = 5.0) -> None:
-    """Processes die asynchronously after a signal: there is no event to await, so poll briefly."""
-    with anyio.fail_after(timeout):
-        while any(alive(p) for p in pids):
-            await anyio.sleep(0.02)
+def reaped(pid: int) -> bool:
+    """Whether our child ``pid`` has been waited for (no zombie left behind by us)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+async def wait_gone(*pids: int, within: float = 5.0) -> None:
+    """Wait until every process in ``pids`` has exited: a pidfd becomes readable when its process ends."""
+    with anyio.fail_after(within):
+        for pid in pids:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            try:
+                await anyio.wait_readable(fd)
+            finally:
+                os.close(fd)
+    assert not any(alive(p) for p in pids)
+
+
+async def wait_state(h: Harness, task_id: str, *states: str, within: float = 10.0) -> jetbridge.TaskRecord:
+    """The task once it is in one of ``states``, awaited through its lifecycle events."""
+    changed = anyio.Event()
+
+    async def on_event(msg: Msg) -> None:
+        changed.set()
+
+    sub = await h.nc.subscribe(names.task_state_event_subject(task_id), cb=on_event)
+    try:
+        with anyio.fail_after(within):
+            while (record := await h.producer.get(task_id)).state not in states:
+                await changed.wait()
+                changed = anyio.Event()
+        return record
+    finally:
+        await sub.unsubscribe()
 
 
 def parse(text: str) -> Any:

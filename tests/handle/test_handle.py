@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import jetbridge
 import pytest
+from jetbridge._timeutil import parse_ns
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-import jetbridge
-from jetbridge._timeutil import parse_ns
-from tests.handle.conftest import Events, serving, wait_gone
+from tests.handle.conftest import Events, reaped, serving, wait_gone, wait_state
 from tests.harness import Harness
 
 pytestmark = pytest.mark.anyio
@@ -213,6 +213,7 @@ sleep 60
         with anyio.fail_after(5):
             await handler.service.in_flight.wait_idle()
     assert (record.state, record.last_err_code) == ("expired", "timeout")
+    assert reaped(pids[0])  # the command itself is our child: waited for, no zombie
     await wait_gone(*pids)
 
 
@@ -338,9 +339,7 @@ async def test_drain_lets_running_commands_finish_and_starts_no_new_ones(
         await events.wait_for(lambda t: t == f"start {first}")
         handler.stop()
         second = await h.producer.enqueue("gate")
-        with anyio.fail_after(10):  # not served: refused while draining, or nobody subscribed any more
-            while (await h.producer.get(second)).state not in ("no_handler", "retry"):
-                await anyio.sleep(0.05)
+        await wait_state(h, second, "no_handler", "retry")  # refused while draining, or nobody listens any more
         assert not handler.stopped.is_set()
         release.touch()
         with anyio.fail_after(10):
@@ -367,9 +366,35 @@ wait
         handler.stop()
         with anyio.fail_after(5):
             await handler.stopped.wait()
-        with anyio.fail_after(5):
-            while (record := await h.producer.get(task_id)).state != "retry":
-                await anyio.sleep(0.05)
+        record = await wait_state(h, task_id, "retry")
     assert "stopped shutdown" in events.texts()
     assert record.last_err_code == "shutdown" and "shut down before the command finished" in record.last_err
     await wait_gone(*pids)
+
+
+async def test_a_second_stop_stops_running_commands_at_once(h: Harness, script: Any, events: Events) -> None:
+    job = script("""
+sleep 60 &
+echo "publish $EVENTS pids $$ $!" >&3
+wait
+""")
+    async with h.dispatcher(), serving(h, ["long"], [job], grace=60) as handler:
+        await h.producer.enqueue("long")
+        pids = await events.pids()
+        handler.stop()
+        handler.stop(now=True)  # as a second SIGTERM does
+        with anyio.fail_after(5):
+            await handler.stopped.wait()
+    assert reaped(pids[0])
+    await wait_gone(*pids)
+
+
+async def test_tasks_waiting_for_a_free_slot_keep_their_lease(nc: Client, unique: str, script: Any) -> None:
+    """With one slot, the second task waits for the first: it must not be declared lost meanwhile."""
+    h = Harness(nc, unique)
+    await h.make_queue(lease=0.6)
+    job = script("sleep 1.2; echo $JETBRIDGE_TASK_ATTEMPT")
+    async with h.dispatcher(), serving(h, ["slot"], [job], concurrency=1):
+        ids = [await h.producer.enqueue("slot") for _ in range(2)]
+        records = [await h.producer.wait(i, timeout=15) for i in ids]
+    assert [(r.state, r.tries, r.last_err_code) for r in records] == [("complete", 1, "")] * 2

@@ -243,8 +243,6 @@ async def test_dispatcher_logs_and_metrics_carry_no_secret(
 ASYNCIO_TLS_WARNING = "returning true from eof_received() has no effect when using ssl"
 
 
-@pytest.mark.xfail(strict=True, reason="jetbridge handle passes its own environment, credentials included, to "
-                                       "each task's command (bridge/handle.py task_environment)")
 async def test_handle_does_not_give_nats_credentials_to_commands(
     auth_servers: AuthServers, xdg: Path, tmp_path: Path, unique: str,
 ) -> None:

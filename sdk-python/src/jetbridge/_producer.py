@@ -68,7 +68,7 @@ def _encode_payload(payload: Any, content_type: str | None) -> tuple[bytes, str]
         return bytes(payload), content_type or "application/octet-stream"
     try:
         return _json.encode(payload), JSON_CONTENT_TYPE
-    except (TypeError, msgspec.EncodeError) as exc:
+    except (TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:
         raise ConfigError(f"payload is neither bytes nor JSON-serialisable: {exc}") from None
 
 
@@ -156,6 +156,8 @@ class Producer:
         if not isinstance(spec.max_tries, int) or spec.max_tries < 0:
             raise ConfigError(f"max_tries must be a whole number >= 0 (0: no limit), not {spec.max_tries!r}")
         data, ctype = _encode_payload(spec.payload, spec.content_type)
+        if len(ctype) > 255:
+            raise ConfigError(f"content_type of {len(ctype)} characters is too long: the protocol carries at most 255")
         now = now_ns()
         deadline = _deadline_ns(spec.deadline, now)
         doc = new_task(task_id=spec.task_id or str(Ksuid()), task_type=spec.type, queue=queue, payload=data,
@@ -270,14 +272,19 @@ class Producer:
         doc, seq = await self._store.load(task_id)
         if doc.task_state is TaskState.ACTIVE:
             raise ConflictError(f"task {task_id} is running now: cancel it first, then retry it")
+        before = msgspec.structs.replace(doc)
         doc.queue = queue or doc.queue
         doc.state = TaskState.RETRY.value
         doc.result = None
-        await self._store.save(doc, seq)
+        seq = await self._store.save(doc, seq)
         item = _WORK_ITEM.encode({"kind": 0, "job": doc.id})
         try:
             await js_publish(self._rq, names.queue_subject(doc.queue, doc.id), item)
         except (JetStreamError, TransportError) as exc:
+            try:  # not on a queue: put the task back as it was, rather than leave it waiting for nothing
+                await self._store.save(before, seq)
+            except JetbridgeError:
+                pass
             raise self._queue_error(exc, doc.queue, doc.id) from None
         await self._nc.publish(names.task_state_event_subject(doc.id), task_state_event(doc))
         return doc

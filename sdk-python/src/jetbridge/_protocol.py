@@ -16,6 +16,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from . import _names as names
+from ._timeutil import parse_ns
 
 PROTOCOL_VERSION: Final = 1
 SUPPORTED_PROTOCOLS: Final = (1,)
@@ -154,6 +155,8 @@ def decode_request(data: bytes) -> TaskRequest:
         doc = _any_decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise Rejection("terminate", "bad_request", 400, f"bad request: body is not JSON ({exc})") from None
+    except RecursionError:
+        raise Rejection("terminate", "bad_request", 400, "bad request: body is nested too deeply") from None
     if not isinstance(doc, dict):
         raise Rejection("terminate", "bad_request", 400, "bad request: body is not a JSON object")
     version = doc.get("protocol")
@@ -168,6 +171,14 @@ def decode_request(data: bytes) -> TaskRequest:
             request.decoded_payload()
         except (ValueError, TypeError, msgspec.DecodeError):
             raise Rejection("terminate", "bad_request", 400, "bad request: payload is not valid base64") from None
+    for member in ("created", "deadline", "attempt_deadline"):  # the pattern admits dates that do not exist
+        value = getattr(request, member)
+        if value is not None:
+            try:
+                parse_ns(value)
+            except ValueError:
+                raise Rejection("terminate", "bad_request", 400, f"bad request: {member} {value!r} is not a valid "
+                                "time") from None
     return request
 
 
@@ -284,6 +295,8 @@ def interpret_reply(headers: Mapping[str, str] | None, data: bytes) -> Outcome:
         reply = _reply_decoder.decode(data)
     except msgspec.DecodeError as exc:
         body_problem = _why_not_a_reply(data, exc)
+    except RecursionError:
+        body_problem = "reply is nested too deeply"
     else:
         problem = _reply_problem(reply)
         if not problem:
@@ -301,6 +314,8 @@ def _why_not_a_reply(data: bytes, exc: Exception) -> str:
         _any_decoder.decode(data)
     except msgspec.DecodeError:
         return "reply is not JSON"
+    except RecursionError:
+        return "reply is nested too deeply"
     return f"reply is not a valid {REPLY_TYPE}: {exc}"
 
 
@@ -370,6 +385,8 @@ def decode_heartbeat(data: bytes) -> Heartbeat:
         return _heartbeat_decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"invalid heartbeat: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("invalid heartbeat: nested too deeply") from None
 
 
 def encode_cancel(task_id: str, attempt_token: str, reason: CancelReason, message: str | None = None) -> bytes:
@@ -388,6 +405,8 @@ def decode_cancel(data: bytes) -> Cancel:
         return _cancel_decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"invalid cancel: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("invalid cancel: nested too deeply") from None
 
 
 def _b64decode(text: str) -> bytes:

@@ -191,7 +191,8 @@ class Service:
         self._stop.set()
 
     async def _on_request(self, fn: Callable[[Task], Awaitable[Any]], request: Request) -> None:
-        await self._limiter.acquire()
+        # Start every request at once: one waiting for a free slot (in _call) heartbeats and can be cancelled,
+        # instead of sitting unseen in the subscription while the dispatcher declares it lost.
         assert self._tg is not None
         self.in_flight.enter()
         self._tg.start_soon(self._serve, fn, request._msg)
@@ -203,7 +204,6 @@ class Service:
             log.exception("request_failed", subject=msg.subject, error=repr(exc))
         finally:
             self.in_flight.leave()
-            self._limiter.release()
 
     async def _reply(self, msg: Msg, reply: tuple[bytes, dict[str, str]]) -> None:
         if msg.reply:
@@ -248,7 +248,8 @@ class Service:
         try:
             with anyio.CancelScope(deadline=anyio.current_time() + task.budget) as scope:
                 task._scope = scope
-                result = await fn(task)
+                async with self._limiter:  # at most `concurrency` handlers run at once
+                    result = await fn(task)
             if scope.cancelled_caught:
                 reason = task.cancel_reason or "timeout"
                 return proto.encode_error("retry", "cancelled", f"attempt cancelled ({reason})", attempt_token=task.token)

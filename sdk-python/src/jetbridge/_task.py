@@ -123,7 +123,10 @@ def encode_task(doc: TaskRecord) -> bytes:
 
 def decode_task(data: bytes) -> TaskRecord:
     """Raises ``msgspec.DecodeError`` (a ValueError) for corrupt documents."""
-    return _decoder.decode(data)
+    try:
+        return _decoder.decode(data)
+    except RecursionError:
+        raise msgspec.DecodeError("the task document's JSON is nested too deeply") from None
 
 
 def new_task(
