@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -51,3 +52,13 @@ async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
 def unique() -> str:
     """A name no other test uses (queues, task types) on the shared server."""
     return f"t{next(_names)}"
+
+
+@pytest.fixture
+async def h(nc: Client, unique: str) -> AsyncIterator[Any]:
+    """A :class:`tests.harness.Harness` with its queue made (default settings for tests)."""
+    from tests.harness import Harness
+
+    harness = Harness(nc, unique)
+    await harness.make_queue()
+    yield harness

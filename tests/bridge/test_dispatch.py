@@ -16,13 +16,6 @@ from tests.harness import Harness
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def h(nc: Client, unique: str) -> Harness:
-    harness = Harness(nc, unique)
-    await harness.make_queue()
-    return harness
-
-
 async def test_success_stores_the_result(h: Harness) -> None:
     async def handle(task: jetbridge.Task) -> Any:
         return {"got": task.payload, "attempt": task.attempt}

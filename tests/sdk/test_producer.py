@@ -16,13 +16,6 @@ from tests.harness import Harness
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def h(nc: Client, unique: str) -> Harness:
-    harness = Harness(nc, unique)
-    await harness.make_queue()
-    return harness
-
-
 async def _waiting(h: Harness) -> int:
     return (await h.admin.info(h.queue)).waiting
 

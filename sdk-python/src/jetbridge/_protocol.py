@@ -11,13 +11,15 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 
 from . import _names as names
+from ._errors import ProtocolError
 from ._timeutil import parse_ns
 
+T = TypeVar("T")
 PROTOCOL_VERSION: Final = 1
 SUPPORTED_PROTOCOLS: Final = (1,)
 REQUEST_TYPE: Final = "io.jetbridge.v1.task_request"
@@ -379,14 +381,7 @@ def encode_heartbeat(task_id: str, attempt_token: str, progress: float | None = 
 
 def decode_heartbeat(data: bytes) -> Heartbeat:
     """Raises :class:`ProtocolError` naming what is wrong."""
-    from ._errors import ProtocolError
-
-    try:
-        return _heartbeat_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise ProtocolError(f"invalid heartbeat: {exc}") from None
-    except RecursionError:
-        raise ProtocolError("invalid heartbeat: nested too deeply") from None
+    return _decode(_heartbeat_decoder, data, "heartbeat")
 
 
 def encode_cancel(task_id: str, attempt_token: str, reason: CancelReason, message: str | None = None) -> bytes:
@@ -399,14 +394,16 @@ def encode_cancel(task_id: str, attempt_token: str, reason: CancelReason, messag
 
 def decode_cancel(data: bytes) -> Cancel:
     """Raises :class:`ProtocolError` naming what is wrong."""
-    from ._errors import ProtocolError
+    return _decode(_cancel_decoder, data, "cancel")
 
+
+def _decode(decoder: msgspec.json.Decoder[T], data: bytes, what: str) -> T:
     try:
-        return _cancel_decoder.decode(data)
+        return decoder.decode(data)
     except msgspec.DecodeError as exc:
-        raise ProtocolError(f"invalid cancel: {exc}") from None
+        raise ProtocolError(f"invalid {what}: {exc}") from None
     except RecursionError:
-        raise ProtocolError("invalid cancel: nested too deeply") from None
+        raise ProtocolError(f"invalid {what}: nested too deeply") from None
 
 
 def _b64decode(text: str) -> bytes:
