@@ -3,5 +3,5 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$RUST_DIR"
-"$CARGO" build --locked --release --bin jetbridge-conformance
+"$CARGO" build --release --bin jetbridge-conformance
 echo "built $CONFORMANCE_BIN"

@@ -4,4 +4,4 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$RUST_DIR"
-"$CARGO" test --locked "$@"
+"$CARGO" test "$@"
