@@ -1,0 +1,360 @@
+"""``python -m bench``: every scenario and its baselines in one run; JSON on stdout and in bench/results/latest.json.
+
+    python -m bench                  # the full run (about 3.5 minutes on the 2-core machine, warm)
+    python -m bench --quick          # small counts, one run each: a smoke test of the harness (under a minute)
+    python -m bench --only drain_go,latency
+    python -m bench --budget 300     # seconds, builds included; a run that would not fit is skipped
+
+Progress goes to stderr. See bench/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from . import baselines, scenarios
+from .infra import REPO, build_go, ensure_py_spy, ensure_uvloop, go_version, load_avg, log
+
+RESULTS = REPO / "bench" / "results" / "latest.json"
+
+
+@dataclass(frozen=True)
+class Counts:
+    concurrency: int = 1000
+    rr_n: int = 20_000
+    js_n: int = 20_000
+    naive_n: int = 10_000
+    asyncjobs_n: int = 20_000
+    drain_n: int = 20_000
+    profile_n: int = 40_000
+    drain_py_n: int = 20_000
+    enqueue_n: int = 20_000
+    latency_rates: tuple[int, ...] = (200, 1000)
+    latency_seconds: float = 4.0
+    cost_queued: int = 100_000
+    cost_window: int = 20_000
+    depth_small: int = 10_000
+    two_n: int = 20_000
+
+
+QUICK = Counts(rr_n=5000, js_n=5000, naive_n=2000, asyncjobs_n=5000, drain_n=5000, profile_n=5000, drain_py_n=3000,
+               enqueue_n=5000,
+               latency_seconds=2.0, cost_queued=20_000, cost_window=5000, depth_small=3000, two_n=5000)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    section: str
+    #: rough seconds one run takes here, to decide whether it still fits the budget
+    estimate: float
+    run: Callable[[], Any]
+    #: dotted paths of the figures kept from every run; the first chooses the representative (median) run
+    metrics: tuple[str, ...]
+    reps: int = 1
+    needs_go: bool = False
+    #: run in the last round (after the repeats of the headline steps), so the budget cuts it first
+    late: bool = False
+
+
+def _meta() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    from bridge.embedded import server_binary
+
+    def cmd(argv: list[str]) -> str | None:
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=REPO).stdout.strip() or None
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+
+    mem_kb = 0
+    try:
+        with open("/proc/meminfo") as f:
+            mem_kb = int(f.readline().split()[1])
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(), "memory_gb": round(mem_kb / 1024 / 1024, 1), "kernel": platform.release(),
+        "cpu_model": _cpu_model(), "python": sys.version.split()[0], "nats_py": version("nats-py"),
+        "nats_server": cmd([server_binary(), "--version"]), "go": go_version(),
+        "git_commit": cmd(["git", "rev-parse", "--short", "HEAD"]),
+        "git_dirty": bool(cmd(["git", "status", "--porcelain", "--untracked-files=no"])),
+    }
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _get(d: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(key)
+    return d
+
+
+def _val(section: dict[str, Any], key: str, *path: str) -> Any:
+    """A figure of a step: the median over its runs when it ran more than once, else its one value."""
+    median = _get(section, key, "median")
+    dotted = ".".join(path)
+    if isinstance(median, dict) and dotted in median:
+        return median[dotted]
+    return _get(section, key, *path)
+
+
+def aggregate(runs: list[dict[str, Any]], metrics: tuple[str, ...]) -> dict[str, Any]:
+    """The run whose first metric is the median, with every run's figures and the median of each."""
+    def value(run: dict[str, Any], metric: str) -> Any:
+        return _get(run, *metric.split("."))
+
+    primary = metrics[0]
+    ok = sorted((r for r in runs if isinstance(value(r, primary), (int, float))), key=lambda r: value(r, primary))
+    if len(runs) == 1:
+        return runs[0]
+    chosen = dict(ok[(len(ok) - 1) // 2] if ok else runs[-1])
+    chosen["reps"] = len(runs)
+    chosen["runs"] = [{**{m: value(r, m) for m in metrics}, "load_avg": r.get("load_avg"),
+                       **({"error": r["error"]} if "error" in r else {})} for r in runs]
+    medians = {}
+    for m in metrics:
+        values = [v for r in runs if isinstance(v := value(r, m), (int, float))]
+        medians[m] = round(statistics.median(values), 3) if values else None
+    chosen["median"] = medians
+    return chosen
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
+        return round(a / b, 3)
+    return None
+
+
+def ratios(out: dict[str, Any]) -> None:
+    """Each scenario's figures over its baselines' (measured in this run); medians where a step ran repeatedly."""
+    b, s = out["baselines"], out["scenarios"]
+    rr = _val(b, "request_reply", "requests_per_s")
+    fetch = _val(b, "jetstream", "fetch_ack", "msgs_per_s")
+    pub = _val(b, "jetstream", "publish_async", "msgs_per_s")
+    naive = _val(b, "naive_loop", "jobs_per_s")
+    aj_drain = _val(b, "asyncjobs", "drain_tasks_per_s")
+    for key in ("drain_go", "drain_go_profiled", "drain_python", "scaling_two_dispatchers", "scaling_depth_small",
+                "cost"):
+        rate = _val(s, key, "tasks_per_s")
+        if rate is None:
+            continue
+        s[key]["ratios"] = {
+            "to_raw_request_reply": _ratio(rate, rr), "to_fetch_ack": _ratio(rate, fetch),
+            "to_naive_loop": _ratio(rate, naive), "to_asyncjobs_drain": _ratio(rate, aj_drain),
+        }
+        cpu = _val(s, key, "dispatcher_cpu_us_per_task")
+        s[key]["ratios"]["cpu_to_naive_loop_cpu"] = _ratio(cpu, _val(b, "naive_loop", "cpu_us_per_job"))
+        s[key]["ratios"]["cpu_to_asyncjobs_cpu"] = _ratio(cpu, _val(b, "asyncjobs", "drain_cpu_us_per_task"))
+    for key in ("enqueue", "enqueue_concurrency_1000"):
+        rate = _val(s, key, "tasks_per_s")
+        if rate is not None:
+            s[key]["ratios"] = {
+                # a task is two JetStream publishes (the task, its work item)
+                "to_publish_async_msgs": _ratio(rate, pub),
+                "to_publish_async_pairs": _ratio(rate, pub / 2 if pub else None),
+                "to_asyncjobs_enqueue": _ratio(rate, _val(b, "asyncjobs", "enqueue_tasks_per_s")),
+            }
+    one, two = _val(s, "drain_go", "tasks_per_s"), _val(s, "scaling_two_dispatchers", "tasks_per_s")
+    small_n, deep_n = _get(s, "scaling_depth_small", "queued"), _get(s, "cost", "queued")
+    small = _val(s, "scaling_depth_small", "dispatcher_cpu_us_per_task")
+    deep = _val(s, "cost", "dispatcher_cpu_us_per_task")
+    out["scaling"] = {
+        "one_dispatcher_tasks_per_s": one, "two_dispatchers_tasks_per_s": two, "two_over_one": _ratio(two, one),
+        "one_dispatcher_cpu_us_per_task": _val(s, "drain_go", "dispatcher_cpu_us_per_task"),
+        "two_dispatchers_cpu_us_per_task": _val(s, "scaling_two_dispatchers", "dispatcher_cpu_us_per_task"),
+        "cpu_us_per_task_by_depth": {str(small_n): small, str(deep_n): deep},
+        "cpu_deep_over_small": _ratio(deep, small),
+        "peak_rss_mb_by_depth": {str(small_n): _val(s, "scaling_depth_small", "dispatcher_peak_rss_mb_max"),
+                                 str(deep_n): _val(s, "cost", "dispatcher_peak_rss_mb_max")},
+    }
+
+
+def targets(out: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target against the median of its step's runs (``measured``, which decides ``met``) and its best run."""
+    s = out["scenarios"]
+    rows = [
+        ("drain with the Go no-op handler", ">=", 5000, "tasks/s", "drain_go", "tasks_per_s"),
+        ("enqueue (Producer.enqueue_many)", ">=", 10000, "tasks/s", "enqueue", "tasks_per_s"),
+        ("p99 overhead over raw request-reply at 1,000 tasks/s", "<=", 3.0, "ms", "latency",
+         "rate_1000.overhead_p99_ms"),
+        ("dispatcher CPU per task (100,000 queued, 1,000 in flight)", "<=", 150, "us", "cost",
+         "dispatcher_cpu_us_per_task"),
+        ("dispatcher peak RSS (100,000 queued, 1,000 in flight)", "<=", 150, "MB", "cost",
+         "dispatcher_peak_rss_mb_max"),
+    ]
+    result = []
+    for name, op, target, unit, step, metric in rows:
+        path = metric.split(".")
+        measured = _val(s, step, *path)
+        runs = _get(s, step, "runs") or [{metric: measured}]
+        values = [v for r in runs if isinstance(v := r.get(metric), (int, float))]
+        best = (max(values) if op == ">=" else min(values)) if values else None
+        met = measured is not None and (measured >= target if op == ">=" else measured <= target)
+        result.append({"target": name, "goal": f"{op} {target} {unit}", "measured": measured, "unit": unit,
+                       "met": met, "best_run": best, "runs": values, "source": f"scenarios.{step}.{metric}"})
+    return result
+
+
+DRAIN_METRICS = ("tasks_per_s", "dispatcher_cpu_us_per_task", "dispatcher_peak_rss_mb_max")
+
+
+def _steps(c: Counts, bins: dict[str, str | None], spy: str | None) -> list[Step]:
+    go_noop = bins.get("noop") or ""
+
+    def drain(**kw: Any) -> Callable[[], Any]:
+        return lambda: scenarios.drain(concurrency=c.concurrency, noop_bin=go_noop, **kw)
+
+    return [
+        Step("request_reply", "baselines", 10,
+             lambda: baselines.request_reply(go_noop, n=c.rr_n, concurrency=c.concurrency),
+             ("requests_per_s",), reps=3, needs_go=True),
+        Step("jetstream", "baselines", 10, lambda: baselines.jetstream(c.js_n),
+             ("publish_async.msgs_per_s", "fetch_ack.msgs_per_s"), reps=3),
+        Step("drain_go", "scenarios", 25, drain(handler="go", n=c.drain_n), DRAIN_METRICS, reps=3, needs_go=True),
+        Step("enqueue", "scenarios", 12, lambda: scenarios.enqueue(n=c.enqueue_n, concurrency=200),
+             ("tasks_per_s", "producer_cpu_us_per_task", "pipelined_two_phase.tasks_per_s"), reps=3),
+        Step("naive_loop", "baselines", 10, lambda: baselines.naive_loop(go_noop, c.naive_n),
+             ("jobs_per_s", "cpu_us_per_job"), reps=3, needs_go=True),
+        Step("asyncjobs", "baselines", 25,
+             lambda: baselines.asyncjobs(bins.get("asyncjobs") or "", c.asyncjobs_n, c.concurrency),
+             ("drain_tasks_per_s", "enqueue_tasks_per_s", "drain_cpu_us_per_task"), reps=2, needs_go=True),
+        Step("latency", "scenarios", 35, lambda: scenarios.latency(
+             rates=list(c.latency_rates), seconds=c.latency_seconds, noop_bin=go_noop, concurrency=c.concurrency),
+             ("rate_1000.overhead_p99_ms", "rate_1000.overhead_p50_ms", "rate_200.overhead_p99_ms",
+              "rate_200.overhead_p50_ms"), reps=3, needs_go=True),
+        Step("cost", "scenarios", 40, drain(handler="go", n=c.cost_queued, window=c.cost_window, limit_s=150),
+             DRAIN_METRICS, reps=2, needs_go=True),
+        Step("drain_python", "scenarios", 20, drain(handler="python", n=c.drain_py_n), DRAIN_METRICS, reps=2),
+        Step("drain_go_profiled", "scenarios", 25, drain(handler="go", n=c.profile_n, py_spy=spy), DRAIN_METRICS,
+             needs_go=True),
+        Step("scaling_depth_small", "scenarios", 15, drain(handler="go", n=c.depth_small), DRAIN_METRICS, reps=2,
+             needs_go=True),
+        Step("scaling_two_dispatchers", "scenarios", 20, drain(handler="go", n=c.two_n, dispatchers=2), DRAIN_METRICS,
+             reps=2, needs_go=True),
+        Step("enqueue_concurrency_1000", "scenarios", 12, lambda: scenarios.enqueue(n=c.enqueue_n, concurrency=1000),
+             ("tasks_per_s", "producer_cpu_us_per_task"), late=True),
+        Step("experiment_uvloop", "experiments", 40, lambda: _uvloop(c, go_noop),
+             ("uvloop_cpu_over_asyncio_cpu",), needs_go=True, late=True),
+    ]
+
+
+def _uvloop(c: Counts, go_noop: str) -> Any:
+    error = ensure_uvloop()
+    if error:
+        return {"error": error}
+    return scenarios.uvloop_ab(n=c.drain_n, concurrency=c.concurrency, noop_bin=go_noop)
+
+
+def _run_once(step: Step) -> dict[str, Any]:
+    load = load_avg()
+    value = step.run()
+    result: dict[str, Any] = asyncio.run(value) if asyncio.iscoroutine(value) else value
+    result.setdefault("load_avg", load)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small counts and one run of each step")
+    parser.add_argument("--only", help="comma-separated step names (see bench/README.md)")
+    parser.add_argument("--reps", type=int, help="runs of every step (default: each step's own, 1 to 3)")
+    parser.add_argument("--budget", type=float, default=400.0,
+                        help="seconds for the whole run, builds included (default 400)")
+    parser.add_argument("--output", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    deadline = started + args.budget
+    counts = QUICK if args.quick else Counts()
+    out: dict[str, Any] = {
+        "schema": 1, "started": datetime.now(UTC).isoformat(timespec="seconds"), "load_avg_start": load_avg(),
+        "quick": args.quick, "counts": dict(vars(counts)), "machine": _meta(),
+        "builds": {}, "baselines": {}, "scenarios": {}, "experiments": {}, "skipped": {}, "errors": {},
+    }
+    log(f"load average at start: {out['load_avg_start']} on {out['machine']['cpus']} CPUs")
+
+    bins: dict[str, str | None] = {}
+    for name in ("noop", "asyncjobs"):
+        t = time.monotonic()
+        bins[name], err = build_go(name)
+        out["builds"][name] = {"binary": bins[name], "seconds": round(time.monotonic() - t, 1), "error": err}
+        log(f"built bench/go/{name} in {time.monotonic() - t:.1f}s" if not err else err)
+    spy, err = ensure_py_spy()
+    out["builds"]["py_spy"] = {"binary": spy, "error": err}
+
+    only = set(args.only.split(",")) if args.only else None
+    steps = [st for st in _steps(counts, bins, spy) if only is None or st.name in only]
+    runs: dict[str, list[dict[str, Any]]] = {st.name: [] for st in steps}
+    reps = {st.name: 1 if args.quick else (args.reps or st.reps) for st in steps}
+    # Rounds: every step once, then the repeated ones again, so repeats of a scenario and of its baselines
+    # are spread over the same stretch of the machine's (shared, noisy) time.
+    rounds = max(reps.values(), default=0)
+    for round_ in range(rounds):
+        for step in steps:
+            first = rounds - reps[step.name] if step.late else 0
+            if not first <= round_ < first + reps[step.name]:
+                continue
+            if step.needs_go and not bins.get("noop"):
+                out["skipped"][step.name] = "the Go no-op handler was not built"
+                continue
+            left = deadline - time.monotonic()
+            if left < step.estimate:
+                out["skipped"][f"{step.name} run {round_ - first + 1}"] = (
+                    f"time budget: {left:.0f}s left, a run takes about {step.estimate:.0f}s")
+                log(f"skipped {step.name} run {round_ - first + 1}: time budget")
+                continue
+            log(f"== {step.name} run {round_ - first + 1}/{reps[step.name]} (load {load_avg()})")
+            t = time.monotonic()
+            try:
+                runs[step.name].append(_run_once(step))
+            except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others' results
+                out["errors"][f"{step.name} run {round_ + 1}"] = f"{type(exc).__name__}: {exc}"[:3000]
+                log(f"{step.name} failed: {exc}")
+            log(f"   {step.name} took {time.monotonic() - t:.1f}s")
+    for step in steps:
+        if runs[step.name]:
+            out[step.section][step.name] = aggregate(runs[step.name], step.metrics)
+
+    ratios(out)
+    out["targets"] = targets(out)
+    out["load_avg_end"] = load_avg()
+    # Others edit this working tree while the bench runs: say whether the code under test changed meanwhile.
+    end = _meta()
+    out["git_at_end"] = {"git_commit": end["git_commit"], "git_dirty": end["git_dirty"],
+                         "changed_during_run": end["git_commit"] != out["machine"]["git_commit"]}
+    out["duration_s"] = round(time.monotonic() - started, 1)
+    text = json.dumps(out, indent=2, default=str)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.output, "w") as f:
+        f.write(text + "\n")
+    print(text)
+    for row in out["targets"]:
+        log(f"target {'MET ' if row['met'] else 'MISS'} {row['target']}: {row['measured']} "
+            f"(best run {row['best_run']}; goal {row['goal']})")
+    log(f"done in {out['duration_s']}s; results in {args.output}")
+    return 0
