@@ -7,6 +7,7 @@ fails the task is marked ``queue_error`` with the reason, so nothing is left hal
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -126,25 +127,48 @@ class Producer:
                         deadline=deadline, max_tries=max_tries, content_type=content_type)
         return await self._enqueue(spec)
 
-    async def enqueue_many(self, tasks: Iterable[TaskSpec], *, concurrency: int = 200) -> list[str | JetbridgeError]:
-        """Enqueue many tasks with up to ``concurrency`` in flight; returns, in order, each id or its error."""
+    async def enqueue_many(self, tasks: Iterable[TaskSpec], *, chunk: int = 500) -> list[str | JetbridgeError]:
+        """Enqueue many tasks, pipelined; returns, in order, each id or its error.
+
+        Works in chunks of ``chunk`` tasks: every task of a chunk is stored at once, then every stored task's work
+        item is published at once, then the events. Each item still goes out only after its own task is stored,
+        as in :meth:`enqueue`, but the round trips overlap instead of following one another.
+        """
         specs = list(tasks)
         results: list[str | JetbridgeError] = [""] * len(specs)
-        limiter = anyio.Semaphore(concurrency)
-
-        async def one(i: int, spec: TaskSpec) -> None:
-            async with limiter:
-                try:
-                    results[i] = await self._enqueue(spec)
-                except JetbridgeError as exc:
-                    results[i] = exc
-
-        async with anyio.create_task_group() as tg:
-            for i, spec in enumerate(specs):
-                await limiter.acquire()
-                limiter.release()
-                tg.start_soon(one, i, spec)
+        for start in range(0, len(specs), max(1, chunk)):
+            await self._enqueue_chunk(specs[start:start + chunk], results, start)
         return results
+
+    async def _enqueue_chunk(self, specs: list[TaskSpec], results: list[str | JetbridgeError], offset: int) -> None:
+        built: list[tuple[int, TaskRecord, str]] = []
+        for i, spec in enumerate(specs, offset):
+            try:
+                doc, queue = self._build(spec)
+            except JetbridgeError as exc:
+                results[i] = exc
+            else:
+                built.append((i, doc, queue))
+        stored = await asyncio.gather(*(self._store_new(doc, queue, specs[i - offset].dedup_key)
+                                        for i, doc, queue in built), return_exceptions=True)
+        waiting = []
+        for (i, doc, queue), seq in zip(built, stored, strict=True):
+            if isinstance(seq, JetbridgeError):
+                results[i] = seq
+            elif isinstance(seq, BaseException):
+                raise seq
+            else:
+                waiting.append((i, doc, queue, seq))
+        queued = await asyncio.gather(*(self._queue_item(doc, queue, seq) for _, doc, queue, seq in waiting),
+                                      return_exceptions=True)
+        for (i, doc, _, _), outcome in zip(waiting, queued, strict=True):
+            if isinstance(outcome, JetbridgeError):
+                results[i] = outcome
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                results[i] = doc.id
+                await self._nc.publish(names.task_state_event_subject(doc.id), task_state_event(doc))
 
     def _build(self, spec: TaskSpec) -> tuple[TaskRecord, str]:
         queue = spec.queue or self.queue
@@ -175,14 +199,24 @@ class Producer:
 
     async def _enqueue(self, spec: TaskSpec) -> str:
         doc, queue = self._build(spec)
+        seq = await self._store_new(doc, queue, spec.dedup_key)
+        await self._queue_item(doc, queue, seq)
+        await self._nc.publish(names.task_state_event_subject(doc.id), task_state_event(doc))
+        return doc.id
+
+    async def _store_new(self, doc: TaskRecord, queue: str, dedup_key: str | None) -> int:
+        """Step one of an enqueue: store the task (a create); returns the sequence to save against."""
         try:
-            seq = await self._store.create(doc, dedup_key=spec.dedup_key)
+            return await self._store.create(doc, dedup_key=dedup_key)
         except JetStreamError as exc:
             if exc.err_code == ERR_STREAM_NOT_FOUND:
                 raise TransportError(
                     f"the task store {names.TASKS_STREAM} does not exist: create a queue first "
                     f"(`jetbridge queue add {queue}`) or start the dispatcher") from None
             raise TransportError(f"could not store task {doc.id}: {exc}") from None
+
+    async def _queue_item(self, doc: TaskRecord, queue: str, seq: int) -> None:
+        """Step two: put the work item on the queue; if that fails, mark the task ``queue_error`` and raise."""
         item = _WORK_ITEM.encode({"kind": 0, "job": doc.id})
         try:
             await js_publish(self._rq, names.queue_subject(queue, doc.id), item, {names.H_MSG_ID: doc.id})
@@ -195,8 +229,6 @@ class Producer:
             except JetbridgeError:
                 pass
             raise error from None
-        await self._nc.publish(names.task_state_event_subject(doc.id), task_state_event(doc))
-        return doc.id
 
     @staticmethod
     def _queue_error(exc: Exception, queue: str, task_id: str) -> JetbridgeError:
