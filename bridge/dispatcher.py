@@ -19,7 +19,12 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from jetbridge import _names as names
 from jetbridge._errors import (
-    ConfigError, ConflictError, CorruptTaskError, QueueNotFoundError, TaskNotFoundError, TransportError,
+    ConfigError,
+    ConflictError,
+    CorruptTaskError,
+    QueueNotFoundError,
+    TaskNotFoundError,
+    TransportError,
 )
 from jetbridge._events import task_state_event
 from jetbridge._inflight import InFlight
@@ -250,24 +255,10 @@ class Dispatcher:
             log.warning("corrupt_work_item", queue=worker.name, error=str(exc), data=msg.data[:200].decode(errors="replace"))
             await self._item(msg, ItemAction.TERM, reason="corrupt work item")
             return
-        try:
-            raw, seq = await self.store.load_raw(task_id)
-        except TaskNotFoundError:
-            self.metrics.dropped_items.labels(queue=worker.name, reason="task_not_found").inc()
-            log.warning("task_not_found", task_id=task_id, queue=worker.name,
-                        hint="the work item points at a task that is not in the store; item removed")
-            await self._item(msg, ItemAction.TERM, reason="task not found")
+        loaded = await self._read_task(worker, msg, task_id)
+        if loaded is None:
             return
-        except TransportError as exc:
-            log.warning("task_load_failed", task_id=task_id, queue=worker.name, error=str(exc))
-            await self._item(msg, ItemAction.NAK, delay=1.0)
-            return
-        try:
-            task = decode_task(raw)
-            check_document(task, task_id)
-        except (msgspec.DecodeError, ValueError) as exc:
-            await self._quarantine(worker, msg, task_id, raw, seq, str(exc))
-            return
+        task, seq = loaded
         if self._verifier is not None:
             problem = self._verifier.problem(task)
             if problem and not task.task_state.terminal:
@@ -275,25 +266,64 @@ class Dispatcher:
                                     last_err_code="signature", reason="signature check failed")
                 await self._finish(worker, msg, task, seq, decision)
                 return
+        claimed = await self._claim(worker, msg, task, seq)
+        if claimed is not None:
+            active, seq = claimed
+            await self._event(active)
+            self.metrics.child(self.metrics.tasks, worker.name, active.type, "active").inc()
+            await self._run_attempt(worker, msg, active, seq)
+
+    async def _read_task(self, worker: QueueWorker, msg: Msg, task_id: str) -> tuple[TaskRecord, int] | None:
+        """The item's task and its sequence; None when the item was dealt with (dropped, NAKed, quarantined).
+
+        A direct get (the fast read) may be answered by a replica that is behind the stream leader: a task it has
+        not seen yet looks missing, a task retried since it last heard looks final. Both would drop the work item
+        of a live task, so before either the leader is asked (``direct=False``).
+        """
+        for direct in ((None, False) if self.store.direct else (False,)):
+            try:
+                raw, seq = await self.store.load_raw(task_id, direct=direct)
+            except TaskNotFoundError:
+                if direct is None:
+                    continue
+                self.metrics.dropped_items.labels(queue=worker.name, reason="task_not_found").inc()
+                log.warning("task_not_found", task_id=task_id, queue=worker.name,
+                            hint="the work item points at a task that is not in the store; item removed")
+                await self._item(msg, ItemAction.TERM, reason="task not found")
+                return None
+            except (TransportError, JetStreamError) as exc:
+                log.warning("task_load_failed", task_id=task_id, queue=worker.name, error=str(exc))
+                await self._item(msg, ItemAction.NAK, delay=1.0)
+                return None
+            try:
+                task = decode_task(raw)
+                check_document(task, task_id)
+            except (msgspec.DecodeError, ValueError) as exc:
+                if direct is None:
+                    continue
+                await self._quarantine(worker, msg, task_id, raw, seq, str(exc))
+                return None
+            if direct is None and task.task_state.terminal:
+                continue
+            return task, seq
+        return None
+
+    async def _claim(self, worker: QueueWorker, msg: Msg, task: TaskRecord, seq: int) -> tuple[TaskRecord, int] | None:
+        """Save the task ``active`` (the attempt counted) if the state machine says run; else carry out its decision."""
         for _ in range(3):
             deps = await self._dependencies(task) if task.task_state is TaskState.BLOCKED else None
             decision = on_delivery(task, now_ns(), worker.limits, deps)
             if decision.action is not ItemAction.RUN:
                 await self._finish(worker, msg, task, seq, decision)
-                return
+                return None
             active = apply(task, decision, now_ns())
             try:
-                seq = await self.store.save(active, seq)
-                break
+                return active, await self.store.save(active, seq)
             except ConflictError:
                 self.metrics.save_conflicts.labels(queue=worker.name).inc()
-                task, seq = await self.store.load(task_id)
-        else:
-            await self._item(msg, ItemAction.NAK, delay=0.5)
-            return
-        await self._event(active)
-        self.metrics.child(self.metrics.tasks, worker.name, active.type, "active").inc()
-        await self._run_attempt(worker, msg, active, seq)
+                task, seq = await self.store.load(task.id, direct=False)  # ours was stale: ask the leader
+        await self._item(msg, ItemAction.NAK, delay=0.5)
+        return None
 
     async def _dependencies(self, task: TaskRecord) -> Dependencies:
         """Look up a blocked task's parents, as asyncjobs does: all complete, one failed, or still waiting."""
@@ -376,7 +406,7 @@ class Dispatcher:
                 return True
             except ConflictError:
                 self.metrics.save_conflicts.labels(queue=worker.name).inc()
-                current, _ = await self.store.load(new.id)
+                current, _ = await self.store.load(new.id, direct=False)  # not a replica that is behind
                 if current.task_state.terminal:
                     log.info("task_changed_elsewhere", task_id=new.id, queue=worker.name, state=current.state,
                              hint="the task ended elsewhere (cancelled?); this outcome is dropped")

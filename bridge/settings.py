@@ -85,25 +85,37 @@ class Settings:
     signing_seed: str = ""
 
     def validate(self) -> Settings:
+        """Raise :class:`ConfigError` naming the first invalid setting and what it allows."""
+        for check in (self._check_queues, self._check_numbers, self._check_names):
+            check()
+        for r in self.routes:
+            r.validate()
+        return self
+
+    def _check_queues(self) -> None:
         if not self.queues:
             raise ConfigError("queues: name at least one queue, or '*' for all")
         for q in self.queues:
             if q != "*" and not names.is_valid_name(q):
                 raise ConfigError(f"queues: {q!r} is not a valid queue name (letters, digits, '_', '-', ':')")
+
+    def _check_numbers(self) -> None:
         if not 1 <= self.concurrency <= 100_000:
             raise ConfigError(f"concurrency must be between 1 and 100000, got {self.concurrency}")
-        if not names.is_valid_name(self.dispatcher_id.replace("-", "_")) or ":" in self.dispatcher_id:
-            raise ConfigError(f"dispatcher_id {self.dispatcher_id!r} must be letters, digits, '_' or '-'")
-        for key in ("no_handler_delay", "shutdown_grace", "retain_finished", "reconcile_interval"):
+        for key in sorted(_DURATIONS):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must not be negative")
         if 0 < self.retain_finished < 1:
             raise ConfigError("retain_finished must be 0 (forever) or at least 1s")
+
+    def _check_names(self) -> None:
+        if not names.is_valid_name(self.dispatcher_id.replace("-", "_")) or ":" in self.dispatcher_id:
+            raise ConfigError(f"dispatcher_id {self.dispatcher_id!r} must be letters, digits, '_' or '-'")
         if self.log_format not in ("auto", "console", "json"):
             raise ConfigError(f"log_format must be auto, console or json, not {self.log_format!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level must be debug, info, warning or error, not {self.log_level!r}")
-        if self.verify_key and (len(self.verify_key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in self.verify_key)):
+        if self.verify_key and not re.fullmatch(r"[0-9a-fA-F]{64}", self.verify_key):
             raise ConfigError("verify_key must be a 64-character hex ed25519 public key")
         _check_inbox_prefix(self.inbox_prefix)
         if not _SUBJECT_RE.match(self.subject_prefix):
@@ -111,9 +123,6 @@ class Settings:
                               "e.g. jetbridge.task")
         if self.metrics_listen and ":" not in self.metrics_listen:
             raise ConfigError(f"metrics_listen must be host:port, got {self.metrics_listen!r}")
-        for r in self.routes:
-            r.validate()
-        return self
 
     def __repr__(self) -> str:
         """Secrets redacted, like :meth:`redacted`: a Settings shown in a log, traceback or test failure leaks nothing."""
@@ -167,6 +176,7 @@ _FIELDS = {f.name: f for f in fields(Settings)}
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
+    """``value`` as the type of setting ``key``; raises ConfigError naming ``source`` and the key."""
     if key not in _FIELDS:
         known = ", ".join(sorted(_FIELDS))
         raise ConfigError(f"{source}: unknown setting {key!r}; known settings: {known}")
@@ -182,25 +192,29 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             if not isinstance(value, list):
                 raise ConfigError(f"{source}: routes must be a list of tables")
             return tuple(_route(r, source) for r in value)
-        if isinstance(current, bool):
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("1", "true", "yes", "on"):
-                return True
-            if str(value).lower() in ("0", "false", "no", "off"):
-                return False
-            raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
-        if isinstance(current, int):
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ConfigError(f"{source}: {key} must be a whole number, got {value!r}")
-            return int(value)
-        if not isinstance(value, (str, int, float)):
-            raise ConfigError(f"{source}: {key} must be a string, got {type(value).__name__}")
-        return str(value)
+        return _coerce_scalar(key, value, current, source)
     except (TypeError, ValueError, OverflowError) as exc:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"{source}: {key} has an invalid value {value!r}: {exc}") from None
+
+
+def _coerce_scalar(key: str, value: Any, current: Any, source: str) -> Any:
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(value).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
+    if isinstance(current, int):
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(f"{source}: {key} must be a whole number, got {value!r}")
+        return int(value)
+    if not isinstance(value, (str, int, float)):
+        raise ConfigError(f"{source}: {key} must be a string, got {type(value).__name__}")
+    return str(value)
 
 
 def _route(raw: Any, source: str) -> Route:

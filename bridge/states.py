@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
 import msgspec
@@ -24,7 +24,7 @@ from .policy import RetryPolicy
 BLOCKED_DELAY = 5.0
 
 
-class ItemAction(str, Enum):
+class ItemAction(StrEnum):
     """What happens to the work item once the task is saved."""
 
     #: run an attempt now (the task was saved ``active``)

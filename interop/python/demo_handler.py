@@ -6,9 +6,8 @@ import os
 from typing import Any
 
 import anyio
-import nats
-
 import jetbridge
+import nats
 
 
 async def main() -> None:

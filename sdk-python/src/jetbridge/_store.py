@@ -99,20 +99,21 @@ class TaskStore:
         #: use the direct-get API (faster; needs ``allow_direct`` on the stream)
         self.direct = direct
 
-    async def load(self, task_id: str) -> tuple[TaskRecord, int]:
+    async def load(self, task_id: str, *, direct: bool | None = None) -> tuple[TaskRecord, int]:
         """The task and the sequence to save against; raises :class:`TaskNotFoundError`.
 
-        A corrupt document raises :class:`CorruptTaskError` naming the task.
+        A corrupt document raises :class:`CorruptTaskError` naming the task. ``direct=False`` asks the stream
+        leader even when direct gets are on (a direct get may be answered by a replica that is behind).
         """
-        data, seq = await self.load_raw(task_id)
+        data, seq = await self.load_raw(task_id, direct=direct)
         try:
             return decode_task(data), seq
         except (msgspec.DecodeError, ValueError) as exc:
             raise CorruptTaskError(f"task {task_id}: the stored document is not a valid task: {exc}") from None
 
-    async def load_raw(self, task_id: str) -> tuple[bytes, int]:
+    async def load_raw(self, task_id: str, *, direct: bool | None = None) -> tuple[bytes, int]:
         subject = names.task_subject(task_id)
-        if self.direct:
+        if self.direct if direct is None else direct:
             return await self._direct_get(task_id, subject)
         try:
             reply = await js_api(self._rq, f"STREAM.MSG.GET.{self.stream}", {"last_by_subj": subject})
@@ -178,7 +179,8 @@ class TaskStore:
         except JetStreamError as exc:
             if exc.err_code in ERR_WRONG_LAST_SEQUENCE:
                 raise ConflictError(f"task {task_id} was changed by someone else (expected sequence {seq})") from None
-            raise
+            # e.g. no responders while a replicated store elects its leader: a transient failure, not a missing store
+            raise TransportError(f"could not save task {task_id}: {exc}") from None
         return ack.seq
 
     async def delete(self, task_id: str) -> None:

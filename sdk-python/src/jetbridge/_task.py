@@ -8,7 +8,7 @@ that saves a task drops them, which costs only progress information.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import msgspec
@@ -17,7 +17,7 @@ from ._protocol import Bytes
 from ._timeutil import format_ns, parse_ns
 
 
-class TaskState(str, Enum):
+class TaskState(StrEnum):
     """A task's state. The strings are asyncjobs' own, plus ``no_handler``."""
 
     #: enqueued, waiting for its first attempt
