@@ -54,7 +54,7 @@ PLAN: list[tuple[str, Any, dict[str, Any], str]] = [
     ("text:wordcount", {"txt": "a malformed payload"}, {}, "node"),
     ("report:nightly", {"day": "2026-11-24"}, {"deadline": timedelta(seconds=2.5)}, "nobody"),
 ]
-GO_TASK = ("image:resize", None, {}, "go")
+GO_TASK: tuple[str, Any, dict[str, Any], str] = ("image:resize", None, {}, "go")
 
 
 def _tiny_png(width: int = 32, height: int = 16) -> bytes:

@@ -34,7 +34,7 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: object = N
 
 def _route_stdlib(chain: list[structlog.types.Processor], renderer: structlog.types.Processor, out: object) -> None:
     """Send standard-library log records (nats-py, asyncio) through the same renderer, as one line each."""
-    handler = logging.StreamHandler(out)  # type: ignore[arg-type]
+    handler: logging.Handler = logging.StreamHandler(out)  # type: ignore[call-overload]
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.add_logger_name, *chain],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
