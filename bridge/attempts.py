@@ -9,6 +9,7 @@ the attempt token; one for a token that is not running is stale, and is logged a
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 import time
 from collections import OrderedDict
@@ -33,6 +34,15 @@ from .states import AttemptOutcome
 log = structlog.get_logger("jetbridge.attempt")
 
 
+_TOKEN_PREFIX = secrets.token_urlsafe(9)  # 12 characters, random per process
+_token_counter = itertools.count(1)
+
+
+def _new_token() -> str:
+    """Unique per attempt: a random per-process prefix and a counter (no system call per attempt)."""
+    return f"{_TOKEN_PREFIX}{next(_token_counter):x}"
+
+
 class AttemptAborted(Exception):
     def __init__(self, reason: proto.CancelReason, message: str) -> None:
         super().__init__(message)
@@ -51,7 +61,7 @@ class Attempt:
     subject: str
     budget: float
     lease: float | None
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    token: str = field(default_factory=lambda: _new_token())
     started: float = field(default_factory=time.monotonic)
     last_beat: float = field(default_factory=time.monotonic)
     progress: float | None = None

@@ -2,12 +2,13 @@
 
 Events are core NATS publishes (best effort, as in asyncjobs). Jetbridge adds ``progress`` and
 ``progress_message``; asyncjobs tooling ignores members it does not know. asyncjobs makes each ``event_id`` a
-KSUID; Jetbridge uses 20 random hex characters, because a KSUID costs more than the rest of the event and nothing
-reads the id but as a unique string.
+KSUID; Jetbridge uses a random per-process prefix and a counter, because a KSUID costs more than the rest of the
+event and nothing reads the id but as a unique string.
 """
 
 from __future__ import annotations
 
+import itertools
 import secrets
 
 import msgspec
@@ -32,6 +33,14 @@ class TaskStateEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
     progress_message: str = ""
 
 
+_EVENT_PREFIX = secrets.token_hex(6)
+_event_counter = itertools.count(1)
+
+
+def _new_event_id() -> str:
+    return f"{_EVENT_PREFIX}{next(_event_counter):08x}"
+
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(TaskStateEvent)
 
@@ -39,7 +48,7 @@ _decoder = msgspec.json.Decoder(TaskStateEvent)
 def task_state_event(doc: TaskRecord) -> bytes:
     now = now_ns()
     return _encoder.encode(TaskStateEvent(
-        event_id=secrets.token_hex(10), type=names.TASK_STATE_EVENT, timestamp=format_ns(now), task_id=doc.id, state=doc.state, tries=doc.tries,
+        event_id=_new_event_id(), type=names.TASK_STATE_EVENT, timestamp=format_ns(now), task_id=doc.id, state=doc.state, tries=doc.tries,
         queue=doc.queue, task_type=doc.type, last_error=doc.last_err, task_age=max(0, now - doc.created_ns),
         progress=doc.progress, progress_message=doc.progress_message,
     ))
