@@ -133,6 +133,9 @@ class Dispatcher:
         self._ttl_ok = False
         self._verifier: Any = None
         self.ready = False
+        #: confirm with the stream leader (``STREAM.MSG.GET``) before a direct read may drop a work item; on when the
+        #: task store is replicated, where a direct get may be answered by a replica that is behind
+        self.confirm_reads = False
 
     # Life cycle -----------------------------------------------------------------------------------------------
 
@@ -140,6 +143,7 @@ class Dispatcher:
         await self._rq.start()
         store_config = await self.admin.ensure_stores()
         self.store.direct = bool(store_config.get("allow_direct"))
+        self.confirm_reads = self.store.direct and int(store_config.get("num_replicas") or 1) > 1
         self._ttl_ok = bool(store_config.get("allow_msg_ttl"))
         if self.settings.retain_finished and not self._ttl_ok:
             log.warning("retention_unavailable", stream=names.TASKS_STREAM,
@@ -276,15 +280,16 @@ class Dispatcher:
     async def _read_task(self, worker: QueueWorker, msg: Msg, task_id: str) -> tuple[TaskRecord, int] | None:
         """The item's task and its sequence; None when the item was dealt with (dropped, NAKed, quarantined).
 
-        A direct get (the fast read) may be answered by a replica that is behind the stream leader: a task it has
-        not seen yet looks missing, a task retried since it last heard looks final. Both would drop the work item
-        of a live task, so before either the leader is asked (``direct=False``).
+        On a replicated store a direct get (the fast read) may be answered by a replica that is behind the stream
+        leader: a task it has not seen yet looks missing, a task retried since it last heard looks final. Both would
+        drop the work item of a live task, so before either the leader is asked (``direct=False``).
         """
-        for direct in ((None, False) if self.store.direct else (False,)):
+        for direct in ((None, False) if self.confirm_reads else (None,)):
+            unconfirmed = direct is None and self.confirm_reads
             try:
                 raw, seq = await self.store.load_raw(task_id, direct=direct)
             except TaskNotFoundError:
-                if direct is None:
+                if unconfirmed:
                     continue
                 self.metrics.dropped_items.labels(queue=worker.name, reason="task_not_found").inc()
                 log.warning("task_not_found", task_id=task_id, queue=worker.name,
@@ -299,14 +304,18 @@ class Dispatcher:
                 task = decode_task(raw)
                 check_document(task, task_id)
             except (msgspec.DecodeError, ValueError) as exc:
-                if direct is None:
+                if unconfirmed:
                     continue
                 await self._quarantine(worker, msg, task_id, raw, seq, str(exc))
                 return None
-            if direct is None and task.task_state.terminal:
+            if unconfirmed and task.task_state.terminal:
                 continue
             return task, seq
         return None
+
+    def _leader(self) -> bool | None:
+        """``direct=`` for a read that must not be stale: the leader on a replicated store, else the default."""
+        return False if self.confirm_reads else None
 
     async def _claim(self, worker: QueueWorker, msg: Msg, task: TaskRecord, seq: int) -> tuple[TaskRecord, int] | None:
         """Save the task ``active`` (the attempt counted) if the state machine says run; else carry out its decision."""
@@ -321,7 +330,7 @@ class Dispatcher:
                 return active, await self.store.save(active, seq)
             except ConflictError:
                 self.metrics.save_conflicts.labels(queue=worker.name).inc()
-                task, seq = await self.store.load(task.id, direct=False)  # ours was stale: ask the leader
+                task, seq = await self.store.load(task.id, direct=self._leader())  # ours was stale
         await self._item(msg, ItemAction.NAK, delay=0.5)
         return None
 
@@ -406,7 +415,7 @@ class Dispatcher:
                 return True
             except ConflictError:
                 self.metrics.save_conflicts.labels(queue=worker.name).inc()
-                current, _ = await self.store.load(new.id, direct=False)  # not a replica that is behind
+                current, _ = await self.store.load(new.id, direct=self._leader())  # not a replica that is behind
                 if current.task_state.terminal:
                     log.info("task_changed_elsewhere", task_id=new.id, queue=worker.name, state=current.state,
                              hint="the task ended elsewhere (cancelled?); this outcome is dropped")

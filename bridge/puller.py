@@ -9,6 +9,7 @@ messages arrive straight into the dispatcher and the server's ``max_ack_pending`
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import msgspec
@@ -52,6 +53,11 @@ class Puller:
         #: consumer...): the next pull waits a growing backoff instead of spinning against the server
         self.failures = 0
         self._max_backoff = min(2.0, expires)
+        #: the server sends an idle heartbeat this often while a pull waits; a pull that goes silent for a few of
+        #: them is gone (the server restarted or failed over and dropped it) and is replaced at once
+        self._heartbeat = min(1.0, expires / 4)
+        self._last_seen = 0.0
+        self._pull_subject = ""
 
     async def run(self) -> None:
         """Pull until :meth:`stop`; returns after the last pull is abandoned."""
@@ -67,12 +73,12 @@ class Puller:
                 if self._outstanding == 0 and free > 0 and self._nc.is_connected:
                     await self._pull(min(free, self._max_batch))
                 self._wake.clear()
-                timeout = self._expires + 1.0 if self._outstanding else 1.0
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    await asyncio.wait_for(self._wake.wait(), self._heartbeat)
                 except TimeoutError:
-                    # The pull's end status never came (connection lost, server restarted): start over.
-                    self._outstanding = 0
+                    if self._outstanding and time.monotonic() - self._last_seen > 3 * self._heartbeat:
+                        # No message, status or heartbeat for the pull (connection lost, server restarted): start over.
+                        self._outstanding = 0
         finally:
             sub, self._sub = self._sub, None
             if sub is not None and self._nc.is_connected:
@@ -89,15 +95,20 @@ class Puller:
     async def _pull(self, batch: int) -> None:
         self._pull_id += 1
         self._outstanding = batch
-        request = msgspec.json.encode({"batch": batch, "expires": int(self._expires * NS)})
+        self._last_seen = time.monotonic()
+        self._pull_subject = f"{self._inbox}.{self._pull_id}"
+        request = msgspec.json.encode({"batch": batch, "expires": int(self._expires * NS),
+                                       "idle_heartbeat": int(self._heartbeat * NS)})
         try:
-            await self._nc.publish(self._next_subject, request, reply=f"{self._inbox}.{self._pull_id}")
+            await self._nc.publish(self._next_subject, request, reply=self._pull_subject)
         except Exception as exc:  # noqa: BLE001 - reconnecting or closed: try again on the next turn
             self._outstanding = 0
             self.last_error = str(exc)
 
     async def _on_msg(self, msg: Msg) -> None:
         headers = msg.headers
+        if msg.subject == self._pull_subject:
+            self._last_seen = time.monotonic()
         if headers and "Status" in headers and not msg.reply:
             self._on_status(msg, headers)
             return
@@ -111,7 +122,7 @@ class Puller:
         status = headers.get("Status", "")
         if status == "100":  # idle heartbeat
             return
-        if msg.subject != f"{self._inbox}.{self._pull_id}":
+        if msg.subject != self._pull_subject:
             return  # the end of an older pull
         if status in ("404", "408", "409"):
             self.failures = 0
