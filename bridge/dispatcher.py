@@ -119,7 +119,7 @@ class Dispatcher:
         self.id = settings.dispatcher_id
         self.router = Router(list(settings.routes), prefix=settings.subject_prefix)
         self._rq = Requester(nc, prefix=f"_INBOX.jetbridge.{self.id}.js")
-        self.admin = QueueAdmin(self._rq)
+        self.admin = QueueAdmin(self._rq, replicas=settings.store_replicas)
         self.store = TaskStore(self._rq)
         self.scheduler = RetryScheduler(self._rq)
         self.runner = AttemptRunner(nc, dispatcher_id=self.id, metrics=self.metrics)
@@ -164,7 +164,7 @@ class Dispatcher:
                 if not self.settings.create_queues:
                     raise ConfigError(f"queue {name} does not exist and create_queues is off: "
                                       f"create it with `jetbridge queue add {name}`") from None
-                config = await self.admin.add(QueueConfig(name=name))
+                config = await self.admin.add(QueueConfig(name=name, replicas=self.settings.store_replicas))
                 log.info("queue_created", queue=name)
             self.workers[name] = QueueWorker(
                 config=config,

@@ -46,6 +46,7 @@ class Settings:
         shutdown_grace: on SIGTERM, how long running attempts may finish before they are handed back.
         retain_finished: how long finished tasks stay in the store (0: forever); needs a Jetbridge task store.
         reconcile_interval: how often to look for unfinished tasks without a work item (0: never).
+        store_replicas: replicas (1-5) of the stores and queues this dispatcher creates; existing ones keep theirs.
         metrics_listen: ``host:port`` for /metrics, /healthz and /readyz; empty: off.
         log_format: ``console``, ``json`` or ``auto`` (json unless a terminal).
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
@@ -76,6 +77,7 @@ class Settings:
     shutdown_grace: float = 30.0
     retain_finished: float = 0.0
     reconcile_interval: float = 300.0
+    store_replicas: int = 1
     metrics_listen: str = ""
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -102,6 +104,8 @@ class Settings:
     def _check_numbers(self) -> None:
         if not 1 <= self.concurrency <= 100_000:
             raise ConfigError(f"concurrency must be between 1 and 100000, got {self.concurrency}")
+        if not 1 <= self.store_replicas <= 5:
+            raise ConfigError(f"store_replicas must be between 1 and 5, got {self.store_replicas}")
         for key in sorted(_DURATIONS):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must not be negative")

@@ -4,8 +4,7 @@ The fault matrix's cluster scenario creates the task store, the schedule store a
 (``QueueAdmin(replicas=3)``), because a dispatcher cannot: ``Dispatcher._setup`` builds ``QueueAdmin(self._rq)``
 with the default ``replicas=1`` and auto-creates missing queues as ``QueueConfig(name=...)`` (R1), and no setting
 carries a replica count. On a cluster a dispatcher that starts first therefore creates R1 stores, and losing the one
-node that holds them loses every task. The second test is the reproduction; it is marked xfail(strict) until a
-setting such as ``store_replicas`` exists (see the report in tests/faults/README.md).
+node that holds them loses every task. The second test shows ``store_replicas`` makes a dispatcher create R3 stores.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import anyio
 import nats
 import pytest
 from jetbridge import _names as names
-from jetbridge._errors import ConfigError
 from jetbridge._requester import Requester
 from jetbridge._store import js_api
 
@@ -54,9 +52,6 @@ async def test_queue_admin_creates_replicated_stores(cluster_nc: nats.NATS) -> N
     assert await _replicas(cluster_nc, names.SCHEDULE_STREAM) == 3
 
 
-@pytest.mark.xfail(raises=ConfigError, strict=True,
-                   reason="BUG: a dispatcher cannot create replicated stores or queues: no setting carries a replica "
-                          "count to QueueAdmin / QueueConfig in Dispatcher._setup")
 async def test_dispatcher_creates_replicated_stores_when_told(cluster_nc: nats.NATS) -> None:
     settings = load_settings(env={"JETBRIDGE_QUEUES": "R3Q", "JETBRIDGE_STORE_REPLICAS": "3"})
     async with anyio.create_task_group() as tg:
