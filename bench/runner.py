@@ -170,7 +170,7 @@ def ratios(out: dict[str, Any]) -> None:
         cpu = _val(s, key, "dispatcher_cpu_us_per_task")
         s[key]["ratios"]["cpu_to_naive_loop_cpu"] = _ratio(cpu, _val(b, "naive_loop", "cpu_us_per_job"))
         s[key]["ratios"]["cpu_to_asyncjobs_cpu"] = _ratio(cpu, _val(b, "asyncjobs", "drain_cpu_us_per_task"))
-    for key in ("enqueue", "enqueue_concurrency_1000"):
+    for key in ("enqueue", "enqueue_chunk_1000"):
         rate = _val(s, key, "tasks_per_s")
         if rate is not None:
             s[key]["ratios"] = {
@@ -236,7 +236,7 @@ def _steps(c: Counts, bins: dict[str, str | None], spy: str | None) -> list[Step
         Step("jetstream", "baselines", 10, lambda: baselines.jetstream(c.js_n),
              ("publish_async.msgs_per_s", "fetch_ack.msgs_per_s"), reps=3),
         Step("drain_go", "scenarios", 25, drain(handler="go", n=c.drain_n), DRAIN_METRICS, reps=3, needs_go=True),
-        Step("enqueue", "scenarios", 12, lambda: scenarios.enqueue(n=c.enqueue_n, concurrency=200),
+        Step("enqueue", "scenarios", 12, lambda: scenarios.enqueue(n=c.enqueue_n, chunk=500),
              ("tasks_per_s", "producer_cpu_us_per_task", "pipelined_two_phase.tasks_per_s"), reps=3),
         Step("naive_loop", "baselines", 10, lambda: baselines.naive_loop(go_noop, c.naive_n),
              ("jobs_per_s", "cpu_us_per_job"), reps=3, needs_go=True),
@@ -256,7 +256,7 @@ def _steps(c: Counts, bins: dict[str, str | None], spy: str | None) -> list[Step
              needs_go=True),
         Step("scaling_two_dispatchers", "scenarios", 20, drain(handler="go", n=c.two_n, dispatchers=2), DRAIN_METRICS,
              reps=2, needs_go=True),
-        Step("enqueue_concurrency_1000", "scenarios", 12, lambda: scenarios.enqueue(n=c.enqueue_n, concurrency=1000),
+        Step("enqueue_chunk_1000", "scenarios", 12, lambda: scenarios.enqueue(n=c.enqueue_n, chunk=1000),
              ("tasks_per_s", "producer_cpu_us_per_task"), late=True),
         Step("experiment_uvloop", "experiments", 40, lambda: _uvloop(c, go_noop),
              ("uvloop_cpu_over_asyncio_cpu",), needs_go=True, late=True),

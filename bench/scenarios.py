@@ -129,9 +129,9 @@ def _stop_py_spy(proc: subprocess.Popen[bytes], out: Path) -> dict[str, Any]:
 # Enqueue ------------------------------------------------------------------------------------------------------
 
 
-async def enqueue(*, n: int, concurrency: int) -> dict[str, Any]:
-    """``Producer.enqueue_many`` of ``n`` no-op tasks with ``concurrency`` in flight, in this (otherwise idle) process."""
-    result: dict[str, Any] = {"n": n, "concurrency": concurrency, "load_avg": load_avg()}
+async def enqueue(*, n: int, chunk: int) -> dict[str, Any]:
+    """``Producer.enqueue_many`` of ``n`` no-op tasks, pipelined in chunks of ``chunk``, in this (otherwise idle) process."""
+    result: dict[str, Any] = {"n": n, "chunk": chunk, "load_avg": load_avg()}
     with Server() as srv:
         nc = await nats.connect(srv.url)
         try:
@@ -141,7 +141,7 @@ async def enqueue(*, n: int, concurrency: int) -> dict[str, Any]:
             specs = [TaskSpec(type="noop", payload=PAYLOAD) for _ in range(n)]
             cpu = time.process_time()
             start = time.perf_counter()
-            results = await asyncio.wait_for(producer.enqueue_many(specs, concurrency=concurrency), 120)
+            results = await asyncio.wait_for(producer.enqueue_many(specs, chunk=chunk), 120)
             seconds = time.perf_counter() - start
             cpu = time.process_time() - cpu
             errors = [r for r in results if not isinstance(r, str)]
