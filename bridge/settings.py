@@ -39,7 +39,7 @@ class Settings:
         data_dir: where the embedded server keeps its store.
         queues: queues to serve; ``*`` serves every queue that exists.
         create_queues: create missing queues (with default settings) instead of failing.
-        concurrency: attempts this dispatcher runs at once, across its queues.
+        concurrency: attempts this dispatcher runs at once on each queue (capped by the queue's max_concurrent).
         subject_prefix: default route subject prefix (``<prefix>.<type>``).
         routes: the route table (see bridge.routes).
         no_handler_delay: wait between tries while no handler answers (not counted as attempts).
