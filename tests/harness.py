@@ -21,6 +21,34 @@ from bridge.queues import QueueAdmin, QueueConfig
 from bridge.settings import Settings
 
 
+@asynccontextmanager
+async def running_dispatcher(nc: Client, settings: Settings) -> AsyncIterator[Dispatcher]:
+    """A dispatcher serving until the block ends."""
+    async with anyio.create_task_group() as tg:
+        dispatcher = await tg.start(Dispatcher(nc, settings).run)
+        try:
+            yield dispatcher
+        finally:
+            dispatcher.stop()
+
+
+@asynccontextmanager
+async def running_service(
+    nc: Client, name: str, prefix: str, handlers: dict[str, Callable[[jetbridge.Task], Awaitable[Any]]],
+    **options: Any,
+) -> AsyncIterator[jetbridge.Service]:
+    """A handler service serving ``handlers`` until the block ends."""
+    service = jetbridge.Service(nc, name, prefix=prefix, **options)
+    for task_type, fn in handlers.items():
+        service.add_handler(task_type, fn)
+    async with anyio.create_task_group() as tg:
+        await tg.start(service.run)
+        try:
+            yield service
+        finally:
+            service.stop()
+
+
 class Harness:
     def __init__(self, nc: Client, unique: str) -> None:
         self.nc = nc
@@ -41,27 +69,16 @@ class Harness:
 
     @asynccontextmanager
     async def dispatcher(self, **overrides: Any) -> AsyncIterator[Dispatcher]:
-        async with anyio.create_task_group() as tg:
-            dispatcher = await tg.start(Dispatcher(self.nc, self.settings(**overrides)).run)
-            try:
-                yield dispatcher
-            finally:
-                dispatcher.stop()
+        async with running_dispatcher(self.nc, self.settings(**overrides)) as dispatcher:
+            yield dispatcher
 
     @asynccontextmanager
     async def service(
         self, handlers: dict[str, Callable[[jetbridge.Task], Awaitable[Any]]], *, nc: Client | None = None,
         **options: Any,
     ) -> AsyncIterator[jetbridge.Service]:
-        service = jetbridge.Service(nc or self.nc, f"svc-{self.unique}", prefix=self.prefix, **options)
-        for task_type, fn in handlers.items():
-            service.add_handler(task_type, fn)
-        async with anyio.create_task_group() as tg:
-            await tg.start(service.run)
-            try:
-                yield service
-            finally:
-                service.stop()
+        async with running_service(nc or self.nc, f"svc-{self.unique}", self.prefix, handlers, **options) as service:
+            yield service
 
     @asynccontextmanager
     async def events(self, task_id: str | None = None) -> AsyncIterator[Any]:

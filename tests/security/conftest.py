@@ -6,6 +6,7 @@ Every server here is private to these tests and configured by a generated config
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -17,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import jetbridge
 import pytest
 from nats.aio.client import Client
 
 from bridge.connect import connect
-from bridge.dispatcher import Dispatcher
 from bridge.embedded import NatsServer
 from bridge.settings import Settings, load_settings
+from tests import harness
+from tests.harness import running_dispatcher  # noqa: F401 - re-exported for the security tests
 
 from .natsauth import Operator, Pki, creds_text, make_pki, quote, user_key
 
@@ -223,28 +224,8 @@ def cli(xdg: Path, tmp_path: Path) -> Cli:
 # A dispatcher and a handler service, in process --------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def running_dispatcher(nc: Client, settings: Settings) -> AsyncIterator[Dispatcher]:
-    async with anyio.create_task_group() as tg:
-        dispatcher = await tg.start(Dispatcher(nc, settings).run)
-        try:
-            yield dispatcher
-        finally:
-            dispatcher.stop()
-
-
-@asynccontextmanager
-async def running_service(nc: Client, name: str, prefix: str,
-                          handlers: dict[str, Callable[[jetbridge.Task], Awaitable[Any]]]) -> AsyncIterator[jetbridge.Service]:
-    service = jetbridge.Service(nc, name, prefix=prefix, drain_timeout=5.0)
-    for task_type, fn in handlers.items():
-        service.add_handler(task_type, fn)
-    async with anyio.create_task_group() as tg:
-        await tg.start(service.run)
-        try:
-            yield service
-        finally:
-            service.stop()
+#: the shared helpers, with a short drain so a failing test does not wait 30 s at teardown
+running_service = functools.partial(harness.running_service, drain_timeout=5.0)
 
 
 @asynccontextmanager
