@@ -8,11 +8,10 @@ Prints ``ready`` once its endpoints are live; SIGTERM or SIGINT drains it.
 from __future__ import annotations
 
 import argparse
-import signal
 
 import anyio
 import nats
-from jetbridge import Service, Task
+from jetbridge import Service, Task, serve
 
 
 async def noop(task: Task) -> None:
@@ -26,14 +25,7 @@ async def main(args: argparse.Namespace) -> None:
     for task_type in args.types.split(","):
         if task_type.strip():
             service.add_handler(task_type.strip(), noop)
-    async with anyio.create_task_group() as tg:
-        await tg.start(service.run)
-        await nc.flush()
-        print("ready", flush=True)
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for _ in signals:
-                service.stop()
-                break
+    await serve(service, on_ready=lambda: print("ready", flush=True))
     await nc.drain()
 
 

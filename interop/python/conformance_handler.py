@@ -93,15 +93,7 @@ def build(nc: Any) -> jetbridge.Service:
 async def main() -> None:
     nc = await nats.connect(os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
     service = build(nc)
-    async with anyio.create_task_group() as tg:
-        await tg.start(service.run)
-        print("ready", flush=True)
-        import signal
-
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for _ in signals:
-                service.stop()
-                break
+    await jetbridge.serve(service, on_ready=lambda: print("ready", flush=True))
     await nc.drain()
     sys.exit(0)
 

@@ -27,8 +27,7 @@ async def main() -> None:
             await task.heartbeat(step / 4, f"resizing {task.payload['file']}: pass {step} of 4")
         return {"thumbnail": task.payload["file"].replace(".png", "-128.png"), "size": [128, 128]}
 
-    print("ready", flush=True)
-    await jetbridge.serve(service)
+    await jetbridge.serve(service, on_ready=lambda: print("ready", flush=True))
     await nc.drain()
 
 

@@ -293,10 +293,16 @@ class Service:
                 pass
 
 
-async def serve(service: Service) -> None:
-    """Run ``service`` until SIGTERM or SIGINT, then drain it; for a handler process's ``main``."""
+async def serve(service: Service, *, on_ready: Callable[[], object] | None = None) -> None:
+    """Run ``service`` until SIGTERM or SIGINT, then drain it; for a handler process's ``main``.
+
+    ``on_ready`` is called once the service is subscribed (e.g. to print a readiness line for a supervisor).
+    """
     async with anyio.create_task_group() as tg:
         await tg.start(service.run)
+        await service.nc.flush()
+        if on_ready is not None:
+            on_ready()
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for _ in signals:
                 service.stop()
