@@ -87,13 +87,7 @@ func enqueue(args []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if *seed != "" {
-		nc, err := f.connect()
-		if err != nil {
-			return err
-		}
-		defer nc.Close()
-		err = enqueueSigned(ctx, nc, *queue, task, *seed)
-		if err != nil {
+		if err := enqueueSigned(ctx, f, *queue, task, *seed); err != nil {
 			return err
 		}
 	} else {
@@ -111,8 +105,8 @@ func enqueue(args []string) error {
 }
 
 // loader is an asyncjobs client that can load tasks without creating (or needing) a queue.
-func (f flags) loader() (*aj.Client, func(), error) {
-	client, nc, err := f.client(aj.NoStorageInit())
+func (f flags) loader(opts ...aj.ClientOpt) (*aj.Client, func(), error) {
+	client, nc, err := f.client(append([]aj.ClientOpt{aj.NoStorageInit()}, opts...)...)
 	if err != nil {
 		return nil, nil, err
 	}
