@@ -4,14 +4,14 @@
 //
 //	ajcompat new-queue   --queue Q [--tries N] [--run-time D] [--concurrent N]   create a queue the asyncjobs way
 //	ajcompat queue-info  --queue Q                                               a queue's settings as asyncjobs sees them
-//	ajcompat enqueue     --queue Q --type T [--payload JSON] [--tries N] [--deadline D] [--depends IDS [--load]] [--sign SEEDHEX]
+//	ajcompat enqueue     --queue Q --type T [--payload JSON] [--tries N] [--deadline D [--deadline-zone MIN]] [--depends IDS [--load]] [--sign SEEDHEX]
 //	ajcompat get         ID                                                      the task as asyncjobs loads it
 //	ajcompat retry       --queue Q ID                                            asyncjobs' RetryTaskByID, then the task
 //	ajcompat worker      --queue Q --type T --mode ok|flaky|fail|terminate|remote [--count N]
 //	ajcompat rr-handler  --type T --mode ok|flaky|fail|terminate [--count N]     a request-reply handler (AJ-* headers)
 //	ajcompat watch-events [--task ID] [--until STATES] [--count N]               events parsed by asyncjobs.ParseEventJSON
 //	ajcompat worker      ... [--verify PUBHEX [--signatures-optional]]           (v0.3.0) load only signed tasks
-//	ajcompat verify      --pub PUBHEX [--optional] ID                            check a stored task's ed25519 signature
+//	ajcompat verify      --pub PUBHEX [--optional] ID...                         check stored tasks' ed25519 signatures
 //	ajcompat sign-message ID                                                     (v0.1.2 build) the bytes a signature covers
 //	ajcompat version                                                             {"asyncjobs": "<version linked>"}
 //

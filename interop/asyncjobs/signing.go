@@ -26,7 +26,7 @@ func parsePub(pubHex string) (ed25519.PublicKey, error) {
 	return pub, nil
 }
 
-// verify prints whether asyncjobs (v0.3.0 build) or the transcription (v0.1.2 build) accepts a stored task's
+// verify prints, one line per task id, whether asyncjobs (v0.3.0 build) or the transcription (v0.1.2 build) accepts a stored task's
 // signature: {"task_id", "valid", "reason"}, reason being asyncjobs' error text.
 func verify(args []string) error {
 	f := newFlags("verify")
@@ -34,13 +34,15 @@ func verify(args []string) error {
 	optional := f.Bool("optional", false, "accept unsigned tasks (asyncjobs' TaskSignaturesOptional)")
 	f.Parse(args)
 	pub, err := parsePub(*pubHex)
-	if err != nil || f.NArg() != 1 {
-		return errors.New("usage: verify --pub PUBHEX [--optional] ID (a 64 character hex public key)")
+	if err != nil || f.NArg() == 0 {
+		return errors.New("usage: verify --pub PUBHEX [--optional] ID... (a 64 character hex public key)")
 	}
-	result, err := verifyTask(f, pub, *optional, f.Arg(0))
-	if err != nil {
-		return err
+	for _, id := range f.Args() {
+		result, err := verifyTask(f, pub, *optional, id)
+		if err != nil {
+			return err
+		}
+		emit(result)
 	}
-	emit(result)
 	return nil
 }

@@ -54,6 +54,7 @@ func enqueue(args []string) error {
 	payload := f.String("payload", "", "payload as JSON (none: a nil payload)")
 	tries := f.Int("tries", -1, "max tries (-1: asyncjobs' default)")
 	deadline := f.Duration("deadline", 0, "deadline from now (0: none)")
+	zone := f.Int("deadline-zone", 0, "with --deadline: express it in a zone this many minutes east of UTC")
 	seed := f.String("sign", "", "sign with this hex ed25519 seed")
 	depends := f.String("depends", "", "ids of tasks this one depends on (comma separated)")
 	load := f.Bool("load", false, "with --depends: load the parents' results into dependency_results")
@@ -64,7 +65,11 @@ func enqueue(args []string) error {
 		opts = append(opts, aj.TaskMaxTries(*tries))
 	}
 	if *deadline > 0 {
-		opts = append(opts, aj.TaskDeadline(time.Now().UTC().Add(*deadline)))
+		at := time.Now().UTC().Add(*deadline)
+		if *zone != 0 {
+			at = at.In(time.FixedZone("ajcompat", *zone*60))
+		}
+		opts = append(opts, aj.TaskDeadline(at))
 	}
 	if *depends != "" {
 		opts = append(opts, aj.TaskDependsOnIDs(strings.Split(*depends, ",")...))

@@ -102,13 +102,17 @@ class AJ:
         self._n = 0
 
     async def json(self, command: str, *args: str, within: float = 30.0) -> dict[str, Any]:
-        """Run a short subcommand and return the JSON object it prints."""
+        """Run a short subcommand and return the (last) JSON object it prints."""
+        return (await self.lines(command, *args, within=within))[-1]
+
+    async def lines(self, command: str, *args: str, within: float = 30.0) -> list[dict[str, Any]]:
+        """Run a short subcommand and return every JSON object it prints, one per line."""
         with anyio.fail_after(within):
             result = await anyio.run_process([str(self.binary), command, *args], env=self.env, check=False)
         if result.returncode != 0:
             raise AssertionError(f"ajcompat {command} {' '.join(args)} exited {result.returncode}: "
                                  f"{result.stderr.decode(errors='replace')}")
-        return json.loads(result.stdout.decode().strip().splitlines()[-1])
+        return [json.loads(line) for line in result.stdout.decode().strip().splitlines()]
 
     async def enqueue(self, queue: str, task_type: str, payload: Any = None, *args: str) -> str:
         """Enqueue with asyncjobs' client; ``None`` enqueues a nil payload (``"payload": null``)."""
