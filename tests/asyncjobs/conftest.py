@@ -10,7 +10,7 @@ against the session's nats-server while the Jetbridge dispatcher runs in-process
     async def test_x(ajc: AJC) -> None:
         await ajc.run("tasks", "cron", "add", "nightly", "@every 1s", "email:new", "--queue", "EMAIL")
         listed = await ajc.run("tasks", "cron", "list", "--names")   # CompletedProcess; .stdout is text
-        async with ajc.start("tasks", "cron", "scheduler", "sched-1"):  # asyncjobs' own scheduler, stopped after
+        async with ajc.scheduler(nc, "sched-1"):  # asyncjobs' own scheduler, leading; stopped after the block
             ...
 
 Go is required: without it these tests fail rather than skip, because they are the only proof of compatibility.
@@ -31,6 +31,8 @@ import anyio
 import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from bridge.embedded import NatsServer
 
@@ -208,6 +210,31 @@ class AJC:
             yield Background(process, stderr)
         finally:
             await _stop(process)
+
+
+    @asynccontextmanager
+    async def scheduler(self, nc: Client, name: str, within: float = 60.0) -> AsyncIterator[Background]:
+        """Run asyncjobs' own scheduler (``ajc tasks cron scheduler NAME``) and wait until it leads.
+
+        asyncjobs fires schedules only from the leader of KV bucket ``CHORIA_AJ_ELECTIONS`` (key ``task_scheduler``,
+        bucket TTL 10s); a candidate waits 0-5s, wins, and announces the win about 7.5s later with the core NATS
+        event ``CHORIA_AJ.E.leader_election.task_scheduler`` — awaited here, so the block starts with a leader.
+        A stopped scheduler's key expires 10s later: a second scheduler in the same server waits that long.
+        """
+        won = anyio.Event()
+
+        async def on_event(msg: Msg) -> None:
+            if json.loads(msg.data).get("name") == name:
+                won.set()
+
+        sub = await nc.subscribe("CHORIA_AJ.E.leader_election.task_scheduler", cb=on_event)
+        try:
+            async with self.start("tasks", "cron", "scheduler", name) as process:
+                with anyio.fail_after(within):
+                    await won.wait()
+                yield process
+        finally:
+            await sub.unsubscribe()
 
 
 @pytest.fixture
