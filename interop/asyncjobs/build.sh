@@ -5,7 +5,8 @@
 #
 # ajcompat is this directory's driver, built from one source against either asyncjobs release: go.mod pins v0.1.2,
 # go.v030.mod (used with -modfile and the build tag ajv030) pins v0.3.0. ajc is asyncjobs' own CLI, built from the
-# module v0.3.0 pins (go.v030.mod's `tool` line); v0.1.2's ajc has no scheduler, so only v0.3.0's is built.
+# module v0.3.0 pins (go.v030.mod's `tool` line); only v0.3.0's is built (v0.1.2's has the same cron commands but
+# no --sign/--verify).
 # Modules come from the Go module proxy, checked against go.sum / go.v030.sum; the module and build caches stay
 # inside the clone. Re-running is cheap: Go's build cache does the caching.
 set -euo pipefail
@@ -29,7 +30,7 @@ cd "$DIR"
 case "$WHAT" in
   ajcompat) go build "${MOD[@]}" "${TAGS[@]}" -trimpath -o "$OUT" . ;;
   ajc)
-    [ "$VERSION" = v0.3.0 ] || { echo "build.sh: only v0.3.0's ajc is built (it has the scheduler)" >&2; exit 2; }
+    [ "$VERSION" = v0.3.0 ] || { echo "build.sh: only v0.3.0's ajc is built" >&2; exit 2; }
     go build "${MOD[@]}" -trimpath -ldflags "-X main.version=$VERSION" -o "$OUT" github.com/choria-io/asyncjobs/ajc ;;
   *) echo "build.sh: unknown target '$WHAT' (ajcompat or ajc)" >&2; exit 2 ;;
 esac
