@@ -8,19 +8,18 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 )
 
-// endpointHandler is the micro handler of one task type's endpoint. nats.go
-// micro calls it serially on the endpoint's subscription goroutine, so it
-// only decides: it answers rejections at once and hands each accepted
-// attempt to a goroutine of its own, which waits for a concurrency slot.
-// Not waiting here keeps each request's arrival time, which its deadline
-// counts from, true.
-func (s *Service) endpointHandler(c *counters) micro.HandlerFunc {
-	return func(req micro.Request) {
+// endpointHandler handles the requests of one task type's endpoint. The
+// subscription calls it serially, so it only decides: it answers rejections
+// at once and hands each accepted attempt to a goroutine of its own, which
+// heartbeats from receipt (protocol 1.1 rule 1) and waits for a
+// concurrency slot. Not waiting here keeps each request's arrival time,
+// which its deadline and heartbeat clock count from, true.
+func (s *Service) endpointHandler(c *counters) func(*microEndpoint, *nats.Msg) {
+	return func(e *microEndpoint, msg *nats.Msg) {
 		received := time.Now()
-		r, token, reject := decodeRequest(req.Data())
+		r, token, reject := decodeRequest(msg.Data)
 		var h HandlerFunc
 		if reject == nil {
 			if h = s.handler(r.task.Type); h == nil {
@@ -28,25 +27,18 @@ func (s *Service) endpointHandler(c *counters) micro.HandlerFunc {
 			}
 		}
 		if reject != nil {
-			s.reject(req, errorReply(token, reject))
+			out := errorReply(token, reject)
+			s.send(msg.Reply, token, out)
+			s.micro.record(e, time.Since(received), out.failure())
 			return
 		}
 		s.inflight.Add(1)
 		go func() {
 			defer s.inflight.Done()
-			c.record(s.send(req.Reply(), r.token, s.run(r, h, received, c)))
+			out := s.send(msg.Reply, r.token, s.run(r, h, received, c))
+			c.record(out.status)
+			s.micro.record(e, time.Since(received), out.failure())
 		}()
-	}
-}
-
-// reject answers through micro's Error so that the endpoint's num_errors
-// counts it. (Attempt replies are sent from other goroutines, where micro's
-// bookkeeping cannot see them; see endpointStats.)
-func (s *Service) reject(req micro.Request, out outgoing) {
-	err := req.Error(out.header.Get(micro.ErrorCodeHeader), out.header.Get(micro.ErrorHeader),
-		out.body, micro.WithHeaders(micro.Headers(out.header)))
-	if err != nil {
-		s.log.Warn("jetbridge: rejection not sent", "subject", req.Subject(), "error", err)
 	}
 }
 
@@ -58,10 +50,13 @@ func (s *Service) run(r *taskRequest, h HandlerFunc, received time.Time, c *coun
 	ctx, stop := context.WithDeadlineCause(ctx, received.Add(r.task.Budget), deadlineCause(&r.task))
 	defer stop()
 
-	// Watch for cancels from the start: a task may be cancelled while it
-	// waits for a slot.
+	// Watch for cancels and heartbeat from the start: a task may be
+	// cancelled, and must be kept alive, while it waits for a slot.
 	unwatch := s.watchCancel(r, cancel)
 	defer unwatch()
+	beats := newHeartbeater(s, r, received, cancel)
+	stopBeats := beats.keepAlive(ctx)
+	defer stopBeats()
 	select {
 	case s.sem <- struct{}{}:
 		defer func() { <-s.sem }()
@@ -76,8 +71,7 @@ func (s *Service) run(r *taskRequest, h HandlerFunc, received time.Time, c *coun
 	defer c.running.Add(-1)
 
 	t := r.task
-	t.beat = func(progress *float64, message string) error { return s.heartbeat(r, progress, message) }
-	stopBeats := s.keepAlive(ctx, r)
+	t.beat = beats.beat
 	result, err := call(ctx, h, &t)
 	stopBeats()
 
@@ -148,51 +142,12 @@ func (s *Service) watchCancel(r *taskRequest, cancel context.CancelCauseFunc) (u
 	return func() { _ = sub.Unsubscribe() }
 }
 
-// keepAlive publishes a bare heartbeat every heartbeat interval until stop
-// is called or ctx ends (the dispatcher ignores heartbeats after that).
-func (s *Service) keepAlive(ctx context.Context, r *taskRequest) (stop func()) {
-	if r.heartbeatInterval <= 0 {
-		return func() {}
-	}
-	quit, finished := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(finished)
-		tick := time.NewTicker(r.heartbeatInterval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-tick.C:
-				if err := s.heartbeat(r, nil, ""); err != nil {
-					s.log.Warn("jetbridge: heartbeat not sent", "task_id", r.task.ID, "error", err)
-				}
-			case <-ctx.Done():
-				return
-			case <-quit:
-				return
-			}
-		}
-	}()
-	return func() {
-		close(quit)
-		<-finished
-	}
-}
-
-// heartbeat publishes one heartbeat for the attempt.
-func (s *Service) heartbeat(r *taskRequest, progress *float64, message string) error {
-	body, err := encodeHeartbeat(r.task.ID, r.token, progress, message)
-	if err != nil {
-		return err
-	}
-	return s.nc.Publish(r.heartbeatSubject, body)
-}
-
 // send publishes an attempt's reply, replaced by result_too_large when it
-// would not fit the server's max_payload, and returns the status it sent.
-func (s *Service) send(replyTo, token string, out outgoing) (status string) {
+// would not fit the server's max_payload, and returns the reply it sent.
+func (s *Service) send(replyTo, token string, out outgoing) outgoing {
 	if replyTo == "" {
 		s.log.Warn("jetbridge: request had no reply subject; reply dropped")
-		return out.status
+		return out
 	}
 	maxPayload := s.nc.MaxPayload()
 	out = fit(out, token, maxPayload)
@@ -205,5 +160,5 @@ func (s *Service) send(replyTo, token string, out outgoing) (status string) {
 	if err != nil {
 		s.log.Error("jetbridge: reply not sent", "subject", replyTo, "error", err)
 	}
-	return out.status
+	return out
 }
