@@ -6,45 +6,93 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::service::Request;
+use async_nats::service::error::Error as MicroError;
 use async_nats::{HeaderMap, Message, Subscriber};
 use futures::StreamExt;
 use tokio::task::JoinError;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::output::{HandlerError, Output};
 use crate::protocol::{
     CancelReason, EncodedReply, ErrorBody, Reply, TaskRequest, decode_cancel, decode_request,
-    error_code,
+    error_code, header,
 };
 use crate::service::{Handler, Shared};
-use crate::task::{AttemptState, Task};
+use crate::stats::EndpointStats;
+use crate::task::{AttemptState, Task, YEAR_MS};
+
+/// Where a failure reply's micro error is sent once the reply itself is out: nowhere (no one
+/// subscribes). async-nats counts a request in `num_errors` only when answered through
+/// `respond(Err(..))`, which sends an empty body; a Jetbridge failure reply needs its body, so
+/// the library sends the reply itself and then lets async-nats count the error against this
+/// subject (protocol 1.1 rule 10: `nats micro stats` tells the truth).
+const MICRO_ERROR_SINK: &str = "_jetbridge.micro_error.discard";
 
 /// Answers one request; never fails, since there is nobody to report to but the log.
-pub(crate) async fn serve(request: Request, shared: Arc<Shared>) {
-    let stats = shared.stats.get(request.message.subject.as_str());
-    let running = stats.map(|stats| stats.start());
-    let (reply, token) = answer(&request.message.payload, &shared).await;
+pub(crate) async fn serve(mut request: Request, shared: Arc<Shared>) {
+    let received = Instant::now();
+    let stats = shared.stats.get(request.message.subject.as_str()).cloned();
+    let (reply, token) = answer(
+        &request.message.payload,
+        &shared,
+        received,
+        stats.as_deref(),
+    )
+    .await;
     let (reply, encoded) = fit(reply, token.as_deref(), shared.client.max_payload());
-    drop(running);
-    if let Some(stats) = stats {
+    if let Some(stats) = &stats {
         stats.record(&reply);
     }
     drop(reply); // a large result now lives on in `encoded` only
+    respond(&mut request, encoded, &shared.client).await;
+}
+
+/// Sends the reply, and has async-nats count it: processing time for every reply (from the
+/// request's arrival), an error for a retry or terminate.
+async fn respond(request: &mut Request, encoded: EncodedReply, client: &async_nats::Client) {
     let mut headers = HeaderMap::new();
+    let mut failure = None;
     for (name, value) in &encoded.headers {
         headers.insert(*name, value.as_str());
+        if *name == header::SERVICE_ERROR_CODE {
+            failure.get_or_insert((0, String::new())).0 = value.parse().unwrap_or(500);
+        } else if *name == header::SERVICE_ERROR {
+            failure.get_or_insert((0, String::new())).1 = value.clone();
+        }
     }
-    if let Err(err) = request
-        .respond_with_headers(Ok(encoded.body.into()), headers)
+    let subject = request.message.subject.clone();
+    let Some((code, status)) = failure else {
+        if let Err(err) = request
+            .respond_with_headers(Ok(encoded.body.into()), headers)
+            .await
+        {
+            warn!(%subject, error = %err, "jetbridge: reply not sent");
+        }
+        return;
+    };
+    let Some(reply_to) = request.message.reply.clone() else {
+        warn!(%subject, "jetbridge: request had no reply subject; reply dropped");
+        return;
+    };
+    if let Err(err) = client
+        .publish_with_headers(reply_to, headers, encoded.body.into())
         .await
     {
-        warn!(subject = %request.message.subject, error = %err, "jetbridge: reply not sent");
+        warn!(%subject, error = %err, "jetbridge: reply not sent");
     }
+    request.message.reply = Some(MICRO_ERROR_SINK.into());
+    let _ = request.respond(Err(MicroError { code, status })).await;
 }
 
 /// The reply for a request body, and the attempt token to echo in it.
-async fn answer(body: &[u8], shared: &Shared) -> (Reply, Option<String>) {
+async fn answer(
+    body: &[u8],
+    shared: &Shared,
+    received: Instant,
+    stats: Option<&EndpointStats>,
+) -> (Reply, Option<String>) {
     let request = match decode_request(body) {
         Ok(request) => request,
         Err(rejection) => {
@@ -67,20 +115,29 @@ async fn answer(body: &[u8], shared: &Shared) -> (Reply, Option<String>) {
         );
         return (Reply::Terminate { error }, token);
     };
-    (supervise(handler, request, shared).await, token)
+    (
+        supervise(handler, request, shared, received, stats).await,
+        token,
+    )
 }
 
-/// Runs the handler in its own task, so that a panic becomes a reply rather than a lost
-/// attempt, while this task listens for cancels, watches the budget and sends heartbeats.
-async fn supervise(handler: &Handler, request: TaskRequest, shared: &Shared) -> Reply {
-    let budget_end = Instant::now() + timer_millis(request.budget_ms);
-    let heartbeat_every = timer_millis(request.heartbeat_interval_ms);
-    let state = Arc::new(AttemptState::new(shared.client.clone(), &request));
+/// Supervises one attempt from its arrival: heartbeats (and fencing) and cancels from the
+/// start, also while it waits for a free slot (protocol 1.1 rule 1), then runs the handler in
+/// its own task, so that a panic becomes a reply rather than a lost attempt.
+async fn supervise(
+    handler: &Handler,
+    request: TaskRequest,
+    shared: &Shared,
+    received: Instant,
+    stats: Option<&EndpointStats>,
+) -> Reply {
+    let budget_end = received + timer_millis(request.budget_ms);
+    let state = Arc::new(AttemptState::new(shared.client.clone(), &request, received));
 
     // Subscribed before the handler starts: whatever the handler publishes (a heartbeat, an
     // event) reaches the server after this subscription, so a dispatcher that reacts to it
     // with a cancel is heard.
-    let mut cancels = match shared
+    let cancels = match shared
         .client
         .subscribe(request.cancel_subject.clone())
         .await
@@ -91,37 +148,65 @@ async fn supervise(handler: &Handler, request: TaskRequest, shared: &Shared) -> 
             None
         }
     };
-    let mut heartbeats = (!heartbeat_every.is_zero()).then(|| {
-        let mut interval =
-            tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
-        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        interval
-    });
+    let beats = tokio::spawn(state.clone().keep_alive());
+    let watch = tokio::spawn(watch(
+        state.clone(),
+        cancels,
+        budget_end,
+        shared.hard_stop.clone(),
+    ));
+
+    let slot = tokio::select! {
+        biased;
+        () = state.cancelled() => None,
+        slot = shared.slots.clone().acquire_owned() => Some(slot.expect("the semaphore is never closed")),
+    };
+    let reply = match slot {
+        // Cancelled, or out of budget, before it could start: running it now could only
+        // produce a stale reply.
+        None => {
+            let why = state.reason().map_or("cancelled", CancelReason::as_str);
+            HandlerError::retry(
+                error_code::CANCELLED,
+                format!("not started: attempt cancelled: {why}"),
+            )
+            .into_reply()
+        }
+        Some(slot) => {
+            let running = stats.map(EndpointStats::start);
+            let outcome =
+                tokio::spawn(handler(Task::new(request, budget_end, state.clone()))).await;
+            drop(running);
+            drop(slot);
+            reply_for(outcome)
+        }
+    };
+    // Dropping the cancel subscriber (in `watch`) unsubscribes it.
+    beats.abort();
+    watch.abort();
+    reply
+}
+
+/// Turns the attempt's cancel messages, its budget running out (reason `Timeout`, protocol 1.1
+/// rule 3) and a drain's timeout into cancellation, until aborted.
+async fn watch(
+    state: Arc<AttemptState>,
+    mut cancels: Option<Subscriber>,
+    budget_end: Instant,
+    hard_stop: CancellationToken,
+) {
     let budget = tokio::time::sleep_until(budget_end);
     tokio::pin!(budget);
-
-    let mut run = tokio::spawn(handler(Task::new(request, budget_end, state.clone())));
-    let outcome = loop {
+    loop {
         tokio::select! {
-            outcome = &mut run => break outcome,
             message = next_message(&mut cancels) => match message {
                 Some(message) => on_cancel_message(&message, &state),
                 None => cancels = None,
             },
-            () = &mut budget, if !state.is_cancelled() => state.cancel(CancelReason::BudgetExhausted),
-            () = shared.hard_stop.cancelled(), if !state.is_cancelled() => state.cancel(CancelReason::Draining),
-            () = tick(&mut heartbeats), if state.dispatcher_waiting() => {
-                if let Err(err) = state.heartbeat(None, None).await {
-                    warn!(error = %err, "jetbridge: heartbeat not sent");
-                }
-            }
+            () = &mut budget, if !state.is_cancelled() => state.cancel(CancelReason::Timeout),
+            () = hard_stop.cancelled(), if !state.is_cancelled() => state.cancel(CancelReason::Draining),
         }
-    };
-    if let Some(mut cancels) = cancels {
-        // Best effort: the subscription dies with the connection anyway.
-        let _ = cancels.unsubscribe().await;
     }
-    reply_for(outcome)
 }
 
 fn on_cancel_message(message: &Message, state: &AttemptState) {
@@ -168,7 +253,6 @@ fn panic_text(payload: &(dyn Any + Send)) -> &str {
 /// A duration from the request for a timer, capped so that adding it to now cannot overflow
 /// whatever a request says; a year is forever for an attempt.
 fn timer_millis(ms: u64) -> Duration {
-    const YEAR_MS: u64 = 365 * 24 * 60 * 60 * 1000;
     Duration::from_millis(ms.min(YEAR_MS))
 }
 
@@ -176,16 +260,6 @@ fn timer_millis(ms: u64) -> Duration {
 async fn next_message(subscriber: &mut Option<Subscriber>) -> Option<Message> {
     match subscriber {
         Some(subscriber) => subscriber.next().await,
-        None => pending().await,
-    }
-}
-
-/// The next tick of an optional interval; never completes without one.
-async fn tick(interval: &mut Option<Interval>) {
-    match interval {
-        Some(interval) => {
-            interval.tick().await;
-        }
         None => pending().await,
     }
 }

@@ -80,7 +80,8 @@ impl ServiceBuilder {
     }
 
     /// How many attempts run at once, over all task types. Default [`DEFAULT_CONCURRENCY`].
-    /// Requests beyond it wait in the NATS client until an attempt finishes.
+    /// Requests beyond it wait for a free slot, heartbeated from the moment they arrive; one
+    /// cancelled, or whose budget runs out, while it waits is answered without running.
     pub fn concurrency(mut self, limit: usize) -> Self {
         self.concurrency = limit;
         self
@@ -159,7 +160,10 @@ impl ServiceBuilder {
         routes: &[Route],
     ) -> Result<async_nats::service::Service, Error> {
         let mut metadata = self.metadata.clone();
-        metadata.insert(META_PROTOCOLS.to_owned(), "1".to_owned());
+        metadata.insert(
+            META_PROTOCOLS.to_owned(),
+            crate::protocol::PROTOCOLS_ADVERTISED.to_owned(),
+        );
         metadata.insert(
             META_SDK.to_owned(),
             format!("rust/{}", env!("CARGO_PKG_VERSION")),
@@ -241,10 +245,20 @@ struct Route {
     stats: Arc<EndpointStats>,
 }
 
-/// A micro endpoint name for a task type: micro names allow only `A-Z a-z 0-9 - _`, so `:`
-/// becomes `_`, with a suffix in the unlikely case that two types then collide.
+/// A micro endpoint name for a task type (protocol 1.1 rule 9): micro names allow only
+/// `A-Z a-z 0-9 - _`, so every other character (`:` above all) becomes `_`, with a suffix in the
+/// unlikely case that two types then collide. The subject keeps the type as it is.
 fn endpoint_name(task_type: &str, taken: &mut HashSet<String>) -> String {
-    let base = task_type.replace(':', "_");
+    let base: String = task_type
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     let mut name = base.clone();
     let mut n = 1;
     while !taken.insert(name.clone()) {
@@ -264,5 +278,6 @@ mod tests {
         assert_eq!(endpoint_name("email:new", &mut taken), "email_new");
         assert_eq!(endpoint_name("email_new", &mut taken), "email_new-2");
         assert_eq!(endpoint_name("resize", &mut taken), "resize");
+        assert_eq!(endpoint_name("x:y/z~1", &mut taken), "x_y_z_1");
     }
 }

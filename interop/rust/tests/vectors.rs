@@ -260,5 +260,5 @@ fn cancel_validity() {
             assert_eq!(decoded, None, "{name}: accepted");
         }
     }
-    assert!(!CancelReason::BudgetExhausted.is_from_dispatcher());
+    assert!(!CancelReason::Draining.is_from_dispatcher());
 }
