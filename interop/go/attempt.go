@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -72,7 +71,7 @@ func (s *Service) run(r *taskRequest, h HandlerFunc, received time.Time, c *coun
 
 	t := r.task
 	t.beat = beats.beat
-	result, err := call(ctx, h, &t)
+	result, err := s.chain(t.Type, h)(ctx, &t)
 	stopBeats()
 
 	var p *panicError
@@ -102,25 +101,6 @@ func deadlineCause(t *Task) error {
 func isCancellation(ctx context.Context, err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, context.Cause(ctx))
-}
-
-// panicError carries a handler's panic to the reply as a handler_error.
-type panicError struct {
-	value any
-	stack []byte
-}
-
-func (p *panicError) Error() string { return fmt.Sprintf("panic: %v", p.value) }
-
-// call runs the handler, turning a panic into an error so that one bad
-// task cannot take the service down.
-func call(ctx context.Context, h HandlerFunc, t *Task) (result any, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			result, err = nil, &panicError{value: v, stack: debug.Stack()}
-		}
-	}()
-	return h(ctx, t)
 }
 
 // watchCancel subscribes to the attempt's cancel subject until unwatch is

@@ -91,13 +91,9 @@ func startMicro(nc *nats.Conn, name, version, description string, metadata map[s
 
 func (m *microService) subscribeVerb(subject string, answer func() any) error {
 	sub, err := m.nc.Subscribe(subject, func(msg *nats.Msg) {
-		body, err := json.Marshal(answer())
-		if err == nil {
-			err = msg.Respond(body)
-		}
-		if err != nil && err != nats.ErrMsgNoReply {
-			_ = msg.Respond(nil)
-		}
+		// The answers are plain structs: they always encode.
+		body, _ := json.Marshal(answer())
+		_ = msg.Respond(body) // a request without a reply subject gets nothing
 	})
 	if err != nil {
 		return fmt.Errorf("subscribing to %s: %w", subject, err)

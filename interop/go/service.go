@@ -38,9 +38,10 @@ type Service struct {
 	attempts       context.Context
 	cancelAttempts context.CancelCauseFunc
 
-	mu       sync.Mutex
-	handlers map[string]HandlerFunc
-	stopping bool
+	mu         sync.Mutex
+	handlers   map[string]HandlerFunc
+	middleware []middleware
+	stopping   bool
 
 	counters  sync.Map // endpoint subject -> *counters
 	closed    chan nats.Status
