@@ -1,6 +1,5 @@
 //! Serving one request: decide, run the handler under supervision, reply once.
 
-use std::any::Any;
 use std::future::pending;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::middleware::panic_text;
 use crate::output::{HandlerError, Output};
 use crate::protocol::{
     CancelReason, EncodedReply, ErrorBody, Reply, TaskRequest, decode_cancel, decode_request,
@@ -236,17 +236,6 @@ fn reply_for(outcome: Result<Result<Output, HandlerError>, JoinError>) -> Reply 
             warn!("jetbridge: {why}");
             HandlerError::retry(error_code::HANDLER_ERROR, why).into_reply()
         }
-    }
-}
-
-/// The text a panic was raised with, when it was raised with text.
-fn panic_text(payload: &(dyn Any + Send)) -> &str {
-    if let Some(text) = payload.downcast_ref::<&str>() {
-        text
-    } else if let Some(text) = payload.downcast_ref::<String>() {
-        text
-    } else {
-        "(no message)"
     }
 }
 

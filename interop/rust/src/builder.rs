@@ -9,6 +9,7 @@ use async_nats::service::ServiceExt as _;
 use async_nats::service::endpoint::Endpoint;
 
 use crate::error::{Error, nats};
+use crate::middleware::{self, Middleware};
 use crate::output::{HandlerError, Output};
 use crate::protocol::validate::{is_name, is_subject};
 use crate::service::{Handler, Service};
@@ -42,6 +43,8 @@ pub struct ServiceBuilder {
     concurrency: usize,
     drain_timeout: Duration,
     handlers: BTreeMap<String, Handler>,
+    /// In registration order; a pattern of `None` applies to every task type.
+    middleware: Vec<(Option<String>, Arc<dyn Middleware>)>,
 }
 
 impl ServiceBuilder {
@@ -55,6 +58,7 @@ impl ServiceBuilder {
             concurrency: DEFAULT_CONCURRENCY,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             handlers: BTreeMap::new(),
+            middleware: Vec::new(),
         }
     }
 
@@ -69,6 +73,31 @@ impl ServiceBuilder {
     {
         let handler: Handler = Arc::new(move |task| Box::pin(handler(task)));
         self.handlers.insert(task_type.into(), handler);
+        self
+    }
+
+    /// Adds middleware around every handler. Middleware run in the order they were added, the
+    /// first outermost; those of [`ServiceBuilder::middleware_for`] run inside these. A panic
+    /// anywhere in the chain becomes a `retry` with code `handler_error` ([`CatchPanic`] is
+    /// always outermost). Built in: [`Logging`], [`Timeout`], [`CatchPanic`].
+    ///
+    /// [`CatchPanic`]: crate::middleware::CatchPanic
+    /// [`Logging`]: crate::middleware::Logging
+    /// [`Timeout`]: crate::middleware::Timeout
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middleware.push((None, Arc::new(middleware)));
+        self
+    }
+
+    /// Adds middleware around the handlers of the task types matching `pattern`, in which `*`
+    /// stands for any run of characters: `email:*`, `image:resize`.
+    pub fn middleware_for(
+        mut self,
+        pattern: impl Into<String>,
+        middleware: impl Middleware,
+    ) -> Self {
+        self.middleware
+            .push((Some(pattern.into()), Arc::new(middleware)));
         self
     }
 
@@ -127,7 +156,14 @@ impl ServiceBuilder {
             .into_iter()
             .map(|route| (route.subject, route.stats))
             .collect();
-        let handlers = self.handlers.into_iter().collect();
+        let handlers = self
+            .handlers
+            .into_iter()
+            .map(|(task_type, handler)| {
+                let chain = chain_for(&self.middleware, &task_type);
+                (task_type, middleware::wrap(handler, chain))
+            })
+            .collect();
         Ok(Service::launch(
             micro,
             client,
@@ -212,6 +248,21 @@ impl ServiceBuilder {
     }
 }
 
+/// The middleware for `task_type`: every-type middleware first, then the matching patterns,
+/// each group in registration order.
+fn chain_for(
+    registered: &[(Option<String>, Arc<dyn Middleware>)],
+    task_type: &str,
+) -> Vec<Arc<dyn Middleware>> {
+    let global = registered.iter().filter(|(pattern, _)| pattern.is_none());
+    let matching = registered.iter().filter(|(pattern, _)| {
+        pattern
+            .as_deref()
+            .is_some_and(|pattern| middleware::matches(pattern, task_type))
+    });
+    global.chain(matching).map(|(_, m)| m.clone()).collect()
+}
+
 /// Adds an endpoint per route, then waits until the server has every subscription.
 async fn add_endpoints(
     micro: &async_nats::service::Service,
@@ -271,6 +322,18 @@ fn endpoint_name(task_type: &str, taken: &mut HashSet<String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_match_task_types() {
+        assert!(middleware::matches("email:*", "email:new"));
+        assert!(middleware::matches("email:*", "email:"));
+        assert!(!middleware::matches("email:*", "image:resize"));
+        assert!(middleware::matches("*:resize", "image:resize"));
+        assert!(middleware::matches("a*b*c", "a-x-b-y-c"));
+        assert!(!middleware::matches("a*b*c", "a-x-c"));
+        assert!(middleware::matches("exact", "exact"));
+        assert!(!middleware::matches("exact", "exactly"));
+    }
 
     #[test]
     fn endpoint_names_are_micro_names_and_unique() {

@@ -217,6 +217,11 @@ impl Task {
         }
     }
 
+    /// The attempt's shared state, for the crate's middleware.
+    pub(crate) fn state(&self) -> Arc<AttemptState> {
+        self.attempt.clone()
+    }
+
     /// The task id: stable across attempts, so use it as an idempotency key.
     pub fn id(&self) -> &str {
         &self.request.task_id
