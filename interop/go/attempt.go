@@ -26,17 +26,20 @@ func (s *Service) endpointHandler(c *counters) func(*microEndpoint, *nats.Msg) {
 			}
 		}
 		if reject != nil {
-			out := errorReply(token, reject)
-			s.send(msg.Reply, token, out)
+			out := s.fit(errorReply(token, reject), token)
 			s.micro.record(e, time.Since(received), out.failure())
+			s.send(msg.Reply, token, out)
 			return
 		}
 		s.inflight.Add(1)
 		go func() {
 			defer s.inflight.Done()
-			out := s.send(msg.Reply, r.token, s.run(r, h, received, c))
+			out := s.fit(s.run(r, h, received, c), r.token)
+			// Counted before the reply goes out, so that whoever has the
+			// reply finds it in the stats.
 			c.record(out.status)
 			s.micro.record(e, time.Since(received), out.failure())
+			s.send(msg.Reply, r.token, out)
 		}()
 	}
 }
@@ -46,7 +49,7 @@ func (s *Service) endpointHandler(c *counters) func(*microEndpoint, *nats.Msg) {
 func (s *Service) run(r *taskRequest, h HandlerFunc, received time.Time, c *counters) outgoing {
 	ctx, cancel := context.WithCancelCause(s.attempts)
 	defer cancel(nil)
-	ctx, stop := context.WithDeadlineCause(ctx, received.Add(r.task.Budget), deadlineCause(&r.task))
+	ctx, stop := context.WithDeadlineCause(ctx, received.Add(r.task.Budget), budgetCause)
 	defer stop()
 
 	// Watch for cancels and heartbeat from the start: a task may be
@@ -84,17 +87,10 @@ func (s *Service) run(r *taskRequest, h HandlerFunc, received time.Time, c *coun
 	return encodeReply(r.token, result, err)
 }
 
-// deadlineCause is the cause of an attempt's context when its deadline
-// passes here: the cancel the dispatcher sends at that moment (SPEC §7),
-// which may not have arrived yet. The task's own deadline is the reason
-// when it is what limited the attempt.
-func deadlineCause(t *Task) error {
-	reason := "timeout"
-	if !t.Deadline.IsZero() && !t.Deadline.After(t.AttemptDeadline) {
-		reason = "deadline"
-	}
-	return &CancelError{Reason: reason, Message: "attempt deadline passed"}
-}
+// budgetCause is the cause of an attempt's context when its budget runs
+// out here: a cancel with reason timeout (SPEC §3.3), which is also what
+// the dispatcher sends when attempt_deadline passes.
+var budgetCause = &CancelError{Reason: "timeout", Message: "the attempt's budget_ms has passed"}
 
 // isCancellation reports whether err is the handler giving up because ctx
 // ended, which is worth a clearer reply than handler_error.
@@ -122,23 +118,25 @@ func (s *Service) watchCancel(r *taskRequest, cancel context.CancelCauseFunc) (u
 	return func() { _ = sub.Unsubscribe() }
 }
 
-// send publishes an attempt's reply, replaced by result_too_large when it
-// would not fit the server's max_payload, and returns the reply it sent.
-func (s *Service) send(replyTo, token string, out outgoing) outgoing {
+// fit replaces a reply by result_too_large when it would not fit the
+// server's max_payload.
+func (s *Service) fit(out outgoing, token string) outgoing {
+	return fit(out, token, s.nc.MaxPayload())
+}
+
+// send publishes a reply.
+func (s *Service) send(replyTo, token string, out outgoing) {
 	if replyTo == "" {
 		s.log.Warn("jetbridge: request had no reply subject; reply dropped")
-		return out
+		return
 	}
-	maxPayload := s.nc.MaxPayload()
-	out = fit(out, token, maxPayload)
 	err := s.nc.PublishMsg(&nats.Msg{Subject: replyTo, Header: out.header, Data: out.body})
 	if errors.Is(err, nats.ErrMaxPayload) {
 		// fit's size estimate and the client disagreed: still answer.
-		out = errorReply(token, Terminate(CodeResultTooLarge, fmt.Sprintf("reply exceeds the server's max_payload of %d bytes", maxPayload)))
+		out = errorReply(token, Terminate(CodeResultTooLarge, fmt.Sprintf("reply exceeds the server's max_payload of %d bytes", s.nc.MaxPayload())))
 		err = s.nc.PublishMsg(&nats.Msg{Subject: replyTo, Header: out.header, Data: out.body})
 	}
 	if err != nil {
 		s.log.Error("jetbridge: reply not sent", "subject", replyTo, "error", err)
 	}
-	return out
 }

@@ -48,10 +48,17 @@ func (h *heartbeater) lost(why string) {
 	h.fence(&CancelError{Reason: "lost", Message: why})
 }
 
-// beat sends one heartbeat: a publish for a 1.0 dispatcher, otherwise a
-// request that waits for the ack at most one interval (and never past the
-// fencing time, nor past ctx).
+// beat sends a heartbeat with progress, as Task.Heartbeat does: under
+// heartbeat_ack it waits its turn if another heartbeat is outstanding.
 func (h *heartbeater) beat(ctx context.Context, progress *float64, message string) error {
+	return h.send(ctx, progress, message, false)
+}
+
+// send sends one heartbeat: a publish for a 1.0 dispatcher, otherwise a
+// request that waits for the ack at most one interval (and never past the
+// fencing time, nor past ctx). A periodic heartbeat due while another is
+// outstanding is skipped (SPEC §5.2).
+func (h *heartbeater) send(ctx context.Context, progress *float64, message string, periodic bool) error {
 	body, err := encodeHeartbeat(h.r.task.ID, h.r.token, progress, message)
 	if err != nil {
 		return err
@@ -59,7 +66,13 @@ func (h *heartbeater) beat(ctx context.Context, progress *float64, message strin
 	if !h.r.heartbeatAck {
 		return h.s.nc.Publish(h.r.heartbeatSubject, body)
 	}
-	h.sending.Lock()
+	if periodic {
+		if !h.sending.TryLock() {
+			return nil
+		}
+	} else {
+		h.sending.Lock()
+	}
 	defer h.sending.Unlock()
 	sent := time.Now()
 	wait := min(h.r.heartbeatInterval, time.Until(h.fenceAt()))
@@ -123,7 +136,7 @@ func (h *heartbeater) keepAlive(ctx context.Context) (stop func()) {
 				continue
 			}
 			next = now.Add(h.r.heartbeatInterval)
-			if err := h.beat(ctx, nil, ""); errors.Is(err, errAttemptLost) {
+			if err := h.send(ctx, nil, "", true); errors.Is(err, errAttemptLost) {
 				return
 			} else if err != nil {
 				h.s.log.Warn("jetbridge: heartbeat not sent", "task_id", h.r.task.ID, "error", err)

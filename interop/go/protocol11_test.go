@@ -167,6 +167,16 @@ func TestRejectionOmitsInvalidToken(t *testing.T) {
 	}
 }
 
+func TestEndpointNameCollisionRefused(t *testing.T) {
+	h := newHarness(t)
+	noop := func(context.Context, *Task) (any, error) { return nil, nil }
+	h.handle("a:b", noop)
+	err := h.svc.AddHandler("a_b", noop)
+	if err == nil || !strings.Contains(err.Error(), `"a:b"`) || !strings.Contains(err.Error(), `"a_b"`) {
+		t.Errorf("second type with the same endpoint name: %v", err)
+	}
+}
+
 func TestEndpointNames(t *testing.T) {
 	for taskType, want := range map[string]string{"email:new": "email_new", "a-b_c": "a-b_c", "x:y/z~1": "x_y_z_1"} {
 		if got := endpointName(taskType); got != want {

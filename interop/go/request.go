@@ -100,8 +100,16 @@ func (o object) taskRequest() (*taskRequest, error) {
 		return nil, err
 	}
 	r.heartbeatInterval = time.Duration(n) * time.Millisecond
-	// Optional (a 1.0 dispatcher omits it); only true switches it on.
-	r.heartbeatAck = string(o["heartbeat_ack"]) == "true"
+	// Optional: a 1.0 dispatcher omits it, which means false.
+	if raw, ok := o["heartbeat_ack"]; ok {
+		switch string(raw) {
+		case "true":
+			r.heartbeatAck = true
+		case "false":
+		default:
+			return nil, fmt.Errorf("heartbeat_ack: must be a boolean")
+		}
+	}
 	if r.cancelSubject, err = o.subject("cancel_subject"); err != nil {
 		return nil, err
 	}

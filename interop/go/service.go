@@ -107,16 +107,31 @@ func (s *Service) AddHandler(taskType string, h HandlerFunc) error {
 		s.mu.Unlock()
 		return fmt.Errorf("jetbridge: a handler for %q is already registered", taskType)
 	}
+	name := endpointName(taskType)
+	for other := range s.handlers {
+		if endpointName(other) == name {
+			s.mu.Unlock()
+			return fmt.Errorf("jetbridge: task types %q and %q would share the endpoint name %q: one service cannot serve both", other, taskType, name)
+		}
+	}
 	s.handlers[taskType] = h
 	s.mu.Unlock()
 
-	// The micro calls run without s.mu: micro holds its own lock while it
-	// calls endpointStats, which must not wait for ours.
+	// The micro calls run without s.mu: the micro service holds its own
+	// lock while it calls endpointStats.
 	subject := s.opts.subjectPrefix + "." + taskType
 	c := &counters{}
 	s.counters.Store(subject, c)
-	err := s.micro.addEndpoint(endpointName(taskType), subject,
+	err := s.micro.addEndpoint(name, subject,
 		map[string]string{metaTaskType: taskType}, s.endpointHandler(c))
+	if err == nil {
+		// Ready means warm (SPEC §2): once AddHandler returns, the server
+		// has the subscription. Without a connection now, nats.go sends it
+		// on reconnecting.
+		if ferr := s.nc.Flush(); ferr != nil {
+			s.log.Warn("jetbridge: endpoint not yet confirmed by the server", "task_type", taskType, "error", ferr)
+		}
+	}
 	if err != nil {
 		s.mu.Lock()
 		delete(s.handlers, taskType)
