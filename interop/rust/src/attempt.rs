@@ -23,12 +23,12 @@ use crate::service::{Handler, Shared};
 use crate::stats::EndpointStats;
 use crate::task::{AttemptState, Task, YEAR_MS};
 
-/// Where a failure reply's micro error is sent once the reply itself is out: nowhere (no one
-/// subscribes). async-nats counts a request in `num_errors` only when answered through
-/// `respond(Err(..))`, which sends an empty body; a Jetbridge failure reply needs its body, so
-/// the library sends the reply itself and then lets async-nats count the error against this
-/// subject (protocol 1.1 rule 10: `nats micro stats` tells the truth).
-const MICRO_ERROR_SINK: &str = "_jetbridge.micro_error.discard";
+/// Where the stats message of a reply goes: nowhere (no one subscribes). async-nats updates an
+/// endpoint's stats in `respond`, after publishing, and counts an error only for
+/// `respond(Err(..))`, which sends an empty body. So the crate has async-nats count each request
+/// with an empty message to this subject, as a success or an error, and then publishes the real
+/// reply itself: the stats tell the truth (SPEC §2), and whoever has a reply finds it counted.
+const MICRO_STATS_SINK: &str = "_jetbridge.micro_stats.discard";
 
 /// Answers one request; never fails, since there is nobody to report to but the log.
 pub(crate) async fn serve(mut request: Request, shared: Arc<Shared>) {
@@ -49,8 +49,8 @@ pub(crate) async fn serve(mut request: Request, shared: Arc<Shared>) {
     respond(&mut request, encoded, &shared.client).await;
 }
 
-/// Sends the reply, and has async-nats count it: processing time for every reply (from the
-/// request's arrival), an error for a retry or terminate.
+/// Has async-nats count the reply (processing time from the request's arrival; an error for a
+/// retry or terminate), then sends it.
 async fn respond(request: &mut Request, encoded: EncodedReply, client: &async_nats::Client) {
     let mut headers = HeaderMap::new();
     let mut failure = None;
@@ -63,27 +63,27 @@ async fn respond(request: &mut Request, encoded: EncodedReply, client: &async_na
         }
     }
     let subject = request.message.subject.clone();
-    let Some((code, status)) = failure else {
-        if let Err(err) = request
-            .respond_with_headers(Ok(encoded.body.into()), headers)
-            .await
-        {
-            warn!(%subject, error = %err, "jetbridge: reply not sent");
-        }
-        return;
-    };
-    let Some(reply_to) = request.message.reply.clone() else {
+    let Some(reply_to) = request.message.reply.replace(MICRO_STATS_SINK.into()) else {
         warn!(%subject, "jetbridge: request had no reply subject; reply dropped");
         return;
     };
-    if let Err(err) = client
-        .publish_with_headers(reply_to, headers, encoded.body.into())
-        .await
-    {
+    let counted = match failure {
+        Some((code, status)) => request.respond(Err(MicroError { code, status })).await,
+        None => request.respond(Ok("".into())).await,
+    };
+    if let Err(err) = counted {
+        debug!(%subject, error = %err, "jetbridge: stats message not sent");
+    }
+    let sent = if headers.is_empty() {
+        client.publish(reply_to, encoded.body.into()).await
+    } else {
+        client
+            .publish_with_headers(reply_to, headers, encoded.body.into())
+            .await
+    };
+    if let Err(err) = sent {
         warn!(%subject, error = %err, "jetbridge: reply not sent");
     }
-    request.message.reply = Some(MICRO_ERROR_SINK.into());
-    let _ = request.respond(Err(MicroError { code, status })).await;
 }
 
 /// The reply for a request body, and the attempt token to echo in it.

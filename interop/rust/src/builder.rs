@@ -1,6 +1,6 @@
 //! [`ServiceBuilder`]: what a service serves and how, and its registration as a micro service.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -176,12 +176,11 @@ impl ServiceBuilder {
     }
 
     fn routes(&self) -> Vec<Route> {
-        let mut names = HashSet::new();
         self.handlers
             .keys()
             .map(|task_type| Route {
                 task_type: task_type.clone(),
-                endpoint_name: endpoint_name(task_type, &mut names),
+                endpoint_name: endpoint_name(task_type),
                 subject: format!("{}.{task_type}", self.subject_prefix),
                 stats: Arc::default(),
             })
@@ -234,6 +233,16 @@ impl ServiceBuilder {
             return Err(Error::Config(format!(
                 "task type {bad:?} is not a name (^[a-zA-Z0-9_:-]+$)"
             )));
+        }
+        let mut names: HashMap<String, &str> = HashMap::new();
+        for task_type in self.handlers.keys() {
+            if let Some(other) = names.insert(endpoint_name(task_type), task_type) {
+                return Err(Error::Config(format!(
+                    "task types {other:?} and {task_type:?} would share the endpoint name {:?}: \
+                     one service cannot serve both",
+                    endpoint_name(task_type)
+                )));
+            }
         }
         if !is_subject(&self.subject_prefix) {
             return Err(Error::Config(format!(
@@ -296,11 +305,10 @@ struct Route {
     stats: Arc<EndpointStats>,
 }
 
-/// A micro endpoint name for a task type (protocol 1.1 rule 9): micro names allow only
-/// `A-Z a-z 0-9 - _`, so every other character (`:` above all) becomes `_`, with a suffix in the
-/// unlikely case that two types then collide. The subject keeps the type as it is.
-fn endpoint_name(task_type: &str, taken: &mut HashSet<String>) -> String {
-    let base: String = task_type
+/// A micro endpoint name for a task type (SPEC §2): micro names allow only `A-Z a-z 0-9 - _`,
+/// so every other character (`:` above all) becomes `_`. The subject keeps the type as it is.
+fn endpoint_name(task_type: &str) -> String {
+    task_type
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
@@ -309,14 +317,7 @@ fn endpoint_name(task_type: &str, taken: &mut HashSet<String>) -> String {
                 '_'
             }
         })
-        .collect();
-    let mut name = base.clone();
-    let mut n = 1;
-    while !taken.insert(name.clone()) {
-        n += 1;
-        name = format!("{base}-{n}");
-    }
-    name
+        .collect()
 }
 
 #[cfg(test)]
@@ -336,11 +337,19 @@ mod tests {
     }
 
     #[test]
-    fn endpoint_names_are_micro_names_and_unique() {
-        let mut taken = HashSet::new();
-        assert_eq!(endpoint_name("email:new", &mut taken), "email_new");
-        assert_eq!(endpoint_name("email_new", &mut taken), "email_new-2");
-        assert_eq!(endpoint_name("resize", &mut taken), "resize");
-        assert_eq!(endpoint_name("x:y/z~1", &mut taken), "x_y_z_1");
+    fn endpoint_names_are_micro_names() {
+        assert_eq!(endpoint_name("email:new"), "email_new");
+        assert_eq!(endpoint_name("resize"), "resize");
+        assert_eq!(endpoint_name("x:y/z~1"), "x_y_z_1");
+    }
+
+    #[test]
+    fn task_types_sharing_an_endpoint_name_are_refused() {
+        let noop = |_: Task| async { Ok(Output::Json(serde_json::Value::Null)) };
+        let builder = ServiceBuilder::new("svc".into(), "1.0.0".into())
+            .handler("a:b", noop)
+            .handler("a_b", noop);
+        let err = builder.validate().unwrap_err().to_string();
+        assert!(err.contains("\"a:b\"") && err.contains("\"a_b\""), "{err}");
     }
 }

@@ -118,13 +118,25 @@ impl AttemptState {
         &self.attempt_token
     }
 
-    /// Sends one heartbeat: a publish for a 1.0 dispatcher; under `heartbeat_ack` a request
-    /// that waits for the ack at most one interval (and never past the fencing time). Returns
-    /// [`Error::Lost`] once the attempt is fenced.
+    /// Sends a heartbeat with progress, as [`Task::heartbeat`] does: under `heartbeat_ack` it
+    /// waits its turn while another heartbeat is outstanding.
     pub(crate) async fn heartbeat(
         &self,
         progress: Option<f64>,
         message: Option<&str>,
+    ) -> Result<(), Error> {
+        self.send_heartbeat(progress, message, false).await
+    }
+
+    /// Sends one heartbeat: a publish for a 1.0 dispatcher; under `heartbeat_ack` a request
+    /// that waits for the ack at most one interval (and never past the fencing time). A
+    /// periodic heartbeat due while another is outstanding is skipped (SPEC §5.2). Returns
+    /// [`Error::Lost`] once the attempt is fenced.
+    async fn send_heartbeat(
+        &self,
+        progress: Option<f64>,
+        message: Option<&str>,
+        periodic: bool,
     ) -> Result<(), Error> {
         let body = encode_heartbeat(&self.task_id, &self.attempt_token, progress, message)?;
         if !self.heartbeat_ack {
@@ -134,7 +146,14 @@ impl AttemptState {
                 .await
                 .map_err(nats);
         }
-        let _one = self.sending.lock().await;
+        let _one = if periodic {
+            match self.sending.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return Ok(()),
+            }
+        } else {
+            self.sending.lock().await
+        };
         let sent = Instant::now();
         let wait = self
             .heartbeat_interval
@@ -190,7 +209,7 @@ impl AttemptState {
             }
             next = now + self.heartbeat_interval;
             tokio::select! {
-                sent = self.heartbeat(None, None) => match sent {
+                sent = self.send_heartbeat(None, None, true) => match sent {
                     Err(Error::Lost) => return,
                     Err(err) => tracing::warn!(task_id = %self.task_id, error = %err, "jetbridge: heartbeat not sent"),
                     Ok(()) => {}

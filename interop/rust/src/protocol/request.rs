@@ -191,7 +191,11 @@ fn parse_fields(mut obj: Object) -> Result<TaskRequest, Invalid> {
         heartbeat_subject: string_matching(obj, "heartbeat_subject", is_subject, "a subject")?
             .to_owned(),
         heartbeat_interval_ms: integer_at_least(obj, "heartbeat_interval_ms", 0)?,
-        heartbeat_ack: obj.get("heartbeat_ack") == Some(&Value::Bool(true)),
+        heartbeat_ack: match obj.get("heartbeat_ack") {
+            None => false,
+            Some(Value::Bool(ack)) => *ack,
+            Some(_) => return Err("heartbeat_ack must be a boolean".to_owned()),
+        },
         cancel_subject: string_matching(obj, "cancel_subject", is_subject, "a subject")?.to_owned(),
         content_type: content_type.to_owned(),
         payload,

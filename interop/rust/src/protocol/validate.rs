@@ -90,7 +90,8 @@ fn matches_timestamp_pattern(s: &[u8]) -> bool {
         b'd' => c.is_ascii_digit(),
         _ => c == want,
     });
-    if !head_ok {
+    // Seconds 00 to 59: the RFC 3339 parser would take a leap second 60, the schema does not.
+    if !head_ok || &head[17..19] > b"59".as_slice() {
         return false;
     }
     if let Some(fraction) = rest.strip_prefix(b".") {
@@ -103,7 +104,10 @@ fn matches_timestamp_pattern(s: &[u8]) -> bool {
     match rest {
         b"Z" => true,
         [sign, h1, h2, b':', m1, m2] => {
-            matches!(sign, b'+' | b'-') && [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit())
+            matches!(sign, b'+' | b'-')
+                && [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit())
+                && [*h1, *h2] <= *b"23"
+                && [*m1, *m2] <= *b"59"
         }
         _ => false,
     }
