@@ -35,7 +35,9 @@ from jetbridge._timeutil import NS, format_ns, now_ns, parse_ns
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from . import dlq
 from .attempts import Attempt, AttemptRunner
+from .history import record_attempt
 from .metrics import Metrics
 from .policy import parse_policy
 from .puller import Puller
@@ -373,6 +375,7 @@ class Dispatcher:
         async with attempt.lock:
             task, seq = attempt.task, attempt.seq
             decision = on_outcome(task, outcome, now_ns(), worker.limits)
+            task = record_attempt(task, outcome, decision, now_ns=now_ns(), dispatcher=self.id)
             await self._finish(worker, msg, task, seq, decision)
 
     # Carrying out decisions -----------------------------------------------------------------------------------
@@ -388,10 +391,11 @@ class Dispatcher:
                 new = apply(task, decision, now_ns())
                 data = encode_task(new)
             assert decision.state is not None
-            ttl = self.settings.retain_finished if (decision.state.terminal and self._ttl_ok) else None
+            ttl = self.settings.retain_finished if (decision.state is TaskState.COMPLETE and self._ttl_ok) else None
             if not await self._save(worker, msg, new, data, seq, ttl):
                 return
             await self._event(new)
+            await dlq.announce(self.nc, self.metrics.registry, new)
             self.metrics.child(self.metrics.tasks, worker.name, new.type, new.state).inc()
             if decision.state is TaskState.RETRY:
                 self.metrics.child(self.metrics.retries, worker.name, new.type).inc()
