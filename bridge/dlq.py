@@ -244,7 +244,7 @@ async def get_retention(rq: Requester, queue: str) -> Retention:
 def over_retention(index: TaskIndex, queue: str, retention: Retention, now: int) -> list[str]:
     """The dead letters of ``queue`` that its retention drops: older than ``max_age``, and beyond the newest
     ``max_count``. Pure (reads the index only)."""
-    letters = sorted(index.list(query(queue=queue), limit=10**9).entries, key=lambda e: e.updated_ns, reverse=True)
+    letters = sorted(index.page(query(queue=queue), limit=10**9).entries, key=lambda e: e.updated_ns, reverse=True)
     drop: list[str] = []
     for i, entry in enumerate(letters):
         too_many = retention.max_count > 0 and i >= retention.max_count

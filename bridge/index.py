@@ -255,7 +255,7 @@ class TaskIndex:
         row = self._row.get(task_id)
         return self.entry(row) if row is not None else None
 
-    def list(self, q: Query, *, limit: int = 100, cursor: str | None = None, newest_first: bool = False) -> Page:
+    def page(self, q: Query, *, limit: int = 100, cursor: str | None = None, newest_first: bool = False) -> Page:
         """Up to ``limit`` matching tasks in creation order (or newest first), from ``cursor`` on."""
         if cursor:
             try:

@@ -107,9 +107,8 @@ async def test_retention_by_count_and_by_age(h: Any) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(index.follow, h.nc)
         await index.caught_up.wait()
-        while index.count(dlq.query(queue=h.queue)) < 6:
-            await anyio.sleep(0.01)  # live updates still arriving
-        now = max(e.updated_ns for e in index.list(dlq.query(queue=h.queue), limit=100).entries)
+        assert index.count(dlq.query(queue=h.queue)) == 6
+        now = max(e.updated_ns for e in index.page(dlq.query(queue=h.queue), limit=100).entries)
         newest_first = sorted(ids, key=lambda i: index.get(i).updated_ns, reverse=True)  # type: ignore[union-attr]
         assert dlq.over_retention(index, h.queue, dlq.Retention(max_count=4), now) == newest_first[4:]
         oldest = index.get(newest_first[-1])
@@ -120,7 +119,7 @@ async def test_retention_by_count_and_by_age(h: Any) -> None:
         await dlq.set_retention(rq, h.queue, dlq.Retention(max_count=2))
         assert await dlq.get_retention(rq, h.queue) == dlq.Retention(max_count=2)
         assert await dlq.enforce_retention(rq, index, [h.queue]) == {h.queue: 4}
-        assert sorted(e.id for e in index.list(dlq.query(queue=h.queue)).entries) == sorted(newest_first[:2])
+        assert sorted(e.id for e in index.page(dlq.query(queue=h.queue)).entries) == sorted(newest_first[:2])
         for gone in newest_first[2:]:
             with pytest.raises(jetbridge.TaskNotFoundError):
                 await h.producer.get(gone)

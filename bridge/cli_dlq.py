@@ -1,0 +1,395 @@
+"""``jetbridge dlq …``, ``jetbridge bulk …`` and ``jetbridge queue pause|resume``: the operator's daily loop.
+
+Every command that selects tasks takes the same filters (queue, type or pattern, error code, since/until, text in
+the error) and reads them from a :class:`bridge.index.TaskIndex` filled by one ordered read of the task store.
+Commands that change many tasks say how many match first and ask (``--yes`` for scripts), then show a progress bar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Annotated, Any
+
+import anyio
+import typer
+from jetbridge._errors import ConfigError, ConflictError, JetbridgeError
+from jetbridge._producer import Producer
+from jetbridge._requester import Requester
+from jetbridge._timeutil import NS, now_ns, parse_ns
+from nats.aio.client import Client
+
+from . import dlq, pause
+from .index import Entry, Query, TaskIndex
+from .output import console, err_console, print_json
+from .policy import parse_duration
+
+dlq_app = typer.Typer(help="Dead letters: tasks that ended terminated, expired or unreachable.", no_args_is_help=True)
+bulk_app = typer.Typer(help="Retry, cancel or delete every task matching filters.", no_args_is_help=True)
+pause_app = typer.Typer()
+
+QueueOpt = Annotated[str | None, typer.Option("--queue", "-q", help="Only this queue.")]
+TypeOpt = Annotated[str | None, typer.Option("--type", "-t", help="Task type or pattern, e.g. email:*.")]
+CodeOpt = Annotated[str | None, typer.Option("--code", help="Only this error code.")]
+GrepOpt = Annotated[str | None, typer.Option("--grep", help="Only tasks whose last error contains this text.")]
+SinceOpt = Annotated[str | None, typer.Option(help="Changed since: a duration ago (1h) or an RFC 3339 time.")]
+UntilOpt = Annotated[str | None, typer.Option(help="Changed until: a duration ago (10m) or an RFC 3339 time.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def _when(text: str | None, what: str) -> int | None:
+    if not text:
+        return None
+    try:
+        return parse_ns(text)
+    except ValueError:
+        return now_ns() - int(parse_duration(text, what=what) * NS)
+
+
+@dataclass
+class Filters:
+    queue: str | None
+    task_type: str | None
+    code: str | None
+    grep: str | None
+    since: str | None
+    until: str | None
+
+    def query(self, states: frozenset[str] | None = None) -> Query:
+        return dlq.query(queue=self.queue, task_type=self.task_type, code=self.code, text=self.grep,
+                         since_ns=_when(self.since, "--since"), until_ns=_when(self.until, "--until"),
+                         states=states if states is not None else dlq.DEAD_STATES)
+
+
+def _connected(ctx: typer.Context, fn: Callable[[Client, Requester, TaskIndex | None], Awaitable[Any]],
+               *, index: bool = True) -> Any:
+    """Run ``fn(nc, requester, index)`` on a connection, with an index that has caught up with the store."""
+    settings = ctx.obj["settings"]
+
+    async def go() -> Any:
+        from .connect import session
+
+        async with session(settings) as (nc, _):
+            rq = Requester(nc)
+            try:
+                if not index:
+                    return await fn(nc, rq, None)
+                async with anyio.create_task_group() as tg:
+                    found = await dlq.caught_up_index(nc, tg)
+                    try:
+                        return await fn(nc, rq, found)
+                    finally:
+                        tg.cancel_scope.cancel()
+            finally:
+                await rq.close()
+
+    try:
+        return anyio.run(go)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _entry_dict(e: Entry) -> dict[str, Any]:
+    return {"id": e.id, "state": e.state, "type": e.type, "queue": e.queue, "code": e.code, "error": e.error}
+
+
+def _table(entries: list[Entry]) -> None:
+    from rich.table import Table
+
+    table = Table("id", "type", "queue", "state", "code", "last error")
+    for e in entries:
+        table.add_row(e.id, e.type, e.queue, e.state, e.code, e.error[:70])
+    console.print(table)
+
+
+def _confirm(count: int, what: str, yes: bool) -> bool:
+    if count == 0:
+        print(f"no tasks match: nothing to {what}")
+        return False
+    if not yes:
+        typer.confirm(f"{count} tasks match. {what.capitalize()} them?", abort=True)
+    return True
+
+
+async def _each(ids: list[str], label: str, act: Callable[[str], Awaitable[bool]],
+                rate: float = 0.0) -> tuple[int, int]:
+    """Apply ``act`` to every id with a progress bar; returns (done, skipped)."""
+    from rich.progress import Progress
+
+    pacer = dlq.Pacer(rate)
+    done = skipped = 0
+    with Progress(console=err_console, transient=True, disable=len(ids) < 50) as bar:
+        job = bar.add_task(label, total=len(ids))
+        for task_id in ids:
+            await pacer.wait()
+            if await act(task_id):
+                done += 1
+            else:
+                skipped += 1
+            bar.advance(job)
+    return done, skipped
+
+
+# dlq --------------------------------------------------------------------------------------------------------
+
+
+@dlq_app.command("list")
+def dlq_list(ctx: typer.Context, queue: QueueOpt = None, task_type: TypeOpt = None, code: CodeOpt = None,
+             grep: GrepOpt = None, since: SinceOpt = None, until: UntilOpt = None, limit: int = 100,
+             cursor: Annotated[str | None, typer.Option(help="Continue after a previous page.")] = None,
+             count: Annotated[bool, typer.Option("--count", help="Print only how many match.")] = False,
+             as_json: JsonOpt = False) -> None:
+    """List dead letters, newest first."""
+    q = Filters(queue, task_type, code, grep, since, until).query()
+
+    async def go(nc: Client, rq: Requester, index: TaskIndex | None) -> Any:
+        assert index is not None
+        return index.count(q) if count else index.page(q, limit=limit, cursor=cursor, newest_first=True)
+
+    found = _connected(ctx, go)
+    if count:
+        print(found)
+    elif as_json:
+        print_json({"tasks": [_entry_dict(e) for e in found.entries], "cursor": found.cursor})
+    else:
+        _table(found.entries)
+        if found.cursor:
+            err_console.print(f"more: --cursor {found.cursor}")
+
+
+@dlq_app.command("show")
+def dlq_show(ctx: typer.Context, task_id: str, as_json: JsonOpt = False) -> None:
+    """Show one dead letter with its attempt timeline."""
+    from .output import show_task, task_dict
+
+    async def go(nc: Client, rq: Requester, index: TaskIndex | None) -> Any:
+        producer = Producer(nc)
+        try:
+            return await producer.get(task_id)
+        finally:
+            await producer.close()
+
+    record = _connected(ctx, go, index=False)
+    print_json(task_dict(record)) if as_json else show_task(record)
+
+
+@dlq_app.command("replay")
+def dlq_replay(ctx: typer.Context, task_ids: Annotated[list[str] | None, typer.Argument(help="Ids; none: filters.")] = None,
+               queue: QueueOpt = None, task_type: TypeOpt = None, code: CodeOpt = None, grep: GrepOpt = None,
+               since: SinceOpt = None, until: UntilOpt = None,
+               to_queue: Annotated[str | None, typer.Option("--to-queue", help="Run them on this queue.")] = None,
+               payload: Annotated[str | None, typer.Option(help="Replace the payload with this JSON.")] = None,
+               rate: Annotated[str, typer.Option(help="At most this many per second, e.g. 50/s (0: no limit).")] = "0",
+               dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be replayed.")] = False,
+               yes: YesOpt = False) -> None:
+    """Run dead letters again in place (same id, history kept), once each, however often this runs."""
+    per_second = _rate(rate)
+    body = _json_payload(payload)
+    filters = Filters(queue, task_type, code, grep, since, until)
+
+    async def go(nc: Client, rq: Requester, index: TaskIndex | None) -> tuple[int, int, int]:
+        ids = list(task_ids) if task_ids else (index.ids(filters.query()) if index is not None else [])
+        if dry_run:
+            for task_id in ids:
+                print(f"would replay {task_id}")
+            return len(ids), 0, len(ids)
+        if not _confirm(len(ids), "replay", yes):
+            return 0, 0, 0
+
+        async def one(task_id: str) -> bool:
+            result = await dlq.replay(nc, rq, task_id, queue=to_queue, payload=body)
+            if not result.done:
+                err_console.print(f"skipped {task_id}: {result.why}")
+            return result.done
+
+        done, skipped = await _each(ids, "replaying", one, per_second)
+        return done, skipped, len(ids)
+
+    done, skipped, total = _connected(ctx, go, index=not task_ids)
+    if not dry_run and total:
+        print(f"replayed {done} of {total} dead letters ({skipped} skipped)")
+
+
+@dlq_app.command("delete")
+def dlq_delete(ctx: typer.Context, task_ids: list[str], yes: YesOpt = False) -> None:
+    """Delete dead letters by id (tasks that are no longer dead letters are left alone)."""
+    _confirm(len(task_ids), "delete", yes)
+    removed = _connected(ctx, lambda nc, rq, index: dlq.delete(rq, index, task_ids), index=False)
+    print(f"deleted {removed} dead letters")
+
+
+@dlq_app.command("purge")
+def dlq_purge(ctx: typer.Context, queue: QueueOpt = None, task_type: TypeOpt = None, code: CodeOpt = None,
+              grep: GrepOpt = None, since: SinceOpt = None, until: UntilOpt = None,
+              retention: Annotated[bool, typer.Option("--retention", help="Only what each queue's retention drops.")] = False,
+              dry_run: Annotated[bool, typer.Option("--dry-run")] = False, yes: YesOpt = False) -> None:
+    """Delete every dead letter matching the filters (or, with --retention, apply each queue's retention)."""
+    filters = Filters(queue, task_type, code, grep, since, until)
+
+    async def go(nc: Client, rq: Requester, index: TaskIndex | None) -> int:
+        assert index is not None
+        if retention:
+            from .queues import QueueAdmin
+
+            names = [queue] if queue else await QueueAdmin(rq).names()
+            return sum((await dlq.enforce_retention(rq, index, names)).values())
+        ids = index.ids(filters.query())
+        if dry_run:
+            print(f"would delete {len(ids)} dead letters")
+            return 0
+        if not _confirm(len(ids), "delete", yes):
+            return 0
+        done, _ = await _each(ids, "deleting", lambda i: _deleted(rq, index, i))
+        return done
+
+    print(f"deleted {_connected(ctx, go)} dead letters")
+
+
+async def _deleted(rq: Requester, index: TaskIndex | None, task_id: str) -> bool:
+    return await dlq.delete(rq, index, [task_id]) == 1
+
+
+@dlq_app.command("retention")
+def dlq_retention(ctx: typer.Context, queue: str,
+                  max_count: Annotated[int | None, typer.Option(help="Dead letters kept at most (0: no limit).")] = None,
+                  max_age: Annotated[str | None, typer.Option(help="Kept this long, e.g. 30d as 720h (0: forever).")] = None,
+                  ) -> None:
+    """Show or set a queue's dead-letter retention (applied by `dlq purge --retention`)."""
+    async def go(nc: Client, rq: Requester, index: TaskIndex | None) -> dlq.Retention:
+        current = await dlq.get_retention(rq, queue)
+        if max_count is None and max_age is None:
+            return current
+        if max_count is not None and max_count < 0:
+            raise ConfigError("--max-count must be 0 (no limit) or more")
+        new = dlq.Retention(max_count=current.max_count if max_count is None else max_count,
+                            max_age=current.max_age if max_age is None else parse_duration(max_age, what="--max-age"))
+        await dlq.set_retention(rq, queue, new)
+        return new
+
+    kept = _connected(ctx, go, index=False)
+    print(f"queue {queue} keeps {kept.max_count or 'any number of'} dead letters "
+          f"for {f'{kept.max_age:g}s' if kept.max_age else 'ever'}")
+
+
+def _rate(text: str) -> float:
+    value = text.strip().removesuffix("/s")
+    try:
+        rate = float(value)
+    except ValueError:
+        raise ConfigError(f"--rate {text!r} is not a rate: use e.g. 50/s") from None
+    if rate < 0:
+        raise ConfigError("--rate must not be negative")
+    return rate
+
+
+def _json_payload(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    import json
+
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"--payload is not JSON: {exc}") from None
+    return text.encode()
+
+
+# bulk -------------------------------------------------------------------------------------------------------
+
+StateOpt = Annotated[list[str] | None, typer.Option("--state", help="Only tasks in this state (repeat).")]
+
+
+def _bulk(ctx: typer.Context, verb: str, filters: Filters, states: list[str] | None, yes: bool,
+          act: Callable[[Producer, Requester, TaskIndex, str], Awaitable[bool]]) -> None:
+    chosen = frozenset(states) if states else None
+    if chosen is None and not any(vars(filters).values()):
+        raise ConfigError(f"say which tasks to {verb}: give --state or another filter")
+
+    async def go(nc: Client, rq: Requester, index: TaskIndex | None) -> tuple[int, int]:
+        assert index is not None
+        q = replace(filters.query(), states=chosen)
+        ids = index.ids(q)
+        if not _confirm(len(ids), verb, yes):
+            return 0, 0
+        producer = Producer(nc)
+        try:
+            return await _each(ids, verb, lambda task_id: act(producer, rq, index, task_id))
+        finally:
+            await producer.close()
+
+    done, skipped = _connected(ctx, go)
+    print(f"{verb}: {done} done, {skipped} skipped")
+
+
+async def _retry(p: Producer, rq: Requester, index: TaskIndex, task_id: str) -> bool:
+    try:
+        await p.retry(task_id)
+    except (ConflictError, JetbridgeError):
+        return False
+    return True
+
+
+async def _cancel(p: Producer, rq: Requester, index: TaskIndex, task_id: str) -> bool:
+    try:
+        before = index.get(task_id)
+        after = await p.cancel(task_id, reason="cancelled in bulk by an operator")
+    except JetbridgeError:
+        return False
+    return before is not None and before.state != after.state
+
+
+async def _delete(p: Producer, rq: Requester, index: TaskIndex, task_id: str) -> bool:
+    return await dlq.delete(rq, index, [task_id], only_dead=False) == 1
+
+
+@bulk_app.command("retry")
+def bulk_retry(ctx: typer.Context, state: StateOpt = None, queue: QueueOpt = None, task_type: TypeOpt = None,
+               code: CodeOpt = None, grep: GrepOpt = None, since: SinceOpt = None, until: UntilOpt = None,
+               yes: YesOpt = False) -> None:
+    """Put every matching task back on its queue (running ones are skipped)."""
+    _bulk(ctx, "retry", Filters(queue, task_type, code, grep, since, until), state, yes, _retry)
+
+
+@bulk_app.command("cancel")
+def bulk_cancel(ctx: typer.Context, state: StateOpt = None, queue: QueueOpt = None, task_type: TypeOpt = None,
+                code: CodeOpt = None, grep: GrepOpt = None, since: SinceOpt = None, until: UntilOpt = None,
+                yes: YesOpt = False) -> None:
+    """Cancel every matching task (ended ones are left as they are)."""
+    _bulk(ctx, "cancel", Filters(queue, task_type, code, grep, since, until), state, yes, _cancel)
+
+
+@bulk_app.command("delete")
+def bulk_delete(ctx: typer.Context, state: StateOpt = None, queue: QueueOpt = None, task_type: TypeOpt = None,
+                code: CodeOpt = None, grep: GrepOpt = None, since: SinceOpt = None, until: UntilOpt = None,
+                yes: YesOpt = False) -> None:
+    """Remove every matching task from the store."""
+    _bulk(ctx, "delete", Filters(queue, task_type, code, grep, since, until), state, yes, _delete)
+
+
+# queue pause|resume -----------------------------------------------------------------------------------------
+
+
+@pause_app.command("pause")
+def queue_pause(ctx: typer.Context, name: str,
+                until: Annotated[str | None, typer.Option(help="Resume by itself at this time (RFC 3339) or after "
+                                                               "this long (e.g. 30m).")] = None,
+                note: Annotated[str, typer.Option(help="Why, for whoever looks next.")] = "") -> None:
+    """Pause a queue: no dispatcher starts attempts on it; running ones finish; producers keep enqueuing."""
+    now = now_ns()
+    until_ns = None
+    if until:
+        try:
+            until_ns = parse_ns(until)
+        except ValueError:
+            until_ns = now + int(parse_duration(until, what="--until") * NS)
+    state = _connected(ctx, lambda nc, rq, ix: pause.pause(rq, name, until_ns=until_ns, note=note, now_ns=now),
+                       index=False)
+    print(f"queue {name}: {pause.describe(state)}")
+
+
+@pause_app.command("resume")
+def queue_resume(ctx: typer.Context, name: str) -> None:
+    """Resume a paused queue."""
+    _connected(ctx, lambda nc, rq, ix: pause.resume(rq, name), index=False)
+    print(f"queue {name}: resumed")
