@@ -113,22 +113,32 @@ def _confirm(count: int, what: str, yes: bool) -> bool:
 
 
 async def _each(ids: list[str], label: str, act: Callable[[str], Awaitable[bool]],
-                rate: float = 0.0) -> tuple[int, int]:
-    """Apply ``act`` to every id with a progress bar; returns (done, skipped)."""
+                rate: float = 0.0, parallel: int = 32) -> tuple[int, int]:
+    """Apply ``act`` to every id, ``parallel`` at once (one at a time when rate-limited), with a progress bar.
+
+    Returns (done, skipped).
+    """
     from rich.progress import Progress
 
     pacer = dlq.Pacer(rate)
-    done = skipped = 0
+    limiter = anyio.Semaphore(1 if rate else parallel)
+    counts = [0, 0]
     with Progress(console=err_console, transient=True, disable=len(ids) < 50) as bar:
         job = bar.add_task(label, total=len(ids))
-        for task_id in ids:
-            await pacer.wait()
-            if await act(task_id):
-                done += 1
-            else:
-                skipped += 1
-            bar.advance(job)
-    return done, skipped
+
+        async def one(task_id: str) -> None:
+            try:
+                counts[0 if await act(task_id) else 1] += 1
+            finally:
+                limiter.release()
+                bar.advance(job)
+
+        async with anyio.create_task_group() as tg:
+            for task_id in ids:
+                await limiter.acquire()
+                await pacer.wait()
+                tg.start_soon(one, task_id)
+    return counts[0], counts[1]
 
 
 # dlq --------------------------------------------------------------------------------------------------------
