@@ -20,7 +20,8 @@ from jetbridge._timeutil import NS, now_ns, parse_ns
 from nats.aio.client import Client
 
 from . import dlq, pause
-from .index import Entry, Query, TaskIndex
+from .index import Entry, Query
+from .index_service import IndexView, open_view
 from .output import console, err_console, print_json
 from .policy import parse_duration
 
@@ -62,9 +63,9 @@ class Filters:
                          states=states if states is not None else dlq.DEAD_STATES)
 
 
-def _connected(ctx: typer.Context, fn: Callable[[Client, Requester, TaskIndex | None], Awaitable[Any]],
+def _connected(ctx: typer.Context, fn: Callable[[Client, Requester, IndexView | None], Awaitable[Any]],
                *, index: bool = True) -> Any:
-    """Run ``fn(nc, requester, index)`` on a connection, with an index that has caught up with the store."""
+    """Run ``fn(nc, requester, index)`` on a connection, with the shared index (or one of our own)."""
     settings = ctx.obj["settings"]
 
     async def go() -> Any:
@@ -76,7 +77,7 @@ def _connected(ctx: typer.Context, fn: Callable[[Client, Requester, TaskIndex | 
                 if not index:
                     return await fn(nc, rq, None)
                 async with anyio.create_task_group() as tg:
-                    found = await dlq.caught_up_index(nc, tg)
+                    found = await open_view(nc, tg)
                     try:
                         return await fn(nc, rq, found)
                     finally:
@@ -153,9 +154,9 @@ def dlq_list(ctx: typer.Context, queue: QueueOpt = None, task_type: TypeOpt = No
     """List dead letters, newest first."""
     q = Filters(queue, task_type, code, grep, since, until).query()
 
-    async def go(nc: Client, rq: Requester, index: TaskIndex | None) -> Any:
+    async def go(nc: Client, rq: Requester, index: IndexView | None) -> Any:
         assert index is not None
-        return index.count(q) if count else index.page(q, limit=limit, cursor=cursor, newest_first=True)
+        return await index.count(q) if count else await index.page(q, limit=limit, cursor=cursor, newest_first=True)
 
     found = _connected(ctx, go)
     if count:
@@ -173,7 +174,7 @@ def dlq_show(ctx: typer.Context, task_id: str, as_json: JsonOpt = False) -> None
     """Show one dead letter with its attempt timeline."""
     from .output import show_task, task_dict
 
-    async def go(nc: Client, rq: Requester, index: TaskIndex | None) -> Any:
+    async def go(nc: Client, rq: Requester, index: IndexView | None) -> Any:
         producer = Producer(nc)
         try:
             return await producer.get(task_id)
@@ -198,8 +199,8 @@ def dlq_replay(ctx: typer.Context, task_ids: Annotated[list[str] | None, typer.A
     body = _json_payload(payload)
     filters = Filters(queue, task_type, code, grep, since, until)
 
-    async def go(nc: Client, rq: Requester, index: TaskIndex | None) -> tuple[int, int, int]:
-        ids = list(task_ids) if task_ids else (index.ids(filters.query()) if index is not None else [])
+    async def go(nc: Client, rq: Requester, index: IndexView | None) -> tuple[int, int, int]:
+        ids = list(task_ids) if task_ids else (await index.ids(filters.query()) if index is not None else [])
         if dry_run:
             for task_id in ids:
                 print(f"would replay {task_id}")
@@ -225,8 +226,8 @@ def dlq_replay(ctx: typer.Context, task_ids: Annotated[list[str] | None, typer.A
 def dlq_delete(ctx: typer.Context, task_ids: list[str], yes: YesOpt = False) -> None:
     """Delete dead letters by id (tasks that are no longer dead letters are left alone)."""
     _confirm(len(task_ids), "delete", yes)
-    removed = _connected(ctx, lambda nc, rq, index: dlq.delete(rq, index, task_ids), index=False)
-    print(f"deleted {removed} dead letters")
+    removed = _connected(ctx, lambda nc, rq, index: dlq.delete(rq, task_ids), index=False)
+    print(f"deleted {len(removed)} dead letters")
 
 
 @dlq_app.command("purge")
@@ -237,14 +238,19 @@ def dlq_purge(ctx: typer.Context, queue: QueueOpt = None, task_type: TypeOpt = N
     """Delete every dead letter matching the filters (or, with --retention, apply each queue's retention)."""
     filters = Filters(queue, task_type, code, grep, since, until)
 
-    async def go(nc: Client, rq: Requester, index: TaskIndex | None) -> int:
+    async def go(nc: Client, rq: Requester, index: IndexView | None) -> int:
         assert index is not None
         if retention:
+            from .index import TaskIndex
+            from .index_service import LocalView
             from .queues import QueueAdmin
 
+            if not isinstance(index, LocalView):
+                raise ConfigError("`dlq keep` applies retention already; this would race with it")
+            local: TaskIndex = index.index
             names = [queue] if queue else await QueueAdmin(rq).names()
-            return sum((await dlq.enforce_retention(rq, index, names)).values())
-        ids = index.ids(filters.query())
+            return sum((await dlq.enforce_retention(rq, local, names)).values())
+        ids = await index.ids(filters.query())
         if dry_run:
             print(f"would delete {len(ids)} dead letters")
             return 0
@@ -256,8 +262,11 @@ def dlq_purge(ctx: typer.Context, queue: QueueOpt = None, task_type: TypeOpt = N
     print(f"deleted {_connected(ctx, go)} dead letters")
 
 
-async def _deleted(rq: Requester, index: TaskIndex | None, task_id: str) -> bool:
-    return await dlq.delete(rq, index, [task_id]) == 1
+async def _deleted(rq: Requester, index: IndexView | None, task_id: str, only_dead: bool = True) -> bool:
+    removed = await dlq.delete(rq, [task_id], only_dead=only_dead)
+    if removed and index is not None:
+        await index.forget(task_id)
+    return bool(removed)
 
 
 @dlq_app.command("retention")
@@ -266,7 +275,7 @@ def dlq_retention(ctx: typer.Context, queue: str,
                   max_age: Annotated[str | None, typer.Option(help="Kept this long, e.g. 30d as 720h (0: forever).")] = None,
                   ) -> None:
     """Show or set a queue's dead-letter retention (applied by `dlq purge --retention`)."""
-    async def go(nc: Client, rq: Requester, index: TaskIndex | None) -> dlq.Retention:
+    async def go(nc: Client, rq: Requester, index: IndexView | None) -> dlq.Retention:
         current = await dlq.get_retention(rq, queue)
         if max_count is None and max_age is None:
             return current
@@ -311,15 +320,15 @@ StateOpt = Annotated[list[str] | None, typer.Option("--state", help="Only tasks 
 
 
 def _bulk(ctx: typer.Context, verb: str, filters: Filters, states: list[str] | None, yes: bool,
-          act: Callable[[Producer, Requester, TaskIndex, str], Awaitable[bool]]) -> None:
+          act: Callable[[Producer, Requester, IndexView, str], Awaitable[bool]]) -> None:
     chosen = frozenset(states) if states else None
     if chosen is None and not any(vars(filters).values()):
         raise ConfigError(f"say which tasks to {verb}: give --state or another filter")
 
-    async def go(nc: Client, rq: Requester, index: TaskIndex | None) -> tuple[int, int]:
+    async def go(nc: Client, rq: Requester, index: IndexView | None) -> tuple[int, int]:
         assert index is not None
         q = replace(filters.query(), states=chosen)
-        ids = index.ids(q)
+        ids = await index.ids(q)
         if not _confirm(len(ids), verb, yes):
             return 0, 0
         producer = Producer(nc)
@@ -332,7 +341,7 @@ def _bulk(ctx: typer.Context, verb: str, filters: Filters, states: list[str] | N
     print(f"{verb}: {done} done, {skipped} skipped")
 
 
-async def _retry(p: Producer, rq: Requester, index: TaskIndex, task_id: str) -> bool:
+async def _retry(p: Producer, rq: Requester, index: IndexView, task_id: str) -> bool:
     try:
         await p.retry(task_id)
     except (ConflictError, JetbridgeError):
@@ -340,17 +349,16 @@ async def _retry(p: Producer, rq: Requester, index: TaskIndex, task_id: str) -> 
     return True
 
 
-async def _cancel(p: Producer, rq: Requester, index: TaskIndex, task_id: str) -> bool:
+async def _cancel(p: Producer, rq: Requester, index: IndexView, task_id: str) -> bool:
     try:
-        before = index.get(task_id)
         after = await p.cancel(task_id, reason="cancelled in bulk by an operator")
     except JetbridgeError:
         return False
-    return before is not None and before.state != after.state
+    return after.last_err_code == "cancelled"
 
 
-async def _delete(p: Producer, rq: Requester, index: TaskIndex, task_id: str) -> bool:
-    return await dlq.delete(rq, index, [task_id], only_dead=False) == 1
+async def _delete(p: Producer, rq: Requester, index: IndexView, task_id: str) -> bool:
+    return await _deleted(rq, index, task_id, only_dead=False)
 
 
 @bulk_app.command("retry")
@@ -403,3 +411,36 @@ def queue_resume(ctx: typer.Context, name: str) -> None:
     """Resume a paused queue."""
     _connected(ctx, lambda nc, rq, ix: pause.resume(rq, name), index=False)
     print(f"queue {name}: resumed")
+
+
+@dlq_app.command("keep")
+def dlq_keep(ctx: typer.Context,
+             interval: Annotated[str, typer.Option(help="How often retention is applied and the gauge set.")] = "30s",
+             metrics_listen: Annotated[str | None, typer.Option("--metrics", help="host:port for /metrics.")] = None,
+             ) -> None:
+    """Keep the task index for every command, set the dead_letters gauge, and apply dead-letter retention."""
+    every = parse_duration(interval, what="--interval")
+    settings = ctx.obj["settings"]
+
+    async def go() -> None:
+        import signal
+
+        from .connect import session
+        from .dlq_keeper import Keeper
+        from .health import serve_health
+        from .logs import configure_logging
+        from .metrics import Metrics
+
+        configure_logging(settings.log_format, settings.log_level)
+        metrics = Metrics()
+        async with session(settings) as (nc, _), anyio.create_task_group() as tg:
+            keeper = Keeper(nc, metrics, interval=every)
+            if metrics_listen:
+                await tg.start(serve_health, metrics_listen, metrics, lambda: nc.is_connected)
+            await tg.start(keeper.run)
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    break
+            tg.cancel_scope.cancel()
+
+    anyio.run(go)

@@ -12,7 +12,7 @@ retried publish cannot make a second run).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,14 +91,6 @@ def query(*, queue: str | None = None, task_type: str | None = None, code: str |
                  until_ns=until_ns)
 
 
-async def caught_up_index(nc: Client, tg: Any) -> TaskIndex:
-    """Start following the store in ``tg`` and return the index once it holds every stored task."""
-    index = TaskIndex()
-    tg.start_soon(index.follow, nc)
-    await index.caught_up.wait()
-    return index
-
-
 # Replay -------------------------------------------------------------------------------------------------------
 
 
@@ -171,23 +163,10 @@ async def replay(nc: Client, rq: Requester, task_id: str, *, queue: str | None =
     return Replayed(task_id, True)
 
 
-async def replay_many(nc: Client, rq: Requester, ids: list[str], *, rate: float = 0.0,
-                      progress: Callable[[int], None] | None = None, **options: Any) -> list[Replayed]:
-    pacer = Pacer(rate)
-    out = []
-    for task_id in ids:
-        await pacer.wait()
-        out.append(await replay(nc, rq, task_id, **options))
-        if progress is not None:
-            progress(1)
-    return out
-
-
-async def delete(rq: Requester, index: TaskIndex | None, ids: Iterable[str], *, only_dead: bool = True,
-                 progress: Callable[[int], None] | None = None) -> int:
-    """Remove tasks from the store (by default only if they are still dead letters); returns how many."""
+async def delete(rq: Requester, ids: Iterable[str], *, only_dead: bool = True) -> list[str]:
+    """Remove tasks from the store (by default only if they are still dead letters); returns those removed."""
     store = TaskStore(rq)
-    removed = 0
+    removed = []
     for task_id in ids:
         try:
             if only_dead:
@@ -195,13 +174,9 @@ async def delete(rq: Requester, index: TaskIndex | None, ids: Iterable[str], *, 
                 if not is_dead(task):
                     continue
             await store.delete(task_id)
-            removed += 1
+            removed.append(task_id)
         except TaskNotFoundError:
             pass
-        if index is not None:
-            index.forget(task_id)
-        if progress is not None:
-            progress(1)
     return removed
 
 
@@ -260,8 +235,10 @@ async def enforce_retention(rq: Requester, index: TaskIndex, queues: Iterable[st
     for queue in queues:
         retention = await get_retention(rq, queue)
         if retention.max_count or retention.max_age:
-            ids = over_retention(index, queue, retention, now_ns())
-            out[queue] = await delete(rq, index, ids)
+            removed = await delete(rq, over_retention(index, queue, retention, now_ns()))
+            for task_id in removed:
+                index.forget(task_id)
+            out[queue] = len(removed)
             if out[queue]:
                 log.info("dead_letters_expired", queue=queue, removed=out[queue], max_count=retention.max_count,
                          max_age_s=retention.max_age)
