@@ -32,6 +32,8 @@ from nats.js.api import DeliverPolicy
 
 #: longest error text kept per task (searching error text looks at this much)
 MAX_ERROR_TEXT = 240
+#: distinct error texts interned at most (beyond, a text search reads every matching row's text)
+MAX_TEXTS = 200_000
 #: the state code of a forgotten row
 _GONE = 255
 
@@ -104,6 +106,24 @@ class _Strings:
         return found
 
 
+def _stamp_and_pending(msg: Msg) -> tuple[int, int]:
+    """The stored time (ns) and the consumer's pending count, read from the ack subject without nats-py's parser.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>`` (9 tokens), or the 12-token form with
+    domain and account hash in front and a random token at the end. Parsing it by hand halves the catch-up time.
+    """
+    parts = (msg.reply or "").split(".")
+    try:
+        if len(parts) == 9:
+            return int(parts[7]), int(parts[8])
+        if len(parts) >= 11:
+            return int(parts[9]), int(parts[10])
+    except ValueError:
+        pass
+    meta = msg.metadata
+    return int(meta.timestamp.timestamp() * 1e9) if meta.timestamp else 0, meta.num_pending or 0
+
+
 class TaskIndex:
     """The index; feed it with :meth:`follow` (or :meth:`put` and :meth:`forget` directly)."""
 
@@ -121,7 +141,9 @@ class TaskIndex:
         self._types = _Strings()
         self._queues = _Strings()
         self._codes = _Strings()
+        #: distinct error texts (most failures share a few): a text search looks at each once, not at each task
         self._texts: dict[str, str] = {}
+        self._all_interned = True
         #: live counts by (state, queue, type) codes, so counting by any of them never scans
         self._counts: Counter[tuple[int, int, int]] = Counter()
         #: set once every task stored when :meth:`follow` began is in the index
@@ -146,7 +168,10 @@ class TaskIndex:
             code: str = "", error: str = "") -> None:
         sc, tc, qc = self._states.code(state or "new"), self._types.code(task_type), self._queues.code(queue)
         error = error[:MAX_ERROR_TEXT]
-        error = self._texts.setdefault(error, error) if len(self._texts) < 200_000 else error
+        if len(self._texts) < MAX_TEXTS:
+            error = self._texts.setdefault(error, error)
+        elif error not in self._texts:
+            self._all_interned = False
         row = self._row.get(task_id)
         if row is None:
             self._row[task_id] = len(self._ids)
@@ -196,9 +221,9 @@ class TaskIndex:
 
         async def on_msg(msg: Msg) -> None:
             nonlocal behind
-            meta = msg.metadata
-            self.put_raw(msg.data, int(meta.timestamp.timestamp() * 1e9) if meta.timestamp else 0)
-            if behind and meta.num_pending == 0:
+            stamp, pending = _stamp_and_pending(msg)
+            self.put_raw(msg.data, stamp)
+            if behind and pending == 0:
                 behind = False
                 self.sort_rows()
                 self.caught_up.set()
@@ -228,6 +253,9 @@ class TaskIndex:
         types, queues = self._matcher(self._types, q.type), self._matcher(self._queues, q.queue)
         codes = self._matcher(self._codes, q.code)
         text = q.text.lower() if q.text else None
+        texts = None
+        if text is not None and self._all_interned:
+            texts = {t for t in self._texts if text in t.lower()}
         st, ty, qu, co, up, er = self._state, self._type, self._queue, self._code, self._updated, self._error
         since, until = q.since_ns, q.until_ns
         span = range(start, -1, -1) if reverse else range(start, len(self._ids))
@@ -241,7 +269,10 @@ class TaskIndex:
                 continue
             if (since is not None and up[r] < since) or (until is not None and up[r] > until):
                 continue
-            if text is not None and text not in er[r].lower():
+            if texts is not None:
+                if er[r] not in texts:
+                    continue
+            elif text is not None and text not in er[r].lower():
                 continue
             yield r
 
