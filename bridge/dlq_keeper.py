@@ -50,6 +50,7 @@ class Keeper:
                 tg.start_soon(self.index.follow, self.nc)
                 await self.index.caught_up.wait()
                 tg.start_soon(index_service.serve, self.nc, self.index)
+                self.update_gauge()
                 self.metrics.ready.set(1)
                 log.info("dlq_keeper_started", tasks=len(self.index), interval_s=self.interval)
                 task_status.started(self)
