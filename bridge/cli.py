@@ -31,7 +31,8 @@ config_app = typer.Typer(help="Check and show the dispatcher's configuration.", 
 app.add_typer(task_app, name="task")
 app.add_typer(queue_app, name="queue")
 app.add_typer(config_app, name="config")
-from .cli_dlq import bulk_app, dlq_app, pause_app  # noqa: E402  (issue 17: dead letters, bulk, pause)
+from .cli_bulk import bulk_app, pause_app  # noqa: E402  (issue 17: dead letters, bulk operations, pausing)
+from .cli_dlq import dlq_app  # noqa: E402
 
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(bulk_app, name="bulk")

@@ -1,4 +1,4 @@
-"""``jetbridge dlq …``, ``jetbridge bulk …`` and ``jetbridge queue pause|resume``: the operator's daily loop.
+"""``jetbridge dlq …``: the operator's daily loop (find the failures, see why, replay), and the shared filters.
 
 Every command that selects tasks takes the same filters (queue, type or pattern, error code, since/until, text in
 the error) and reads them from a :class:`bridge.index.TaskIndex` filled by one ordered read of the task store.
@@ -8,26 +8,24 @@ Commands that change many tasks say how many match first and ask (``--yes`` for 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio
 import typer
-from jetbridge._errors import ConfigError, ConflictError, JetbridgeError
+from jetbridge._errors import ConfigError
 from jetbridge._producer import Producer
 from jetbridge._requester import Requester
 from jetbridge._timeutil import NS, now_ns, parse_ns
 from nats.aio.client import Client
 
-from . import dlq, pause
+from . import dlq
 from .index import Entry, Query
 from .index_service import IndexView, open_view
 from .output import console, err_console, print_json
 from .policy import parse_duration
 
 dlq_app = typer.Typer(help="Dead letters: tasks that ended terminated, expired or unreachable.", no_args_is_help=True)
-bulk_app = typer.Typer(help="Retry, cancel or delete every task matching filters.", no_args_is_help=True)
-pause_app = typer.Typer()
 
 QueueOpt = Annotated[str | None, typer.Option("--queue", "-q", help="Only this queue.")]
 TypeOpt = Annotated[str | None, typer.Option("--type", "-t", help="Task type or pattern, e.g. email:*.")]
@@ -63,7 +61,7 @@ class Filters:
                          states=states if states is not None else dlq.DEAD_STATES)
 
 
-def _connected(ctx: typer.Context, fn: Callable[[Client, Requester, IndexView | None], Awaitable[Any]],
+def connected(ctx: typer.Context, fn: Callable[[Client, Requester, IndexView | None], Awaitable[Any]],
                *, index: bool = True) -> Any:
     """Run ``fn(nc, requester, index)`` on a connection, with the shared index (or one of our own)."""
     settings = ctx.obj["settings"]
@@ -104,7 +102,7 @@ def _table(entries: list[Entry]) -> None:
     console.print(table)
 
 
-def _confirm(count: int, what: str, yes: bool) -> bool:
+def confirm_count(count: int, what: str, yes: bool) -> bool:
     if count == 0:
         print(f"no tasks match: nothing to {what}")
         return False
@@ -113,7 +111,7 @@ def _confirm(count: int, what: str, yes: bool) -> bool:
     return True
 
 
-async def _each(ids: list[str], label: str, act: Callable[[str], Awaitable[bool]],
+async def for_each(ids: list[str], label: str, act: Callable[[str], Awaitable[bool]],
                 rate: float = 0.0, parallel: int = 32) -> tuple[int, int]:
     """Apply ``act`` to every id, ``parallel`` at once (one at a time when rate-limited), with a progress bar.
 
@@ -158,7 +156,7 @@ def dlq_list(ctx: typer.Context, queue: QueueOpt = None, task_type: TypeOpt = No
         assert index is not None
         return await index.count(q) if count else await index.page(q, limit=limit, cursor=cursor, newest_first=True)
 
-    found = _connected(ctx, go)
+    found = connected(ctx, go)
     if count:
         print(found)
     elif as_json:
@@ -181,7 +179,7 @@ def dlq_show(ctx: typer.Context, task_id: str, as_json: JsonOpt = False) -> None
         finally:
             await producer.close()
 
-    record = _connected(ctx, go, index=False)
+    record = connected(ctx, go, index=False)
     print_json(task_dict(record)) if as_json else show_task(record)
 
 
@@ -205,7 +203,7 @@ def dlq_replay(ctx: typer.Context, task_ids: Annotated[list[str] | None, typer.A
             for task_id in ids:
                 print(f"would replay {task_id}")
             return len(ids), 0, len(ids)
-        if not _confirm(len(ids), "replay", yes):
+        if not confirm_count(len(ids), "replay", yes):
             return 0, 0, 0
 
         async def one(task_id: str) -> bool:
@@ -214,10 +212,10 @@ def dlq_replay(ctx: typer.Context, task_ids: Annotated[list[str] | None, typer.A
                 err_console.print(f"skipped {task_id}: {result.why}")
             return result.done
 
-        done, skipped = await _each(ids, "replaying", one, per_second)
+        done, skipped = await for_each(ids, "replaying", one, per_second)
         return done, skipped, len(ids)
 
-    done, skipped, total = _connected(ctx, go, index=not task_ids)
+    done, skipped, total = connected(ctx, go, index=not task_ids)
     if not dry_run and total:
         print(f"replayed {done} of {total} dead letters ({skipped} skipped)")
 
@@ -225,8 +223,8 @@ def dlq_replay(ctx: typer.Context, task_ids: Annotated[list[str] | None, typer.A
 @dlq_app.command("delete")
 def dlq_delete(ctx: typer.Context, task_ids: list[str], yes: YesOpt = False) -> None:
     """Delete dead letters by id (tasks that are no longer dead letters are left alone)."""
-    _confirm(len(task_ids), "delete", yes)
-    removed = _connected(ctx, lambda nc, rq, index: dlq.delete(rq, task_ids), index=False)
+    confirm_count(len(task_ids), "delete", yes)
+    removed = connected(ctx, lambda nc, rq, index: dlq.delete(rq, task_ids), index=False)
     print(f"deleted {len(removed)} dead letters")
 
 
@@ -254,15 +252,15 @@ def dlq_purge(ctx: typer.Context, queue: QueueOpt = None, task_type: TypeOpt = N
         if dry_run:
             print(f"would delete {len(ids)} dead letters")
             return 0
-        if not _confirm(len(ids), "delete", yes):
+        if not confirm_count(len(ids), "delete", yes):
             return 0
-        done, _ = await _each(ids, "deleting", lambda i: _deleted(rq, index, i))
+        done, _ = await for_each(ids, "deleting", lambda i: delete_one(rq, index, i))
         return done
 
-    print(f"deleted {_connected(ctx, go)} dead letters")
+    print(f"deleted {connected(ctx, go)} dead letters")
 
 
-async def _deleted(rq: Requester, index: IndexView | None, task_id: str, only_dead: bool = True) -> bool:
+async def delete_one(rq: Requester, index: IndexView | None, task_id: str, only_dead: bool = True) -> bool:
     removed = await dlq.delete(rq, [task_id], only_dead=only_dead)
     if removed and index is not None:
         await index.forget(task_id)
@@ -286,7 +284,7 @@ def dlq_retention(ctx: typer.Context, queue: str,
         await dlq.set_retention(rq, queue, new)
         return new
 
-    kept = _connected(ctx, go, index=False)
+    kept = connected(ctx, go, index=False)
     print(f"queue {queue} keeps {kept.max_count or 'any number of'} dead letters "
           f"for {f'{kept.max_age:g}s' if kept.max_age else 'ever'}")
 
@@ -312,105 +310,6 @@ def _json_payload(text: str | None) -> bytes | None:
     except ValueError as exc:
         raise ConfigError(f"--payload is not JSON: {exc}") from None
     return text.encode()
-
-
-# bulk -------------------------------------------------------------------------------------------------------
-
-StateOpt = Annotated[list[str] | None, typer.Option("--state", help="Only tasks in this state (repeat).")]
-
-
-def _bulk(ctx: typer.Context, verb: str, filters: Filters, states: list[str] | None, yes: bool,
-          act: Callable[[Producer, Requester, IndexView, str], Awaitable[bool]]) -> None:
-    chosen = frozenset(states) if states else None
-    if chosen is None and not any(vars(filters).values()):
-        raise ConfigError(f"say which tasks to {verb}: give --state or another filter")
-
-    async def go(nc: Client, rq: Requester, index: IndexView | None) -> tuple[int, int]:
-        assert index is not None
-        q = replace(filters.query(), states=chosen)
-        ids = await index.ids(q)
-        if not _confirm(len(ids), verb, yes):
-            return 0, 0
-        producer = Producer(nc)
-        try:
-            return await _each(ids, verb, lambda task_id: act(producer, rq, index, task_id))
-        finally:
-            await producer.close()
-
-    done, skipped = _connected(ctx, go)
-    print(f"{verb}: {done} done, {skipped} skipped")
-
-
-async def _retry(p: Producer, rq: Requester, index: IndexView, task_id: str) -> bool:
-    try:
-        await p.retry(task_id)
-    except (ConflictError, JetbridgeError):
-        return False
-    return True
-
-
-async def _cancel(p: Producer, rq: Requester, index: IndexView, task_id: str) -> bool:
-    try:
-        after = await p.cancel(task_id, reason="cancelled in bulk by an operator")
-    except JetbridgeError:
-        return False
-    return after.last_err_code == "cancelled"
-
-
-async def _delete(p: Producer, rq: Requester, index: IndexView, task_id: str) -> bool:
-    return await _deleted(rq, index, task_id, only_dead=False)
-
-
-@bulk_app.command("retry")
-def bulk_retry(ctx: typer.Context, state: StateOpt = None, queue: QueueOpt = None, task_type: TypeOpt = None,
-               code: CodeOpt = None, grep: GrepOpt = None, since: SinceOpt = None, until: UntilOpt = None,
-               yes: YesOpt = False) -> None:
-    """Put every matching task back on its queue (running ones are skipped)."""
-    _bulk(ctx, "retry", Filters(queue, task_type, code, grep, since, until), state, yes, _retry)
-
-
-@bulk_app.command("cancel")
-def bulk_cancel(ctx: typer.Context, state: StateOpt = None, queue: QueueOpt = None, task_type: TypeOpt = None,
-                code: CodeOpt = None, grep: GrepOpt = None, since: SinceOpt = None, until: UntilOpt = None,
-                yes: YesOpt = False) -> None:
-    """Cancel every matching task (ended ones are left as they are)."""
-    _bulk(ctx, "cancel", Filters(queue, task_type, code, grep, since, until), state, yes, _cancel)
-
-
-@bulk_app.command("delete")
-def bulk_delete(ctx: typer.Context, state: StateOpt = None, queue: QueueOpt = None, task_type: TypeOpt = None,
-                code: CodeOpt = None, grep: GrepOpt = None, since: SinceOpt = None, until: UntilOpt = None,
-                yes: YesOpt = False) -> None:
-    """Remove every matching task from the store."""
-    _bulk(ctx, "delete", Filters(queue, task_type, code, grep, since, until), state, yes, _delete)
-
-
-# queue pause|resume -----------------------------------------------------------------------------------------
-
-
-@pause_app.command("pause")
-def queue_pause(ctx: typer.Context, name: str,
-                until: Annotated[str | None, typer.Option(help="Resume by itself at this time (RFC 3339) or after "
-                                                               "this long (e.g. 30m).")] = None,
-                note: Annotated[str, typer.Option(help="Why, for whoever looks next.")] = "") -> None:
-    """Pause a queue: no dispatcher starts attempts on it; running ones finish; producers keep enqueuing."""
-    now = now_ns()
-    until_ns = None
-    if until:
-        try:
-            until_ns = parse_ns(until)
-        except ValueError:
-            until_ns = now + int(parse_duration(until, what="--until") * NS)
-    state = _connected(ctx, lambda nc, rq, ix: pause.pause(rq, name, until_ns=until_ns, note=note, now_ns=now),
-                       index=False)
-    print(f"queue {name}: {pause.describe(state)}")
-
-
-@pause_app.command("resume")
-def queue_resume(ctx: typer.Context, name: str) -> None:
-    """Resume a paused queue."""
-    _connected(ctx, lambda nc, rq, ix: pause.resume(rq, name), index=False)
-    print(f"queue {name}: resumed")
 
 
 @dlq_app.command("keep")

@@ -231,6 +231,12 @@ class TaskIndex:
         sub = await js.subscribe(f"{names.TASK_SUBJECT_PREFIX}.*", stream=stream, cb=on_msg, ordered_consumer=True,
                                  deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, pending_msgs_limit=1_000_000,
                                  pending_bytes_limit=1 << 30)
+        if behind:  # the stored tasks may have been deleted between the stream info and the subscription
+            consumer = await sub.consumer_info()
+            if not consumer.num_pending and not (consumer.delivered and consumer.delivered.consumer_seq) and behind:
+                behind = False
+                self.sort_rows()
+                self.caught_up.set()
         try:
             await anyio.sleep_forever()
         finally:
