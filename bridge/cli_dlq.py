@@ -74,12 +74,17 @@ def connected(ctx: typer.Context, fn: Callable[[Client, Requester, IndexView | N
             try:
                 if not index:
                     return await fn(nc, rq, None)
-                async with anyio.create_task_group() as tg:
+                outcome: list[Any] = []
+                async with anyio.create_task_group() as tg:  # the group only keeps a local index current
                     found = await open_view(nc, tg)
                     try:
-                        return await fn(nc, rq, found)
-                    finally:
-                        tg.cancel_scope.cancel()
+                        outcome.append(await fn(nc, rq, found))
+                    except Exception as exc:  # noqa: BLE001 - raised below, outside the group (no exception group)
+                        outcome.append(exc)
+                    tg.cancel_scope.cancel()
+                if isinstance(outcome[0], Exception):
+                    raise outcome[0]
+                return outcome[0]
             finally:
                 await rq.close()
 
