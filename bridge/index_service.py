@@ -7,6 +7,7 @@ command costs one request instead of a full read. With nobody answering, the com
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, Protocol
 
@@ -109,10 +110,11 @@ class RemoteView:
         await self.nc.publish(f"{SUBJECT}.forget", task_id.encode())
 
 
-async def serve(nc: Client, index: TaskIndex) -> None:
-    """Answer index queries until cancelled (several keepers share the load in a queue group)."""
+async def serve(nc: Client, current: Callable[[], TaskIndex]) -> None:
+    """Answer index queries from ``current()`` until cancelled (several keepers share the load in a queue group)."""
 
     async def on_query(msg: Msg) -> None:
+        index = current()
         try:
             body = msgspec.json.decode(msg.data)
             q = _query(body.get("query") or {})
@@ -137,7 +139,7 @@ async def serve(nc: Client, index: TaskIndex) -> None:
         await msg.respond(msgspec.json.encode(answer))
 
     async def on_forget(msg: Msg) -> None:
-        index.forget(msg.data.decode(errors="replace"))
+        current().forget(msg.data.decode(errors="replace"))
 
     subs = [await nc.subscribe(SUBJECT, queue="jetbridge-index", cb=on_query),
             await nc.subscribe(f"{SUBJECT}.forget", cb=on_forget)]

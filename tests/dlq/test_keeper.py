@@ -49,5 +49,11 @@ async def test_keeper_serves_the_index_sets_the_gauge_and_applies_retention(h: A
         await keeper.next_round()
         assert keeper.index.get(ids[2]) is None
         assert metrics.registry.get_sample_value("jetbridge_dead_letters_stored", {"queue": h.queue}) == 1
+        await store.delete(ids[2])
+        await store.delete(ids[1])  # removed without a word to the index (as a TTL would)
+        for _ in range(3):  # two stale rounds in a row, whichever round the deletion fell in
+            await keeper.next_round()
+        assert keeper.rebuilds >= 1 and keeper.index.get(ids[1]) is None
+        assert metrics.registry.get_sample_value("jetbridge_dead_letters_stored", {"queue": h.queue}) == 0
         tg.cancel_scope.cancel()
     await rq.close()
