@@ -18,7 +18,7 @@ from jetbridge._requester import Requester
 from jetbridge._store import TaskStore, js_api, js_publish
 from nats.aio.client import Client
 
-from tests.bad_input.conftest import eventually, logged, logs, metric  # noqa: F401 - logs is a fixture
+from tests.bad_input.conftest import eventually, metric
 from tests.harness import Harness
 from tests.security.test_signing import PUBLIC, signed
 
