@@ -222,7 +222,10 @@ class TaskIndex:
         async def on_msg(msg: Msg) -> None:
             nonlocal behind
             stamp, pending = _stamp_and_pending(msg)
-            self.put_raw(msg.data, stamp)
+            if msg.headers and "Nats-Marker-Reason" in msg.headers:  # a delete marker (streams that enable them)
+                self.forget(msg.subject.rsplit(".", 1)[-1])
+            else:
+                self.put_raw(msg.data, stamp)
             if behind and pending == 0:
                 behind = False
                 self.sort_rows()

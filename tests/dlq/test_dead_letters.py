@@ -125,3 +125,31 @@ async def test_retention_by_count_and_by_age(h: Any) -> None:
                 await h.producer.get(gone)
         tg.cancel_scope.cancel()
     await rq.close()
+
+
+async def test_replay_on_another_queue(h: Any) -> None:
+    from bridge.queues import QueueConfig
+
+    other = f"{h.queue}b"
+    await h.admin.add(QueueConfig(name=other, retry="fixed:0.05", lease=2.0, max_run_time=10.0))
+    runs: list[str] = []
+    async with h.service(_handlers(h, runs)), h.dispatcher(queues=(h.queue, other)):
+        task_id = await _dead_letter(h, "bad")
+        assert (await h.producer.wait(task_id, timeout=20)).state == "terminated"
+        rq = Requester(h.nc)
+        assert (await dlq.replay(h.nc, rq, task_id, queue=other, payload=b'"good"')).done
+        done = await h.producer.wait(task_id, timeout=20)
+        while done.state != "complete":
+            done = await h.producer.wait(task_id, timeout=20)
+        assert done.queue == other and done.replays == 1
+        missing = await dlq.replay(h.nc, rq, "no-such-task")
+        assert not missing.done and missing.why == "not found"
+        await rq.close()
+
+
+async def test_a_rate_spaces_operations_out() -> None:
+    pacer = dlq.Pacer(50.0)
+    started = anyio.current_time()
+    for _ in range(11):
+        await pacer.wait()
+    assert anyio.current_time() - started >= 10 / 50 - 0.01  # a lower bound holds however loaded the machine is
