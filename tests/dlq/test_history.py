@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 from jetbridge._task import TaskRecord, decode_task, encode_task
 from jetbridge._timeutil import NS, format_ns
 
@@ -35,6 +36,17 @@ def test_a_task_retried_thousands_of_times_keeps_first_and_last_attempts_and_sta
     assert len(encode_task(task)) < 16_000
     lines = timeline(task)
     assert len(lines) == KEEP_FIRST + KEEP_LAST + 1 and "4980 attempts not kept" in lines[KEEP_FIRST]
+
+
+def test_the_worst_case_history_stays_under_23_kb() -> None:
+    task = _task()
+    task.progress, task.progress_message = 0.123456789, "p" * 5000
+    outcome = AttemptOutcome("retry", "c" * 500, "m" * 5000, extra={"handler": "h" * 500, "sdk": "s" * 500})
+    for n in range(1, 100):
+        task.tries = n
+        task = record_attempt(task, outcome, Decision(ItemAction.NAK), now_ns=T0 + n * NS, dispatcher="d" * 500)
+    assert task.history is not None and len(task.history.attempts) == KEEP_FIRST + KEEP_LAST
+    assert len(encode_task(msgspec.structs.replace(task, progress_message=""))) < 23_000
 
 
 def test_handing_a_try_back_is_not_an_attempt() -> None:
