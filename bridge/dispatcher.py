@@ -34,6 +34,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from .attempts import Attempt, AttemptRunner
+from .history import record_attempt
 from .logs import RateLimitedLog
 from .metrics import Metrics
 from .policy import parse_policy
@@ -408,6 +409,7 @@ class Dispatcher:
             async with attempt.lock:
                 task, seq = attempt.task, attempt.seq
                 decision = on_outcome(task, outcome, now_ns(), worker.limits)
+                task = record_attempt(task, outcome, decision, now_ns=now_ns(), dispatcher=self.id)
                 await self.settler.finish(worker, [msg.reply], task, seq, decision, attempt=attempt)
         finally:
             self.runner.release(attempt)
