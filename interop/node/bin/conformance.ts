@@ -5,8 +5,19 @@
  */
 import { randomBytes } from "node:crypto";
 import { writeSync } from "node:fs";
-import { connect } from "@nats-io/transport-node";
-import { Bytes, Cancelled, Retry, SDK_VERSION, Terminate, bytes, createService, serve, type Handler, type Task } from "../src/index.js";
+import {
+  Bytes,
+  Cancelled,
+  Retry,
+  SDK_VERSION,
+  Terminate,
+  bytes,
+  connectNats,
+  createService,
+  serve,
+  type Handler,
+  type Task,
+} from "../src/index.js";
 
 const EVENTS_SUBJECT = "jetbridge.conformance.events";
 
@@ -15,11 +26,16 @@ const instance = process.env.JETBRIDGE_INSTANCE || `node-${randomBytes(4).toStri
 const concurrency = Number.parseInt(process.env.JETBRIDGE_CONCURRENCY || "64", 10);
 const subjectPrefix = process.env.JETBRIDGE_SUBJECT_PREFIX || "jetbridge.task";
 
-const nc = await connect({ servers: natsUrl, name: `jetbridge-conformance ${instance}` });
+// Reconnects forever: the suite restarts the server and fails a cluster over under a running handler.
+const nc = await connectNats({ servers: natsUrl, name: `jetbridge-conformance ${instance}` });
 
 function event(name: string, task: Task, extra: Record<string, unknown> = {}): void {
   const body = { event: name, task_id: task.id, attempt: task.attempt, instance, ...extra };
-  nc.publish(EVENTS_SUBJECT, JSON.stringify(body));
+  try {
+    nc.publish(EVENTS_SUBJECT, JSON.stringify(body));
+  } catch (err) {
+    console.error(`jetbridge-conformance: event ${name} not published`, err);
+  }
 }
 
 /** The payload as an object, or a terminate: conformance payloads are always JSON objects. */

@@ -8,8 +8,17 @@
 /** The one protocol version this SDK speaks (SPEC §1). */
 export const PROTOCOL_VERSION = 1;
 
-/** Versions advertised in `supported_protocols` and in the service metadata `jetbridge.protocols`. */
+/** Versions advertised in an unsupported_protocol reply's `supported_protocols` (integers, per the schema). */
 export const SUPPORTED_PROTOCOLS: readonly number[] = [PROTOCOL_VERSION];
+
+/**
+ * The service metadata `jetbridge.protocols`: protocol 1 plus the 1.1 handler rules (receipt heartbeat,
+ * acknowledged heartbeats with self-fencing, budget as a `timeout` cancel), which keep `protocol` at 1 on the wire.
+ */
+export const PROTOCOLS_METADATA = "1,1.1";
+
+/** The largest `retry_after_ms` the spec allows (7 days); larger requests are clamped to it. */
+export const MAX_RETRY_AFTER_MS = 604_800_000;
 
 /** The SDK's own version; kept equal to package.json by test/constants.test.ts. */
 export const SDK_VERSION = "0.1.0";

@@ -13,9 +13,10 @@ export type CancelReason = (typeof CANCEL_REASONS)[number];
 
 /**
  * Why a task's signal was aborted: a dispatcher cancel (its reason), the request's `budget_ms` running out
- * (`"budget"`), or the service draining past its grace period (`"drain"`).
+ * (`"timeout"`, SPEC protocol 1.1), the library fencing a lost attempt (`"lost"`), or the service draining past
+ * its grace period (`"drain"`).
  */
-export type AbortCause = CancelReason | "budget" | "drain";
+export type AbortCause = CancelReason | "drain";
 
 /** What a handler may report with an explicit heartbeat (SPEC §5). */
 export interface HeartbeatUpdate {

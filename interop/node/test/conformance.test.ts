@@ -82,7 +82,7 @@ describe("conformance handler", { skip: skipReason }, () => {
   it("registers jetbridge-conformance with one endpoint per task type", async () => {
     const info = decodeJson((await nc.request("$SRV.INFO.jetbridge-conformance", "", { timeout: 5000 })).data);
     assert.equal(info.version, "1.0.0");
-    assert.equal(info.metadata["jetbridge.protocols"], "1");
+    assert.equal(info.metadata["jetbridge.protocols"], "1,1.1");
     assert.match(info.metadata["jetbridge.sdk"], /^node\/\d+\.\d+\.\d+/);
     const types = info.endpoints.map((e: any) => e.metadata["jetbridge.task_type"]).sort();
     assert.deepEqual(types, [

@@ -15,7 +15,7 @@ import { encodeReply, replyForError, replyForResult, type Reply } from "../src/r
 import { decodeRequest, type TaskRequest } from "../src/request.js";
 import { isObject, taskRequestProblem } from "../src/validate.js";
 import type { Handler, HeartbeatUpdate } from "../src/types.js";
-import { FakeWire } from "./helpers/fake-wire.js";
+import { FakeWire, type Published } from "./helpers/fake-wire.js";
 import { caseBytes, loadVectors, type VectorCase } from "./helpers/vectors.js";
 import { decodeJson, encodeJson } from "./helpers/requests.js";
 
@@ -129,17 +129,15 @@ describe("heartbeat vectors", () => {
       assert.deepEqual(heartbeatBody(baseRequest.task_id, token, c.intent as HeartbeatUpdate), c.body);
     });
     it(`${c.name}: task.heartbeat publishes the canonical body`, async () => {
-      let release!: () => void;
-      const released = new Promise<void>((r) => (release = r));
-      const { attempt, wire } = attemptFor(async (task) => {
+      // The receipt heartbeat goes first; the explicit one is what the handler's call publishes.
+      const wire = new FakeWire();
+      let hb!: Published;
+      const { attempt } = attemptFor((task) => {
         task.heartbeat(c.intent as HeartbeatUpdate);
-        await released;
-      });
-      const published = wire.next(baseRequest.heartbeat_subject);
-      const run = attempt.run();
-      const hb = await published;
-      release();
-      await run;
+        hb = wire.published.at(-1)!;
+      }, wire);
+      await attempt.run();
+      assert.equal(hb.subject, baseRequest.heartbeat_subject);
       assert.deepEqual(decodeJson(hb.data), c.body);
       assert.equal(hb.headers, undefined);
     });
