@@ -83,6 +83,10 @@ describe("reconnect", { skip: skipReason }, () => {
     const clientBack = nextStatus(client, "reconnect");
     await server.restart();
     await Promise.all([handlerBack, clientBack]);
+    // Subscriptions are re-sent before "reconnect" is reported, but the server may not have read them yet: a
+    // flush's PONG says it has (each connection is read in order). Without it the reply can beat the client's
+    // re-subscribed inbox, which is the requester's problem, not the handler's.
+    await Promise.all([client.flush(), serving.nc.flush()]);
     release.open();
     assert.equal((await held).result, "held");
     assert.deepEqual((await send(client, "test:echo", { after: "restart" })).result, { after: "restart" });
@@ -121,6 +125,7 @@ describe("reconnect", { skip: skipReason }, () => {
     const moved = nextStatus(nc, "reconnect");
     await a.stop();
     await moved;
+    await nc.flush(); // the endpoints' subscriptions are on node B now (see the restart case)
     assert.equal(nc.getServer(), `127.0.0.1:${b.port}`);
     release.open();
     assert.equal((await held).result, "held");
