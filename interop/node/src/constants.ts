@@ -60,10 +60,10 @@ export const ErrorCode = {
 export const NAME_PATTERN = /^[a-zA-Z0-9_:-]+$/u;
 export const TOKEN_PATTERN = /^[A-Za-z0-9_-]{8,64}$/u;
 export const TIMESTAMP_PATTERN =
-  /^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$/u;
+  /^(?:[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$/u;
 export const SUBJECT_PATTERN = /^[^\s*>.]+(\.[^\s*>.]+)*$/u;
-/** task_request.schema.json: base64 payloads; task_reply.schema.json uses the same for results. */
-export const BASE64_PATTERN = /^[A-Za-z0-9+/]*={0,2}$/u;
+/** common.schema.json `base64`: canonical padded standard base64 (payloads and results). */
+export const BASE64_PATTERN = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$/u;
 export const TRACEPARENT_PATTERN = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/u;
 
 /** Length limits from the schemas, counted in Unicode code points as JSON Schema does. */

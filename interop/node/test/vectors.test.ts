@@ -42,6 +42,8 @@ describe("task_request vectors", () => {
       if (c.expect.decision === "handle") {
         assert.equal(d.decision, "handle");
         if (d.decision !== "handle") return;
+        // Protocol 1.1: whether heartbeats go as requests (absent means false).
+        if (c.expect.heartbeat_ack !== undefined) assert.equal(d.request.heartbeat_ack === true, c.expect.heartbeat_ack);
         const p = c.expect.payload;
         if (p.kind === "json") {
           assert.ok(!(d.payload instanceof Bytes));
@@ -66,7 +68,8 @@ describe("task_request vectors", () => {
       assert.equal(d.reply.headers["Nats-Service-Error"], body.error.message);
       if (want.supported_protocols) assert.deepEqual(body.supported_protocols, want.supported_protocols);
       else assert.equal(body.supported_protocols, undefined);
-      // The token is echoed whenever the request carried a well-formed one (SPEC §4, §6).
+      // The token is echoed only when the request carried a well-formed one (SPEC §4, §6); the vector says which.
+      if (want.attempt_token !== undefined) assert.equal(body.attempt_token, want.attempt_token ?? undefined);
       const sent = c.body?.attempt_token;
       const wellFormed = typeof sent === "string" && /^[A-Za-z0-9_-]{8,64}$/.test(sent);
       assert.equal(body.attempt_token, wellFormed ? sent : undefined);
