@@ -34,6 +34,8 @@ export class Heartbeater {
   /** performance.now() at which the newest acknowledged heartbeat was sent; starts at receipt. */
   private ackedAt = performance.now();
   private outstanding = false;
+  /** An explicit heartbeat that waits for the outstanding request to end. */
+  private queued: Uint8Array | undefined;
   private stopped = false;
 
   constructor(private readonly options: HeartbeaterOptions) {
@@ -49,20 +51,39 @@ export class Heartbeater {
     if (this.acked) this.armFence();
   }
 
-  /** Sends a heartbeat now (automatic ones carry no progress, which never clears stored progress). */
+  /**
+   * Sends a heartbeat now. Automatic ones carry no progress (which never clears stored progress). With acks, at
+   * most one request is outstanding (SPEC §5.2): a periodic heartbeat due meanwhile is skipped, and an explicit
+   * one waits and goes out as the next request as soon as the outstanding one has ended.
+   */
   beat(update?: HeartbeatUpdate): void {
     if (this.stopped) return;
-    const { request, wire, logger } = this.options;
+    const { request } = this.options;
+    // Built first, so that an invalid progress throws at the handler's call.
     const data = new TextEncoder().encode(JSON.stringify(heartbeatBody(request.task_id, request.attempt_token, update)));
-    if (!this.acked || this.outstanding) {
-      // At most one heartbeat awaits an ack; one sent meanwhile (explicit progress) is a plain publish.
-      try {
-        wire.publish(request.heartbeat_subject, data);
-      } catch (err) {
-        logger.warn(`jetbridge: heartbeat for task ${request.task_id} not sent`, err);
-      }
+    if (!this.acked) {
+      this.publish(data);
       return;
     }
+    if (this.outstanding) {
+      if (update !== undefined) this.queued = data;
+      return;
+    }
+    this.send(data);
+  }
+
+  private publish(data: Uint8Array): void {
+    const { request, wire, logger } = this.options;
+    try {
+      wire.publish(request.heartbeat_subject, data);
+    } catch (err) {
+      logger.warn(`jetbridge: heartbeat for task ${request.task_id} not sent`, err);
+    }
+  }
+
+  /** Sends one heartbeat as a request and applies the 1.1 fencing rules to how it ends. */
+  private send(data: Uint8Array): void {
+    const { request, wire } = this.options;
     this.outstanding = true;
     const sentAt = performance.now();
     void wire.request(request.heartbeat_subject, data, this.interval).then((outcome) => {
@@ -73,10 +94,15 @@ export class Heartbeater {
         this.armFence();
       } else if (outcome === "no_responders") {
         // Right after a reconnect the dispatcher may not have re-subscribed yet: count it as a missing ack,
-        // which the heartbeat timeout still bounds.
-        if (wire.reconnectedAt > this.ackedAt) return;
-        this.fence("heartbeat got no responders: the dispatcher no longer tracks this attempt");
+        // which the heartbeat timeout still bounds (so the fence is never later than the dispatcher's timeout).
+        if (wire.reconnectedAt <= this.ackedAt) {
+          this.fence("heartbeat got no responders: the dispatcher no longer tracks this attempt");
+          return;
+        }
       }
+      const next = this.queued;
+      this.queued = undefined;
+      if (next) this.send(next);
     });
   }
 

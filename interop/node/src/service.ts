@@ -36,17 +36,12 @@ interface Registration {
 }
 
 /**
- * Micro endpoint names allow only letters, digits, `-` and `_`, but task types may hold `:`. SPEC (protocol
- * 1.1): the name is the type with every other character replaced by `_`; the subject keeps the type exactly and
- * the endpoint metadata `jetbridge.task_type` carries it. Two types that map to one name (`a:b`, `a_b`) get
- * `_2`, `_3`... on the later ones, as micro needs distinct names.
+ * Micro endpoint names allow only letters, digits, `-` and `_`, but task types may hold `:`. SPEC §2: the name is
+ * the type with every other character replaced by `_`; the subject keeps the type exactly and the endpoint
+ * metadata `jetbridge.task_type` carries it.
  */
-function endpointName(type: string, taken: Set<string>): string {
-  const base = type.replace(/[^-\w]/g, "_");
-  let name = base;
-  for (let i = 2; taken.has(name); i++) name = `${base}_${i}`;
-  taken.add(name);
-  return name;
+export function endpointName(type: string): string {
+  return type.replace(/[^-\w]/g, "_");
 }
 
 export class JetbridgeService {
@@ -83,6 +78,12 @@ export class JetbridgeService {
       throw new TypeError(`task type ${JSON.stringify(type)} must match ${NAME_PATTERN.source}`);
     }
     if (this.registrations.has(type)) throw new Error(`task type ${type} already has a handler`);
+    // SPEC §2: two types with one endpoint name cannot share a service.
+    const name = endpointName(type);
+    const clash = [...this.registrations.keys()].find((t) => endpointName(t) === name);
+    if (clash !== undefined) {
+      throw new Error(`task types ${clash} and ${type} would share the micro endpoint name ${name}: serve them from two services`);
+    }
     if (typeof handler !== "function") throw new TypeError("handler must be a function");
     this.registrations.set(type, { type, handler, options, stats: new EndpointStats() });
     return this;
@@ -134,11 +135,10 @@ export class JetbridgeService {
       },
     });
     this.micro = micro;
-    const taken = new Set<string>();
     for (const registration of this.registrations.values()) {
       const { type, options } = registration;
       const subject = `${this.subjectPrefix}.${type}`;
-      micro.addEndpoint(endpointName(type, taken), {
+      micro.addEndpoint(endpointName(type), {
         subject,
         metadata: { ...options.metadata, "jetbridge.task_type": type },
         handler: (err, msg) => {

@@ -87,18 +87,35 @@ describe("heartbeats with heartbeat_ack", () => {
     assert.equal(wire.json(plain.heartbeat_subject).length, 1);
   });
 
-  it("at most one is outstanding: an explicit heartbeat meanwhile is a plain publish", async () => {
+  it("at most one is outstanding: periodic ones due meanwhile are skipped", async () => {
+    const request = makeRequest({ heartbeat_interval_ms: 5, heartbeat_ack: true });
+    const wire = new FakeWire();
+    wire.answer = () => new Promise<RequestOutcome>(() => {}); // never answered
+    const { reply } = run(async (task) => {
+      await aborted(task.signal); // fenced after 3 intervals without an ack
+      return wire.published.length;
+    }, request, wire);
+    assert.equal(((await reply).body as any).result, 1, "only the receipt heartbeat, outstanding throughout");
+  });
+
+  it("an explicit heartbeat while one is outstanding goes out as the next request", async () => {
     const request = makeRequest({ heartbeat_interval_ms: 60_000, heartbeat_ack: true });
     const wire = new FakeWire();
     const pending = gate();
     wire.answer = async (): Promise<RequestOutcome> => {
-      await pending.promise;
+      if (wire.requests.length === 1) await pending.promise;
       return "ack";
     };
-    await run((task) => task.heartbeat({ progress: 0.5 }), request, wire).reply;
-    pending.open();
-    assert.equal(wire.requests.length, 1);
-    assert.equal(wire.json(request.heartbeat_subject).length, 2);
+    const { reply } = run(async (task) => {
+      task.heartbeat({ progress: 0.5, message: "half" });
+      assert.equal(wire.published.length, 1, "queued behind the outstanding receipt heartbeat");
+      const next = wire.next(request.heartbeat_subject);
+      pending.open();
+      const sent = await next;
+      assert.equal(JSON.parse(new TextDecoder().decode(sent.data)).progress, 0.5);
+      assert.equal(wire.requests.length, 2, "sent as a request");
+    }, request, wire);
+    await reply;
   });
 
   it("no responders fences the attempt: its signal aborts with reason lost, and the reply is still sent", async () => {
@@ -185,5 +202,15 @@ describe("retry_after_ms", () => {
     assert.equal(new Retry("x", "y", { retryAfterMs: Infinity }).retryAfterMs, 604_800_000);
     assert.equal(new Retry("x", "y", { retryAfterMs: 604_800_000 }).retryAfterMs, 604_800_000);
     assert.throws(() => new Retry("x", "y", { retryAfterMs: Number.NaN }), RangeError);
+  });
+});
+
+describe("endpoint names", () => {
+  it("replace characters micro does not allow with _, and two types with one name are refused", async () => {
+    const { createService, endpointName } = await import("../src/service.js");
+    assert.equal(endpointName("email:new"), "email_new");
+    assert.equal(endpointName("a-b_C9"), "a-b_C9");
+    const svc = createService({ name: "x", version: "1.0.0" }).handle("a:b", () => null);
+    assert.throws(() => svc.handle("a_b", () => null), /task types a:b and a_b would share the micro endpoint name a_b/);
   });
 });
