@@ -165,6 +165,27 @@ describe("conformance handler", { skip: skipReason }, () => {
     assert.equal(body.error.code, "cancelled");
   });
 
+  it("conf:sleep publishes cancelled with reason timeout when its budget runs out, and still replies", async () => {
+    const r = makeRequest({ task_type: "conf:sleep", budget_ms: 50, payload: { ms: 60000 } });
+    const cancelled = nextEvent(nc, (e) => e.task_id === r.task_id && e.event === "cancelled");
+    await nc.flush();
+    const reply = call(nc, r);
+    assert.equal((await cancelled).reason, "timeout");
+    const { body } = await reply;
+    assert.equal(body.status, "retry");
+    assert.equal(body.error.code, "cancelled");
+  });
+
+  it("contract defaults: conf:sleep ms 0 and steps below 1, conf:retry_after and conf:terminate messages", async () => {
+    assert.deepEqual((await call(nc, makeRequest({ task_type: "conf:sleep", payload: { steps: -3 } }))).body.result, {
+      slept_ms: 0,
+      attempt: 1,
+    });
+    const retry = (await call(nc, makeRequest({ task_type: "conf:retry_after", payload: { ms: 1e15 } }))).body;
+    assert.deepEqual([retry.error.message, retry.retry_after_ms], ["retry later", 604_800_000]);
+    assert.equal((await call(nc, makeRequest({ task_type: "conf:terminate", payload: {} }))).body.error.message, "terminated");
+  });
+
   it("conf:big returns bytes, or result_too_large past max_payload", async () => {
     const small = (await call(nc, makeRequest({ task_type: "conf:big", payload: { bytes: 5 } }))).body;
     assert.deepEqual([small.content_type, small.result], ["application/octet-stream", "YWFhYWE="]);
