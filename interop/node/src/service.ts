@@ -18,6 +18,7 @@ import {
 import { Cancelled } from "./errors.js";
 import { Limiter } from "./limiter.js";
 import { EndpointStats } from "./micro-stats.js";
+import { checkPattern, compose, recover, type Middleware, type Use } from "./middleware.js";
 import { encodeReply, type Reply } from "./reply.js";
 import { decodeRequest, unknownTaskTypeReply } from "./request.js";
 import type { HandleOptions, Handler, Logger, ServiceOptions } from "./types.js";
@@ -33,6 +34,8 @@ interface Registration {
   options: HandleOptions;
   /** This endpoint's `nats micro stats` totals. */
   stats: EndpointStats;
+  /** The handler inside its middleware chain; set by start(). */
+  chained?: Handler;
 }
 
 /**
@@ -52,6 +55,7 @@ export class JetbridgeService {
   private readonly logger: Logger;
   private readonly limiter: Limiter;
   private readonly registrations = new Map<string, Registration>();
+  private readonly uses: Use[] = [];
   private readonly running = new Map<Attempt, Promise<void>>();
   private micro: Service | undefined;
   private wire: Wire | undefined;
@@ -89,6 +93,22 @@ export class JetbridgeService {
     return this;
   }
 
+  /**
+   * Adds middleware around every handler (`use(mw)`) or around the task types a pattern selects
+   * (`use("email:*", mw)`: `*`, an exact type, or a prefix ending in `*`). Chains run in the order of the calls,
+   * inside the built-in error recovery; call before {@link start}. Returns the service, for chaining.
+   */
+  use(middleware: Middleware): this;
+  use(pattern: string, middleware: Middleware): this;
+  use(a: string | Middleware, b?: Middleware): this {
+    if (this.micro) throw new Error("middleware must be added before start()");
+    const [pattern, middleware] = typeof a === "string" ? [a, b] : ["*", a];
+    checkPattern(pattern);
+    if (typeof middleware !== "function") throw new TypeError("middleware must be a function (task, next) => ...");
+    this.uses.push({ pattern, middleware });
+    return this;
+  }
+
   /** The task types this service handles. */
   get taskTypes(): string[] {
     return [...this.registrations.keys()];
@@ -115,6 +135,8 @@ export class JetbridgeService {
     if (this.registrations.size === 0) throw new Error("register at least one handler before start()");
     this.nc = nc;
     this.wire = natsWire(nc);
+    const chain: Use[] = [{ pattern: "*", middleware: recover(this.logger) }, ...this.uses];
+    for (const r of this.registrations.values()) r.chained = compose(chain, r.type, r.handler);
     await this.register();
     return this;
   }
@@ -204,7 +226,7 @@ export class JetbridgeService {
       wire: this.wire!,
       request,
       payload,
-      handler: registration.handler,
+      handler: registration.chained ?? registration.handler,
       logger: this.logger,
       limiter: this.limiter,
     });

@@ -16,6 +16,7 @@ import { after, it } from "node:test";
 import { connect } from "@nats-io/transport-node";
 import { freePort, skipReason as noServer } from "./helpers/nats-server.js";
 import { packageRoot, repoRoot } from "./helpers/paths.js";
+import { encodeJson, makeRequest } from "./helpers/requests.js";
 
 const venvBin = join(repoRoot, ".venv/bin");
 const skip = noServer || (existsSync(join(venvBin, "jetbridge")) ? false : `no ${venvBin}/jetbridge: run make venv`);
@@ -151,6 +152,27 @@ it("the guide's samples run as written and print what it says", { skip }, async 
 
   // Ctrl-C: it finishes what it runs, then exits cleanly.
   assert.equal(await stop(handler, "SIGINT"), 0);
+
+  // Middleware: mailer.js, next to handler.js, run the same way.
+  writeFileSync(join(project, "mailer.js"), block('import { Retry, createService, logging, serve, timeout } from "jetbridge";'));
+  const mailer = start(`node mailer.js`, project, env);
+  cleanup.push(() => stop(mailer));
+  await mailer.waitFor("mailer: ready");
+  const mc = await connect({ servers: url });
+  const ask = async (to: string) => {
+    const request = makeRequest({ task_type: "email:new", payload: { to } });
+    const msg = await mc.request("jetbridge.task.email:new", encodeJson(request), { timeout: 10_000 });
+    return { id: request.task_id, ...JSON.parse(new TextDecoder().decode(msg.data)) };
+  };
+  const sent = await ask("ada@example.com");
+  assert.deepEqual(sent.result, { sent: "ada@example.com", checked: true });
+  await mailer.waitFor('"outcome":"ok"');
+  const line = JSON.parse(mailer.output().split("\n").find((l) => l.includes('"task_done"'))!);
+  assert.deepEqual([line.task_id, line.task_type, line.outcome], [sent.id, "email:new", "ok"]);
+  const blocked = await ask("bob@blocked.example");
+  assert.deepEqual([blocked.status, blocked.error.code, blocked.retry_after_ms], ["retry", "blocked", 60_000]);
+  await mc.close();
+  assert.equal(await stop(mailer, "SIGINT"), 0);
 
   assert.deepEqual(
     blocks.map((_, i) => i).filter((i) => !claimed.has(i)),
