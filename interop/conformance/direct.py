@@ -134,7 +134,21 @@ def _vector_case(vector: dict[str, Any]) -> CaseFn:
             if expect["decision"] == "handle":
                 body["task_type"] = "conf:echo"  # the vector's type is an example; the endpoint runs echo
             data, headers = json.dumps(body).encode(), headers_for(body)
-        reply, reply_headers = await request(env, data, headers)
+        acker = None
+        if expect["decision"] == "handle" and vector["body"].get("heartbeat_ack") is True:
+            # A 1.1 handler sends this request's heartbeats as requests and fences itself on "no responders":
+            # answer them, as the dispatcher that sent the request would (SPEC §5.2).
+            async def ack(msg: Any) -> None:
+                if msg.reply:
+                    await msg.respond(b"")
+
+            acker = await env.nc.subscribe(vector["body"]["heartbeat_subject"], cb=ack)
+            await env.nc.flush()
+        try:
+            reply, reply_headers = await request(env, data, headers)
+        finally:
+            if acker is not None:
+                await acker.unsubscribe()
         if expect["decision"] == "handle":
             expect_echo(reply, expect["payload"])
         else:
