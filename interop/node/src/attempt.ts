@@ -21,6 +21,8 @@ export interface AttemptOptions {
   logger: Logger;
   /** When given, the handler waits for a slot; the attempt's heartbeats and cancel run meanwhile. */
   limiter?: Limiter;
+  /** The request's NATS headers (SPEC §3.1), for middleware; default none. */
+  headers?: Readonly<Record<string, string>>;
 }
 
 export class Attempt {
@@ -51,6 +53,7 @@ export class Attempt {
       payload: options.payload,
       contentType: r.content_type,
       traceparent: r.traceparent,
+      headers: Object.freeze({ ...options.headers }),
       signal: this.controller.signal,
       heartbeat(update?: HeartbeatUpdate) {
         self.heartbeat(update);

@@ -47,6 +47,15 @@ export function endpointName(type: string): string {
   return type.replace(/[^-\w]/g, "_");
 }
 
+/** The request's headers as a plain object (first value of each), for middleware. */
+function plainHeaders(msg: ServiceMsg): Record<string, string> {
+  const out: Record<string, string> = {};
+  const h = msg.headers;
+  if (!h) return out;
+  for (const k of h.keys()) out[k] = h.get(k);
+  return out;
+}
+
 export class JetbridgeService {
   readonly name: string;
   readonly version: string;
@@ -228,6 +237,7 @@ export class JetbridgeService {
       payload,
       handler: registration.chained ?? registration.handler,
       logger: this.logger,
+      headers: plainHeaders(msg),
       limiter: this.limiter,
     });
     const done = attempt.run().then((r) => {

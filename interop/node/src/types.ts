@@ -49,6 +49,8 @@ export interface Task {
   readonly contentType: string;
   /** W3C trace context, when the dispatcher sent one. */
   readonly traceparent: string | undefined;
+  /** The request's NATS headers (SPEC §3.1: `Jetbridge-Task-Id`, `traceparent`...), first value of each. */
+  readonly headers: Readonly<Record<string, string>>;
   /**
    * Aborted when the dispatcher cancels this attempt, when `budgetMs` runs out, or when the service drains
    * past its grace period; `signal.reason` is then a {@link Cancelled} error saying which.

@@ -5,13 +5,13 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import type { NatsConnection } from "@nats-io/transport-node";
+import { headers, type NatsConnection } from "@nats-io/transport-node";
 import { Attempt } from "../src/attempt.js";
 import { Cancelled, Retry, Terminate, connectNats, createService, logging, timeout, type AttemptLog, type JetbridgeService, type Task } from "../src/index.js";
 import { compose, matches, recover } from "../src/middleware.js";
 import { FakeWire } from "./helpers/fake-wire.js";
 import { skipReason, startNatsServer, type NatsServer } from "./helpers/nats-server.js";
-import { decodeJson, encodeJson, makeRequest } from "./helpers/requests.js";
+import { decodeJson, encodeJson, makeRequest, requestHeaders } from "./helpers/requests.js";
 
 const quiet = { warn() {}, error() {} };
 
@@ -54,6 +54,7 @@ describe("middleware on a service", { skip: skipReason }, () => {
         trail.push("handler");
         return { to: (task.payload as { to: string }).to };
       })
+      .handle("test:headers", (task) => ({ ...task.headers }))
       .handle("sms:new", () => {
         trail.push("handler");
         return "sms";
@@ -88,6 +89,16 @@ describe("middleware on a service", { skip: skipReason }, () => {
     assert.deepEqual([r.status, r.error.code, r.retry_after_ms], ["retry", "later", 5]);
     assert.deepEqual((await call("email:new", { block: "answer" })).result, { from: "middleware" });
     assert.ok(!trail.includes("handler"));
+  });
+
+  it("the task carries the request's headers, for middleware", async () => {
+    const r = makeRequest({ task_type: "test:headers", traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" });
+    const h = headers();
+    for (const [k, v] of Object.entries(requestHeaders(r))) h.set(k, v);
+    h.set("traceparent", r.traceparent!);
+    const body = decodeJson((await nc.request("jetbridge.task.test:headers", encodeJson(r), { timeout: 5000, headers: h })).data);
+    assert.equal(body.result["Jetbridge-Task-Id"], r.task_id);
+    assert.equal(body.result.traceparent, r.traceparent);
   });
 
   it("refuses bad patterns and late use()", () => {
