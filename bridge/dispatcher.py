@@ -42,6 +42,7 @@ from .puller import Puller
 from .queues import QueueAdmin, QueueConfig
 from .retries import MOVER_CONSUMER, Mover, RetryScheduler
 from .routes import Router
+from .scheduler import run_schedules
 from .settings import Settings
 from .states import AttemptOutcome, Decision, Dependencies, ItemAction, Limits, apply, on_delivery, on_outcome
 
@@ -186,6 +187,7 @@ class Dispatcher:
                 tg.start_soon(worker.puller.run)
                 tg.start_soon(self._keeper, worker)
             tg.start_soon(mover.run)
+            tg.start_soon(run_schedules, self)  # cron schedules: every dispatcher fires them (bridge/scheduler.py)
             if self.settings.reconcile_interval:
                 tg.start_soon(self._reconciler)
             self.ready = True
