@@ -40,6 +40,8 @@ class TaskState(StrEnum):
     BLOCKED = "blocked"
     #: asyncjobs: a dependency failed
     UNREACHABLE = "unreachable"
+    #: enqueued with a delay: waits, holding no slot, until ``due`` (see jetbridge._delay)
+    SCHEDULED = "scheduled"
 
     @property
     def terminal(self) -> bool:
@@ -92,6 +94,8 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     last_err_code: str = ""
     progress: float | None = None
     progress_message: str = ""
+    #: when a ``scheduled`` task is due (RFC 3339)
+    due: str = ""
 
     @property
     def task_state(self) -> TaskState:
@@ -103,6 +107,10 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     @property
     def created_ns(self) -> int:
         return parse_ns(self.created)
+
+    @property
+    def due_ns(self) -> int | None:
+        return parse_ns(self.due) if self.due else None
 
     @property
     def deadline_ns(self) -> int | None:
