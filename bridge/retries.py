@@ -73,8 +73,8 @@ class Mover:
             return
         queue, task_id = parts[2], parts[3]
         due = due_of(msg.data)
-        if due is not None and due > now_ns():  # schedules fire on the second; a delayed task is due within it
-            await anyio.sleep(min(2.0, (due - now_ns()) / NS))
+        if due is not None and due > now_ns():  # delayed tasks are fired a second early (jetbridge._delay)
+            await anyio.sleep(min(3.0, (due - now_ns()) / NS))
         item = _item.encode({"kind": 0, "job": task_id})
         try:
             await js_publish(self._rq, names.queue_subject(queue, task_id), item)
