@@ -65,3 +65,13 @@ async def test_a_schedule_made_by_jetbridge_is_listed_and_read_by_ajc(ajc: AJC, 
     finally:
         await schedules.delete(name)
         await schedules.close()
+
+
+async def test_ajc_reads_a_waiting_delayed_task(ajc: AJC, h: Harness) -> None:
+    task_id = await h.producer.enqueue("report:build", {"day": 24}, delay=3600)
+    seen = json.loads((await ajc.run("tasks", "view", task_id, "--json")).stdout)
+    assert (seen["id"], seen["state"], seen["queue"]) == (task_id, "scheduled", h.queue)
+    assert base64.b64decode(seen["payload"]) == b'{"day":24}'
+    listed = await ajc.run("tasks", "list")
+    assert task_id in listed.stdout
+    await h.producer.cancel(task_id)
