@@ -71,6 +71,8 @@ class ScheduleFirer:
         #: schedule name -> when to look at it next (UTC ns)
         self.wake: dict[str, int] = {}
         self._changed = anyio.Event()
+        #: schedules changed since the loop last began looking at them
+        self._touched: set[str] = set()
 
     async def run(self) -> None:
         """Fire until cancelled; survives NATS outages (every step is retried from the stored state)."""
@@ -86,8 +88,11 @@ class ScheduleFirer:
             while True:
                 now = now_ns()
                 for name in [n for n, at in self.wake.items() if at <= now]:
+                    self._touched.discard(name)
                     again = await self._process(kv, name)
-                    if again is None:
+                    if name in self._touched:  # changed while we looked at it: look again now
+                        self.wake[name] = 0
+                    elif again is None:
                         self.wake.pop(name, None)  # deleted: the watch brings it back if it is added again
                     else:
                         self.wake[name] = again
@@ -99,6 +104,7 @@ class ScheduleFirer:
 
     def _touch(self, name: str) -> None:
         self.wake[name] = 0
+        self._touched.add(name)
         self._changed.set()
 
     async def _follow(self, kv: KeyValue) -> None:

@@ -126,3 +126,19 @@ async def test_pause_resume_trigger_backfill_and_delete(h: Harness) -> None:
 
 async def _ok(task: jetbridge.Task) -> str:
     return "ok"
+
+
+async def test_an_update_replaces_the_schedule_at_once_and_metrics_count(h: Harness) -> None:
+    name = f"{h.unique}-upd"
+    async with schedules(h) as s, h.dispatcher() as dispatcher, h.service({"tick": _ok}):
+        await s.add(name, "@daily", "tick", {"v": 1}, queue=h.queue, overlap="allow")
+        await s.add(name, "@every 1s", "tick", {"v": 2}, queue=h.queue, overlap="allow")  # replaces it at once
+        ids = await completed_ids(h, f"{name}:", 2, within=20)
+        view = await s.get(name)
+        fires = dispatcher.metrics.registry.get_sample_value("jetbridge_schedule_fires_total", {"schedule": name})
+    store = TaskStore(h.admin._rq)
+    for task_id in ids:
+        record, _ = await store.load(task_id)
+        assert record.payload == b'{"v":2}'
+    assert view.doc.schedule == "@every 1s" and view.state.next_fire
+    assert fires is not None and fires >= 2
