@@ -235,6 +235,8 @@ async def run_schedules(dispatcher: Any) -> None:
     """Start the firing loop for a :class:`bridge.dispatcher.Dispatcher` (one line in its ``run``)."""
     from jetbridge._signing import Signer
 
+    if not dispatcher.settings.fire_schedules:
+        return
     seed = dispatcher.settings.signing_seed
     producer = Producer(dispatcher.nc, signer=Signer(seed) if seed else None)
     try:

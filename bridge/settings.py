@@ -46,6 +46,7 @@ class Settings:
         shutdown_grace: on SIGTERM, how long running attempts may finish before they are handed back.
         retain_finished: how long finished tasks stay in the store (0: forever); needs a Jetbridge task store.
         reconcile_interval: how often to look for unfinished tasks without a work item (0: never).
+        fire_schedules: fire the cron schedules (every dispatcher does; turn off where asyncjobs' scheduler runs).
         store_replicas: replicas (1-5) of the stores and queues this dispatcher creates; existing ones keep theirs.
         metrics_listen: ``host:port`` for /metrics, /healthz and /readyz; empty: off.
         log_format: ``console``, ``json`` or ``auto`` (json unless a terminal).
@@ -77,6 +78,7 @@ class Settings:
     shutdown_grace: float = 30.0
     retain_finished: float = 0.0
     reconcile_interval: float = 300.0
+    fire_schedules: bool = True
     store_replicas: int = 1
     metrics_listen: str = ""
     log_format: Literal["auto", "console", "json"] = "auto"

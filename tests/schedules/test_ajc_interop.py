@@ -28,7 +28,7 @@ async def test_a_schedule_made_with_ajc_cron_add_is_fired_by_jetbridge(ajc: AJC,
     stored = await ajc.schedule(name)
     schedules = jetbridge.Schedules(h.nc)
     try:
-        async with h.dispatcher(), h.service({"tick": _ok}), h.events() as events:
+        async with h.dispatcher(fire_schedules=True), h.service({"tick": _ok}), h.events() as events:
             with anyio.fail_after(30):
                 async for event in events:
                     if event.task_id.startswith(f"{name}:") and event.state == "complete":

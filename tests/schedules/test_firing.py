@@ -52,7 +52,8 @@ async def test_two_dispatchers_fire_each_slot_once_with_the_stored_bytes(h: Harn
         seen.append(task.payload.data if isinstance(task.payload, jetbridge.Bytes) else b"")
         return "ok"
 
-    async with schedules(h) as s, h.dispatcher(), h.dispatcher(), h.service({"tick": tick}):
+    async with (schedules(h) as s, h.dispatcher(fire_schedules=True), h.dispatcher(fire_schedules=True),
+                h.service({"tick": tick})):
         await s.add(name, "@every 1s", "tick", jetbridge.Bytes(PAYLOAD, "application/x-raw"), queue=h.queue,
                     overlap="allow")
         ids = await completed_ids(h, f"{name}:", 4)
@@ -87,7 +88,7 @@ async def test_skip_policy_does_not_fire_while_the_previous_task_runs(h: Harness
         await release.wait()
         return "ok"
 
-    async with schedules(h) as s, h.dispatcher(), h.service({"slow": slow}):
+    async with schedules(h) as s, h.dispatcher(fire_schedules=True), h.service({"slow": slow}):
         await s.add(name, "@every 1s", "slow", {"x": 1}, queue=h.queue, overlap="skip")
         with anyio.fail_after(20):
             await first.wait()
@@ -101,7 +102,7 @@ async def test_skip_policy_does_not_fire_while_the_previous_task_runs(h: Harness
 
 async def test_pause_resume_trigger_backfill_and_delete(h: Harness) -> None:
     name = f"{h.unique}-ops"
-    async with schedules(h) as s, h.dispatcher(), h.service({"op": _ok}):
+    async with schedules(h) as s, h.dispatcher(fire_schedules=True), h.service({"op": _ok}):
         view = await s.add(name, "0 3 * * *", "op", {"k": "v"}, queue=h.queue, tz="Europe/Berlin")
         assert view.doc.schedule == "CRON_TZ=Europe/Berlin 0 3 * * *"
         paused = await s.pause(name, note="maintenance")
@@ -130,7 +131,7 @@ async def _ok(task: jetbridge.Task) -> str:
 
 async def test_an_update_replaces_the_schedule_at_once_and_metrics_count(h: Harness) -> None:
     name = f"{h.unique}-upd"
-    async with schedules(h) as s, h.dispatcher() as dispatcher, h.service({"tick": _ok}):
+    async with schedules(h) as s, h.dispatcher(fire_schedules=True) as dispatcher, h.service({"tick": _ok}):
         await s.add(name, "@daily", "tick", {"v": 1}, queue=h.queue, overlap="allow")
         await s.add(name, "@every 1s", "tick", {"v": 2}, queue=h.queue, overlap="allow")  # replaces it at once
         ids = await completed_ids(h, f"{name}:", 2, within=20)
