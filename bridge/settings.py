@@ -37,7 +37,8 @@ class Settings:
         inbox_prefix: the connection's reply-subject prefix; empty: ``_INBOX.jetbridge.<dispatcher_id>``, so a
             dispatcher's every reply subject is under ``_INBOX.jetbridge.<dispatcher_id>.>`` (see docs/security.md).
         data_dir: where the embedded server keeps its store.
-        queues: queues to serve; ``*`` serves every queue that exists.
+        queues: queues to serve; ``*`` serves every queue that exists, including ones created later (the default
+            serves ``DEFAULT``, created if missing, and every other queue).
         create_queues: create missing queues (with default settings) instead of failing.
         concurrency: attempts this dispatcher runs at once on each queue (capped by the queue's max_concurrent).
         subject_prefix: default route subject prefix (``<prefix>.<type>``).
@@ -47,6 +48,8 @@ class Settings:
         retain_finished: how long finished tasks stay in the store (0: forever); needs a Jetbridge task store.
         reconcile_interval: how often to look for unfinished tasks without a work item (0: never).
         fire_schedules: fire the cron schedules (every dispatcher does; turn off where asyncjobs' scheduler runs).
+        queue_refresh_interval: how often to look for new queues (with ``*``) and changed queue settings (0: never).
+        first_contact_grace: extra silence allowed before an attempt's first heartbeat (a cold or busy handler).
         store_replicas: replicas (1-5) of the stores and queues this dispatcher creates; existing ones keep theirs.
         metrics_listen: ``host:port`` for /metrics, /healthz and /readyz; empty: off.
         log_format: ``console``, ``json`` or ``auto`` (json unless a terminal).
@@ -69,7 +72,7 @@ class Settings:
     tls_key: str = ""
     inbox_prefix: str = ""
     data_dir: str = ".jetbridge"
-    queues: tuple[str, ...] = ("DEFAULT",)
+    queues: tuple[str, ...] = ("DEFAULT", "*")
     create_queues: bool = True
     concurrency: int = 200
     subject_prefix: str = names.DEFAULT_TASK_SUBJECT_PREFIX
@@ -79,6 +82,8 @@ class Settings:
     retain_finished: float = 0.0
     reconcile_interval: float = 300.0
     fire_schedules: bool = True
+    queue_refresh_interval: float = 2.0
+    first_contact_grace: float = 2.0
     store_replicas: int = 1
     metrics_listen: str = ""
     log_format: Literal["auto", "console", "json"] = "auto"
@@ -177,7 +182,8 @@ def _redact_url(urls: str) -> str:
     return ",".join(parts)
 
 
-_DURATIONS = {"no_handler_delay", "shutdown_grace", "retain_finished", "reconcile_interval"}
+_DURATIONS = {"no_handler_delay", "shutdown_grace", "retain_finished", "reconcile_interval", "queue_refresh_interval",
+              "first_contact_grace"}
 _FIELDS = {f.name: f for f in fields(Settings)}
 
 

@@ -96,6 +96,8 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     progress_message: str = ""
     #: when a ``scheduled`` task is due (RFC 3339)
     due: str = ""
+    #: Jetbridge: the dispatcher that runs (or last ran) an attempt; asked before another takes an active task over
+    dispatcher: str = ""
 
     @property
     def task_state(self) -> TaskState:
