@@ -69,3 +69,16 @@ async def test_bad_delays_are_one_line_errors(h: Harness) -> None:
         await h.producer.enqueue("echo", at=datetime.now())  # noqa: DTZ005 - the mistake under test
     with pytest.raises(jetbridge.ConfigError, match="RFC 3339"):
         await h.producer.enqueue("echo", at="tomorrow")
+
+
+async def test_an_item_that_comes_early_waits_for_due_again(h: Harness) -> None:
+    from jetbridge import _names as names
+    from jetbridge._store import js_publish
+
+    async with h.dispatcher(), h.service({"echo": _echo}):
+        task_id = await h.producer.enqueue("echo", "x", delay=3)
+        due = parse_ns((await h.producer.get(task_id)).due)
+        await js_publish(h.producer._rq, names.queue_subject(h.queue, task_id), b'{"kind":0,"job":"%s"}' % task_id.encode())
+        done = await h.producer.wait(task_id, timeout=30)
+    assert done.task_state is TaskState.COMPLETE and done.tries == 1
+    assert done.tried is not None and parse_ns(done.tried) >= due

@@ -212,3 +212,17 @@ def test_paused_and_updated_definitions() -> None:
     updated = doc(updated_at=format_ns(T0 + 55 * NS))  # slots before the update belong to the old definition
     step = next_step(updated, ScheduleState(cursor=T0 + 10 * NS), T0 + 61 * NS, False)
     assert (step.kind, step.slot) == (StepKind.FIRE, T0 + 60 * NS)
+
+
+def test_a_scheduled_task_delivered_before_due_waits_without_a_slot() -> None:
+    from jetbridge._task import TaskState, new_task
+
+    from bridge.states import ItemAction, Limits, on_delivery
+
+    task = new_task(task_id="t", task_type="x", queue="Q", payload=b"{}", content_type="application/json",
+                    max_tries=3, created_ns=T0, deadline_ns=None)
+    task.state, task.due = TaskState.SCHEDULED.value, format_ns(T0 + 10 * NS)
+    early = on_delivery(task, T0, Limits())
+    assert (early.action, early.delay, early.saves) == (ItemAction.SCHEDULE, 10.0, False)
+    assert on_delivery(task, T0 + 9_500_000_000, Limits()).action is ItemAction.NAK  # under a second: a short NAK
+    assert on_delivery(task, T0 + 10 * NS, Limits()).action is ItemAction.RUN
