@@ -118,12 +118,12 @@ def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         return
     from rich.table import Table
 
-    table = Table("name", "schedule", "queue", "type", "overlap", "last fire", "next fire", "fires", "missed",
-                  "skipped", "paused")
+    table = Table("name", "schedule", "queue / type", "next fire", "fired/missed/skipped", "paused", box=None)
     for v in views:
         d = v.to_dict()
-        table.add_row(d["name"], d["schedule"], d["queue"], d["type"], d["overlap"], d["last_fire"], d["next_fire"],
-                      str(d["fires"]), str(d["missed"]), str(d["skipped"]), d["note"] or "yes" if d["paused"] else "")
+        table.add_row(d["name"], d["schedule"].removeprefix("CRON_TZ="), f"{d['queue']} / {d['type']}",
+                      d["next_fire"], f"{d['fires']}/{d['missed']}/{d['skipped']}",
+                      (d["note"] or "yes") if d["paused"] else "")
     console.print(table)
 
 

@@ -33,6 +33,7 @@ from jetbridge._schedule import (
     decode_state,
     def_key,
     fire,
+    schedule_names,
     state_key,
 )
 from jetbridge._timeutil import NS, now_ns
@@ -112,10 +113,9 @@ class ScheduleFirer:
         while True:
             watcher: Any = None
             try:
-                keys = await kv.keys(filters=[f"{DEF_PREFIX}."])
-            except Exception:  # noqa: BLE001 - NoKeysError on an empty bucket; transport errors: next round
-                keys = []
-            listed = {k.split(".", 1)[1] for k in keys if k.startswith(f"{DEF_PREFIX}.")}
+                listed = set(await schedule_names(kv))
+            except Exception:  # noqa: BLE001 - transport errors: next round
+                listed = set()
             for name in listed - set(self.wake):
                 self._touch(name)
             try:

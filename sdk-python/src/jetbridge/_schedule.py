@@ -174,6 +174,20 @@ async def config_bucket(nc: Client, *, create: bool = True) -> KeyValue:
     return await js.create_key_value(KeyValueConfig(bucket=CONFIG_BUCKET, history=1, storage=StorageType.FILE))
 
 
+async def schedule_names(kv: KeyValue) -> builtins.list[str]:
+    """The names of the stored schedules (a watch of ``scheduled_tasks.*`` read up to its end marker)."""
+    watcher = await kv.watch(f"{DEF_PREFIX}.*", meta_only=True, ignore_deletes=True)
+    found: builtins.list[str] = []
+    try:
+        async for entry in watcher:
+            if entry is None:
+                break
+            found.append(entry.key.split(".", 1)[1])
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return sorted(found)
+
+
 async def fire(producer: Producer, doc: ScheduleDoc, task_id: str) -> bool:
     """Create the task ``task_id`` from the schedule; False when it exists already (another process fired it).
 
@@ -305,14 +319,8 @@ class Schedules:
         return ScheduleView(doc, state)
 
     async def list(self) -> list[ScheduleView]:
-        kv = await self._bucket()
-        try:
-            keys = await kv.keys(filters=[f"{DEF_PREFIX}."])
-        except Exception:  # noqa: BLE001 - nats-py raises NoKeysError (and others) on an empty bucket
-            return []
         views = []
-        for key in sorted(keys):
-            name = key.split(".", 1)[1]
+        for name in await schedule_names(await self._bucket()):
             try:
                 views.append(await self.get(name))
             except JetbridgeError:
