@@ -90,7 +90,10 @@ class World:
 async def world(tmp: Path, dispatchers: int) -> AsyncIterator[tuple[World, Client]]:
     w = World(tmp)
     w.server.start()
-    nc = await nats.connect(w.server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    async def quiet(exc: Exception) -> None:  # the server restart case: reconnect attempts fail until it is back
+        pass
+
+    nc = await nats.connect(w.server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, error_cb=quiet)
     await QueueAdmin(Requester(nc)).add(QueueConfig(name=QUEUE, retry="fixed:0.2", lease=2.0, max_run_time=10.0))
     await nc.subscribe("CHORIA_AJ.E.task_state.*", cb=w.on_event)
 
