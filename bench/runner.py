@@ -211,6 +211,8 @@ def targets(out: dict[str, Any]) -> list[dict[str, Any]]:
         ("dispatcher peak RSS (100,000 queued, 1,000 in flight)", "<=", 150, "MB", "cost",
          "dispatcher_peak_rss_mb_max"),
         ("task index list/count p95 (100,000 stored tasks)", "<=", 200, "ms", "index", "n_100000.worst_p95_ms"),
+        ("delayed task start lateness p99 (1,000 due in the same second)", "<=", 1000, "ms", "delayed_accuracy",
+         "p99_late_ms"),
     ]
     result = []
     for name, op, target, unit, step, metric in rows:
@@ -261,6 +263,8 @@ def _steps(c: Counts, bins: dict[str, str | None], spy: str | None) -> list[Step
              needs_go=True),
         Step("scaling_two_dispatchers", "scenarios", 20, drain(handler="go", n=c.two_n, dispatchers=2), DRAIN_METRICS,
              reps=2, needs_go=True),
+        Step("delayed_accuracy", "scenarios", 25, lambda: scenarios.delayed_accuracy(n=1000, concurrency=c.concurrency),
+             ("p99_late_ms", "p50_late_ms", "early"), reps=1),
         Step("enqueue_chunk_1000", "scenarios", 12, lambda: scenarios.enqueue(n=c.enqueue_n, chunk=1000),
              ("tasks_per_s", "producer_cpu_us_per_task"), late=True),
         Step("index", "scenarios", 150, lambda: index_bench.main_both(c.index_n, c.index_large_n),

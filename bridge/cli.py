@@ -37,6 +37,10 @@ from .cli_dlq import dlq_app  # noqa: E402
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(bulk_app, name="bulk")
 queue_app.add_typer(pause_app)
+from .cli_schedule import schedule_app, task_reschedule  # noqa: E402
+
+app.add_typer(schedule_app, name="schedule")
+task_app.command("reschedule")(task_reschedule)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
@@ -142,9 +146,11 @@ def enqueue(
     binary: Annotated[bool, typer.Option(help="Send the payload as bytes, not JSON.")] = False,
     content_type: Annotated[str | None, typer.Option(help="Content type of a binary payload.")] = None,
     wait: Annotated[float | None, typer.Option(help="Wait up to this many seconds for the task to end.")] = None,
+    delay: Annotated[str | None, typer.Option("--in", help="Run it this long from now, e.g. 10m (waits, holding no slot).")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="Run it at this RFC 3339 time, e.g. 2026-12-24T18:00:00+01:00.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Enqueue a task and print its id."""
+    """Enqueue a task and print its id (--in / --at: a delayed task)."""
     raw = sys.stdin.buffer.read() if payload == "-" else (payload or "null").encode()
     if binary:
         value: Any = Bytes(raw, content_type or "application/octet-stream")
@@ -165,7 +171,8 @@ def enqueue(
             signer = Signer(settings.signing_seed) if settings.signing_seed else None
             producer = Producer(nc, queue=queue, signer=signer)
             tid = await producer.enqueue(task_type, value, task_id=task_id, dedup_key=dedup_key, max_tries=tries,
-                                         deadline=timedelta(seconds=limit) if limit else None)
+                                         deadline=timedelta(seconds=limit) if limit else None,
+                                         delay=parse_duration(delay, what="--in") if delay else None, at=at)
             record = await producer.wait(tid, timeout=wait) if wait else None
             await producer.close()
         if as_json:

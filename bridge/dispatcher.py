@@ -44,6 +44,7 @@ from .queue_watch import warn_if_asyncjobs, watch_queues
 from .queues import QueueAdmin, QueueConfig
 from .retries import MOVER_CONSUMER, Mover, RetryScheduler
 from .routes import Router
+from .scheduler import run_schedules
 from .settings import Settings
 from .settle import Settler
 from .states import (
@@ -173,6 +174,7 @@ class Dispatcher:
             for worker in list(self.workers.values()):
                 self._start_worker(tg, worker)
             tg.start_soon(mover.run)
+            tg.start_soon(run_schedules, self)  # cron schedules: every dispatcher fires them (bridge/scheduler.py)
             if self.settings.queue_refresh_interval:
                 tg.start_soon(watch_queues, self, self.settings.queue_refresh_interval)
             if self.settings.reconcile_interval:

@@ -40,6 +40,8 @@ class TaskState(StrEnum):
     BLOCKED = "blocked"
     #: asyncjobs: a dependency failed
     UNREACHABLE = "unreachable"
+    #: enqueued with a delay: waits, holding no slot, until ``due`` (see jetbridge._delay)
+    SCHEDULED = "scheduled"
 
     @property
     def terminal(self) -> bool:
@@ -122,6 +124,8 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     last_err_code: str = ""
     progress: float | None = None
     progress_message: str = ""
+    #: when a ``scheduled`` task is due (RFC 3339)
+    due: str = ""
     #: Jetbridge: the dispatcher that runs (or last ran) an attempt; asked before another takes an active task over
     dispatcher: str = ""
     #: bounded attempt history (bridge/history.py) and how often the task was replayed from the dead letters
@@ -138,6 +142,10 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     @property
     def created_ns(self) -> int:
         return parse_ns(self.created)
+
+    @property
+    def due_ns(self) -> int | None:
+        return parse_ns(self.due) if self.due else None
 
     @property
     def deadline_ns(self) -> int | None:
