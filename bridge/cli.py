@@ -31,6 +31,12 @@ config_app = typer.Typer(help="Check and show the dispatcher's configuration.", 
 app.add_typer(task_app, name="task")
 app.add_typer(queue_app, name="queue")
 app.add_typer(config_app, name="config")
+from .cli_bulk import bulk_app, pause_app  # noqa: E402  (issue 17: dead letters, bulk operations, pausing)
+from .cli_dlq import dlq_app  # noqa: E402
+
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(bulk_app, name="bulk")
+queue_app.add_typer(pause_app)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
@@ -351,7 +357,8 @@ def _show_queue(config: QueueConfig, extra: dict[str, Any] | None = None) -> Non
 def queue_info(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
     """Show a queue's settings and counts."""
     info = _with_admin(ctx, lambda a: a.info(name))
-    extra = {"waiting": info.waiting, "in_flight": info.in_flight, "redelivered": info.redelivered, "bytes": info.bytes}
+    extra = {"waiting": info.waiting, "in_flight": info.in_flight, "redelivered": info.redelivered, "bytes": info.bytes,
+             "paused": info.paused}
     print_json({**info.config.to_dict(), **extra}) if as_json else _show_queue(info.config, extra)
 
 
@@ -363,15 +370,17 @@ def queue_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     infos = _with_admin(ctx, go)
     if as_json:
-        print_json([{**i.config.to_dict(), "waiting": i.waiting, "in_flight": i.in_flight} for i in infos])
+        print_json([{**i.config.to_dict(), "waiting": i.waiting, "in_flight": i.in_flight, "paused": i.paused}
+                    for i in infos])
         return
     from rich.table import Table
 
-    table = Table("queue", "waiting", "in flight", "max tries", "max run time", "concurrency", "retry", "storage")
+    table = Table("queue", "waiting", "in flight", "max tries", "max run time", "concurrency", "retry", "storage",
+                  "paused")
     for i in infos:
         c = i.config
         table.add_row(c.name, str(i.waiting), str(i.in_flight), str(c.max_tries), f"{c.max_run_time:g}s",
-                      str(c.max_concurrent), c.retry, c.storage)
+                      str(c.max_concurrent), c.retry, c.storage, i.paused)
     console.print(table)
 
 
