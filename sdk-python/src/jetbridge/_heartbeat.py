@@ -22,6 +22,8 @@ log = structlog.get_logger("jetbridge.service")
 
 #: the heartbeat timeout is this many intervals (SPEC §5.1)
 TIMEOUT_INTERVALS = 3
+#: the first heartbeat is due at most this long after receipt (SPEC §5.1): short attempts send none
+FIRST_HEARTBEAT_DELAY = 0.25
 
 
 def fenced(now: float, acked_at: float, interval: float) -> bool:
@@ -67,20 +69,21 @@ class Heartbeats:
             self._tg.start_soon(self.beat, progress, message)
 
     async def run(self) -> None:
-        """Heartbeat every interval after the receipt heartbeat, until cancelled; fence if acks stop.
+        """Heartbeat from receipt until cancelled: the first ``min(250 ms, interval)`` after receipt (an attempt
+        that replies sooner sends none), then every interval; fence if acks stop.
 
-        The caller starts the receipt heartbeat (:meth:`beat`) itself, before this and before it waits for a
-        worker, so that its PUB is written before anything of the handler's.
+        Started at receipt, before the request waits for a worker, so a waiting request is heartbeated too.
         """
         if self._interval <= 0:
             return
         async with anyio.create_task_group() as tg:
             if self._ack:
                 tg.start_soon(self._watchdog)
+            await anyio.sleep(max(0.0, self.acked_at + min(FIRST_HEARTBEAT_DELAY, self._interval) - time.monotonic()))
             while not self.lost:
-                await anyio.sleep(self._interval)
                 if not self._lock.locked():  # a periodic beat due while one is outstanding is skipped
                     tg.start_soon(self.beat)
+                await anyio.sleep(self._interval)
             tg.cancel_scope.cancel()
 
     async def beat(self, progress: float | None = None, message: str | None = None) -> None:

@@ -254,8 +254,7 @@ class Service:
             async with anyio.create_task_group() as beats:
                 hb.attach(beats)
                 if hb.enabled:
-                    beats.start_soon(hb.beat)  # the receipt heartbeat: first, before any wait
-                    beats.start_soon(hb.run)
+                    beats.start_soon(hb.run)  # from receipt, also while waiting for a worker
                 beats.start_soon(self._budget, task)
                 await self._watch_cancels(request.cancel_subject)
                 reply = await self._call(fn, task)
