@@ -1,0 +1,356 @@
+"""Runs one generated history on the fault rig and records it for the checker.
+
+:class:`HistoryRun` starts recording handlers (``tests/faults/recording_handler.py``, one process per instance)
+and dispatchers that require signed tasks, executes a :func:`tests.faults.generator.plan` op by op at its planned
+time (client operations concurrently; faults one at a time), waits (bounded) for the tasks to settle, and collects a
+:class:`tests.faults.checker.History`: the handlers' attempt lines, the producer's accepted tasks, every stored
+version of every task (a recording stream sources ``CHORIA_AJ_TASKS``, whose own history keeps one message per
+task), the final records with their work items and retry schedules, queue limit changes, pauses and kills.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import signal
+import sys
+import time
+from typing import Any
+
+import anyio
+import jetbridge
+import msgspec
+from jetbridge import _names as names
+from jetbridge._errors import DuplicateTaskError, JetbridgeError
+from jetbridge._requester import Requester
+from jetbridge._signing import signing_message
+from jetbridge._store import JetStreamError, TaskStore, js_api, js_publish
+from jetbridge._task import TaskRecord, decode_task, new_task
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+from bridge.queues import QueueAdmin
+from bridge.reconcile import _has_message
+from bridge.retries import due_subject, schedule_subject
+from tests.faults import checker as ck
+from tests.faults.generator import QUEUES, Op, Scale
+from tests.faults.rig import REPO, Proc, Rig, _clean_env, read_tasks, wait_stream_current
+
+RECORD_STREAM = "JBCHECK_TASKS"
+TASK_TYPE = "chk:work"
+FAULTS = {"dispatcher_kill", "dispatcher_stop", "handler_kill", "handler_stop", "server_restart", "node_kill"}
+
+
+def keys(seed: int) -> tuple[str, str]:
+    """The run's signing seed and public key (hex), derived from the seed so that a replay signs alike."""
+    key = SigningKey(hashlib.sha256(f"jetbridge-checker-{seed}".encode()).digest())
+    return key.encode().hex(), key.verify_key.encode().hex()
+
+
+def verifier(public_key: str) -> Any:
+    key = VerifyKey(bytes.fromhex(public_key))
+
+    def verify(c: ck.Content) -> bool:
+        doc = new_task(task_id=c.task_id, task_type=c.type, queue=c.queue, payload=base64.b64decode(c.payload),
+                       content_type="application/octet-stream", max_tries=c.max_tries, created_ns=0, deadline_ns=None)
+        doc.created, doc.deadline = c.created, c.deadline
+        try:
+            key.verify(signing_message(doc), bytes.fromhex(c.signature))
+        except (BadSignatureError, ValueError):
+            return False
+        return True
+
+    return verify
+
+
+def content(doc: TaskRecord) -> ck.Content:
+    return ck.Content(task_id=doc.id, queue=doc.queue, type=doc.type, max_tries=doc.max_tries, created=doc.created,
+                      deadline=doc.deadline, payload=base64.b64encode(doc.payload or b"").decode(),
+                      signature=doc.signature)
+
+
+class HistoryRun:
+    def __init__(self, rig: Rig, seed: int, scale: Scale) -> None:
+        assert rig.nc is not None
+        self.rig, self.seed, self.scale = rig, seed, scale
+        self.nc = rig.nc
+        self.rq = Requester(rig.nc)
+        self.store = TaskStore(self.rq)
+        self.signing_seed, self.public_key = keys(seed)
+        self.signed = jetbridge.Producer(rig.nc, signer=jetbridge.Signer(self.signing_seed))
+        self.plain = jetbridge.Producer(rig.nc)
+        self.log = rig.tmp / "attempts.jsonl"
+        self.accepted: dict[str, ck.Accepted] = {}
+        self.uncertain: dict[str, ck.Accepted] = {}
+        self.versions: list[ck.Content] = []
+        self.queue_limits: dict[str, list[tuple[int, int]]] = {q: [(0, rig.max_tries)] for q in rig.queues}
+        self.pauses: dict[str, list[tuple[int, int]]] = {}
+        self.deaths: dict[str, int] = {}
+        self.instance: dict[str, str] = {}
+        self.touched: set[str] = set()
+        self.reused: set[str] = set()
+        self.fault_times: list[int] = []
+        self.done: list[str] = []  # what was executed, for the report
+        self._fault_lock = anyio.Lock()
+
+    # Setup --------------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await js_api(self.rq, f"STREAM.CREATE.{RECORD_STREAM}", {
+            "name": RECORD_STREAM, "sources": [{"name": names.TASKS_STREAM}], "retention": "limits",
+            "storage": "file", "num_replicas": 1, "max_msgs": -1, "max_bytes": -1, "discard": "old"})
+        procs = [self._handler(i) for i in range(self.scale.handlers)]
+        procs += [self.rig.dispatcher() for _ in range(self.scale.dispatchers)]
+        for proc in procs:
+            await proc.wait_ready()
+
+    def _handler(self, i: int) -> Proc:
+        name = f"recorder{i + 1}"
+        env = {**_clean_env(), "NATS_URL": self.rig.urls, "JETBRIDGE_SUBJECT_PREFIX": "jb.faults",
+               "CHECK_LOG": str(self.log), "PYTHONPATH": str(REPO)}
+        proc = Proc(name, [sys.executable, "-m", "tests.faults.recording_handler"], env, self.rig.logs, b"ready")
+        self.rig.handlers.append(proc)
+        return self._start_handler(proc)
+
+    def _start_handler(self, proc: Proc) -> Proc:
+        self.instance[proc.name] = f"{proc.name}.{proc.starts + 1}"
+        proc.env["CHECK_INSTANCE"] = self.instance[proc.name]
+        return proc.start()
+
+    # Operations ---------------------------------------------------------------------------------------------------
+
+    def task_id(self, k: int) -> str:
+        return f"c{self.seed}-{k}"
+
+    async def execute(self, ops: list[Op]) -> None:
+        began = time.monotonic()
+        self.plans: dict[int, dict[str, Any]] = {op.task: op.args for op in ops if op.kind == "enqueue"}
+        async with anyio.create_task_group() as tg:
+            for op in ops:
+                await anyio.sleep(max(0.0, began + op.at - time.monotonic()))  # the planned time of the op
+                tg.start_soon(self._run_op, op)
+
+    async def _run_op(self, op: Op) -> None:
+        try:
+            with anyio.fail_after(60):
+                if op.kind in FAULTS:
+                    async with self._fault_lock:
+                        await getattr(self, op.kind)(op)
+                else:
+                    await getattr(self, "op_" + op.kind)(op)
+            self.done.append(op.describe())
+        except (JetbridgeError, JetStreamError, TimeoutError) as exc:
+            self.done.append(f"{op.describe()} -> {type(exc).__name__}: {str(exc)[:100]}")
+
+    async def op_enqueue(self, op: Op) -> None:
+        a = op.args
+        await self._enqueue(self.task_id(op.task), a["queue"], a["max_tries"], a["signed"], a["dedup"], a["plan"],
+                            a["salt"])
+        if a["tamper_ms"] is not None:
+            await anyio.sleep(a["tamper_ms"] / 1000)
+            await self._tamper(self.task_id(op.task))
+
+    async def _enqueue(self, task_id: str, queue: str, max_tries: int, signed: bool, dedup: str | None,
+                       plan: list[dict[str, Any]], salt: int) -> None:
+        payload = msgspec.json.encode({"plan": plan, "salt": salt})
+        acc = ck.Accepted(task_id, queue, max_tries, signed, time.time_ns(), payload=base64.b64encode(payload).decode())
+        producer = self.signed if signed else self.plain
+        try:
+            await producer.enqueue(TASK_TYPE, payload, queue=queue, task_id=task_id, dedup_key=dedup,
+                                   max_tries=max_tries)
+        except DuplicateTaskError:
+            return
+        except JetbridgeError:
+            self.uncertain[task_id] = acc
+            raise
+        self.accepted[task_id] = acc
+        self.uncertain.pop(task_id, None)
+        try:
+            doc, _ = await self.store.load(task_id)
+            self.versions.append(content(doc))
+        except JetbridgeError:
+            pass
+
+    async def _tamper(self, task_id: str) -> None:
+        """A hostile producer with write access to the store changes the payload of a stored (signed) task."""
+        self.touched.add(task_id)
+        doc, seq = await self.store.load(task_id)
+        doc.payload = msgspec.json.encode({"plan": [{"do": "ok"}], "salt": 0, "tampered": True})
+        await self.store.save(doc, seq)
+
+    async def op_retry(self, op: Op) -> None:
+        self.touched.add(self.task_id(op.task))
+        await self.signed.retry(self.task_id(op.task))
+
+    async def op_cancel(self, op: Op) -> None:
+        self.touched.add(self.task_id(op.task))
+        await self.signed.cancel(self.task_id(op.task), reason="cancelled by the checker")
+
+    async def op_reuse(self, op: Op) -> None:
+        """Delete the task and enqueue a new one under the same id at once (within the dedup window)."""
+        task_id = self.task_id(op.task)
+        old = self.accepted.get(task_id)
+        if old is None:
+            return
+        self.touched.add(task_id)
+        self.reused.add(task_id)
+        await self.signed.delete(task_id)
+        self.accepted[task_id] = ck.Accepted(task_id, old.queue, old.max_tries, old.signed, old.accepted_at,
+                                             deleted=True, payload=old.payload)
+        await self._enqueue(task_id, old.queue, old.max_tries, True, None, op.args["plan"], op.args["salt"])
+
+    async def _item(self, op: Op, other_queue: bool) -> None:
+        task_id = self.task_id(op.task)
+        acc = self.accepted.get(task_id)
+        if acc is None:
+            return
+        self.touched.add(task_id)
+        queue = next(q for q in QUEUES if q != acc.queue) if other_queue else acc.queue
+        item = msgspec.json.encode({"kind": 0, "job": task_id})
+        await js_publish(self.rq, names.queue_subject(queue, task_id), item)
+
+    async def op_dup_item(self, op: Op) -> None:
+        await self._item(op, False)
+
+    async def op_stale_item(self, op: Op) -> None:
+        await self._item(op, False)
+
+    async def op_cross_item(self, op: Op) -> None:
+        await self._item(op, True)
+
+    async def op_queue_limit(self, op: Op) -> None:
+        await QueueAdmin(self.rq).update(op.args["queue"], max_tries=op.args["max_tries"])
+        self.queue_limits[op.args["queue"]].append((time.time_ns(), op.args["max_tries"]))
+
+    # Faults -------------------------------------------------------------------------------------------------------
+
+    async def dispatcher_kill(self, op: Op) -> None:
+        d = self.rig.dispatchers[op.args["victim"] % len(self.rig.dispatchers)]
+        self.fault_times.append(time.time_ns())
+        d.send(signal.SIGKILL)
+        await d.wait_exit(10)
+        await self.rig.restart(d)
+
+    async def dispatcher_stop(self, op: Op) -> None:
+        d = self.rig.dispatchers[op.args["victim"] % len(self.rig.dispatchers)]
+        self.fault_times.append(time.time_ns())
+        d.send(signal.SIGSTOP)
+        try:
+            await anyio.sleep(op.args["seconds"])  # the pause is the fault
+        finally:
+            d.send(signal.SIGCONT)
+            self.fault_times.append(time.time_ns())
+
+    async def handler_kill(self, op: Op) -> None:
+        h = self.rig.handlers[op.args["victim"] % len(self.rig.handlers)]
+        self.fault_times.append(time.time_ns())
+        h.send(signal.SIGKILL)
+        self.deaths[self.instance[h.name]] = time.time_ns()
+        await h.wait_exit(10)
+        self._start_handler(h)
+        await h.wait_ready()
+
+    async def handler_stop(self, op: Op) -> None:
+        h = self.rig.handlers[op.args["victim"] % len(self.rig.handlers)]
+        stopped = time.time_ns()
+        self.fault_times.append(stopped)
+        h.send(signal.SIGSTOP)
+        try:
+            await anyio.sleep(op.args["seconds"])
+        finally:
+            h.send(signal.SIGCONT)
+            self.pauses.setdefault(self.instance[h.name], []).append((stopped, time.time_ns()))
+
+    async def server_restart(self, op: Op) -> None:
+        server = self.rig.servers[0]
+        self.fault_times.append(time.time_ns())
+        server.kill() if op.args["victim"] % 2 else server.stop()
+        await anyio.sleep(1.0)  # a second of outage
+        await anyio.to_thread.run_sync(server.start)
+        self.fault_times.append(time.time_ns())
+
+    async def node_kill(self, op: Op) -> None:
+        victim = self.rig.servers[op.args["victim"] % len(self.rig.servers)]
+        self.fault_times.append(time.time_ns())
+        victim.kill()
+        await anyio.sleep(2.0)  # two seconds with two nodes
+        await anyio.to_thread.run_sync(victim.start)
+        for stream in (names.TASKS_STREAM, names.SCHEDULE_STREAM, *(names.queue_stream(q) for q in self.rig.queues)):
+            await wait_stream_current(self.rq, stream, 3)
+        self.fault_times.append(time.time_ns())
+
+    # Settling and collecting --------------------------------------------------------------------------------------
+
+    def expected(self) -> set[str]:
+        return {t for t, a in self.accepted.items() if not a.deleted} | set(self.uncertain)
+
+    async def settle(self, within: float) -> dict[str, ck.Final | None]:
+        """Wait (bounded) until every task is terminal or waits on a retry schedule; return the final records."""
+        deadline = time.monotonic() + within
+        while True:
+            finals = await self.finals(self.expected())
+            waiting = [t for t, f in finals.items() if f is not None and f.state not in ck.TERMINAL
+                       and not f.has_schedule]
+            if not waiting or time.monotonic() >= deadline:
+                return finals
+            await anyio.sleep(1.0)  # the store is polled: the tasks end on their own time
+
+    async def finals(self, ids: set[str]) -> dict[str, ck.Final | None]:
+        records = await read_tasks(self.nc, ids)
+        out: dict[str, ck.Final | None] = {}
+        for task_id, doc in records.items():
+            if doc is None:
+                out[task_id] = None
+                continue
+            item = schedule = False
+            if not doc.task_state.terminal:
+                item = await _has_message(self.rq, names.queue_stream(doc.queue), names.queue_subject(doc.queue, doc.id))
+                schedule = (await _has_message(self.rq, names.SCHEDULE_STREAM, schedule_subject(doc.queue, doc.id))
+                            or await _has_message(self.rq, names.SCHEDULE_STREAM, due_subject(doc.queue, doc.id)))
+            result = doc.result.value() if doc.result is not None else None
+            out[task_id] = ck.Final(doc.state, doc.tries, result, base64.b64encode(doc.payload or b"").decode(),
+                                    item, schedule, doc.last_err)
+        return out
+
+    async def stored_versions(self) -> list[ck.Content]:
+        """Every version the recording stream sourced from the task store (waits, bounded, for it to catch up)."""
+        with anyio.move_on_after(20):
+            while True:
+                tasks = await js_api(self.rq, f"STREAM.INFO.{names.TASKS_STREAM}")
+                mine = await js_api(self.rq, f"STREAM.INFO.{RECORD_STREAM}")
+                lag = [s.get("lag", 0) for s in mine.get("sources") or []]
+                if not any(lag) and mine["state"]["last_seq"] >= 1 and tasks["state"]["last_seq"] >= 1:
+                    break
+                await anyio.sleep(0.5)
+        last = int((await js_api(self.rq, f"STREAM.INFO.{RECORD_STREAM}"))["state"]["last_seq"])
+        out: list[ck.Content] = []
+        limiter = anyio.Semaphore(64)
+
+        async def one(seq: int) -> None:
+            async with limiter:
+                try:
+                    reply = await js_api(self.rq, f"STREAM.MSG.GET.{RECORD_STREAM}", {"seq": seq})
+                    out.append(content(decode_task(base64.b64decode(reply["message"]["data"]))))
+                except (JetStreamError, JetbridgeError, KeyError, ValueError, msgspec.DecodeError):
+                    pass  # a delete marker, or a document that is not a task
+
+        async with anyio.create_task_group() as tg:
+            for seq in range(1, last + 1):
+                tg.start_soon(one, seq)
+        return out
+
+    async def collect(self, finals: dict[str, ck.Final | None]) -> ck.History:
+        versions = self.versions + await self.stored_versions()
+        ended = time.time_ns()
+        for proc in self.rig.dispatchers + self.rig.handlers:
+            await proc.kill()
+        raw = await anyio.Path(self.log).read_bytes()
+        lines = [msgspec.json.decode(line) for line in raw.splitlines() if line.strip()]
+        tasks = dict(self.accepted)
+        for task_id, acc in self.uncertain.items():
+            if finals.get(task_id) is not None:
+                tasks[task_id] = acc
+        return ck.History(attempts=ck.attempts_from_lines(lines), tasks=tasks, versions=versions, finals=finals,
+                          queue_limits=self.queue_limits, pauses=self.pauses, deaths=self.deaths,
+                          signed_queues=frozenset(self.rig.queues), touched=frozenset(self.touched), reused=frozenset(self.reused),
+                          faults=self.fault_times, ended=ended)
