@@ -120,6 +120,8 @@ class History:
     reused: frozenset[str] = frozenset()
     #: when faults were injected (a reply lost to a fault is no early retry)
     faults: list[int] = field(default_factory=list)
+    #: when the run began (times in reports are seconds from here)
+    began: int = 0
     #: when the run ended (an attempt with no end and no death is live until then)
     ended: int = 0
 
@@ -161,7 +163,7 @@ def overlaps(h: History, grace: float) -> list[Anomaly]:
     by_task: dict[str, list[Attempt]] = defaultdict(list)
     for a in h.attempts:
         by_task[a.task_id].append(a)
-    t0 = min((a.start for a in h.attempts), default=0)
+    t0 = h.began or min((a.start for a in h.attempts), default=0)
     found = []
     for task_id, attempts in by_task.items():
         spans = sorted(((a.start, live_end(a, h, grace), a) for a in attempts), key=lambda s: s[0])
@@ -204,7 +206,8 @@ def foreign_results(h: History) -> list[Anomaly]:
             found.append(Anomaly("foreign-result", task_id, f"complete with result {final.result!r}, which no "
                                                             "attempt of the task replied"))
         elif h.tasks[task_id].payload and final.payload and final.payload != h.tasks[task_id].payload:
-            found.append(Anomaly("foreign-result", task_id, "complete, but with another payload than the one enqueued"))
+            found.append(Anomaly("changed-complete", task_id, "stored complete on a changed version of the task (payload "
+                                                              "not the one enqueued), with the result of the original"))
     return found
 
 
@@ -248,9 +251,9 @@ def tries(h: History, grace: float) -> list[Anomaly]:
 
 
 def _instant(stamp: str | None) -> int | str | None:
-    """A timestamp as nanoseconds: the store and the request may spell one instant differently."""
+    """A timestamp in milliseconds: the store keeps nanoseconds, a request carries milliseconds."""
     try:
-        return parse_ns(stamp) if stamp else None
+        return parse_ns(stamp) // 1_000_000 if stamp else None
     except ValueError:
         return stamp
 

@@ -92,6 +92,7 @@ class HistoryRun:
         self.fault_times: list[int] = []
         self.done: list[str] = []  # what was executed, for the report
         self._fault_lock = anyio.Lock()
+        self.began = time.time_ns()
 
     # Setup --------------------------------------------------------------------------------------------------------
 
@@ -124,6 +125,7 @@ class HistoryRun:
 
     async def execute(self, ops: list[Op]) -> None:
         began = time.monotonic()
+        self.began = time.time_ns()
         self.plans: dict[int, dict[str, Any]] = {op.task: op.args for op in ops if op.kind == "enqueue"}
         async with anyio.create_task_group() as tg:
             for op in ops:
@@ -131,6 +133,7 @@ class HistoryRun:
                 tg.start_soon(self._run_op, op)
 
     async def _run_op(self, op: Op) -> None:
+        started = f"[at {(time.time_ns() - self.began) / 1e9:7.2f}s] "
         try:
             with anyio.fail_after(60):
                 if op.kind in FAULTS:
@@ -138,9 +141,9 @@ class HistoryRun:
                         await getattr(self, op.kind)(op)
                 else:
                     await getattr(self, "op_" + op.kind)(op)
-            self.done.append(op.describe())
+            self.done.append(started + op.describe())
         except (JetbridgeError, JetStreamError, TimeoutError) as exc:
-            self.done.append(f"{op.describe()} -> {type(exc).__name__}: {str(exc)[:100]}")
+            self.done.append(f"{started}{op.describe()} -> {type(exc).__name__}: {str(exc)[:100]}")
 
     async def op_enqueue(self, op: Op) -> None:
         a = op.args
@@ -353,4 +356,4 @@ class HistoryRun:
         return ck.History(attempts=ck.attempts_from_lines(lines), tasks=tasks, versions=versions, finals=finals,
                           queue_limits=self.queue_limits, pauses=self.pauses, deaths=self.deaths,
                           signed_queues=frozenset(self.rig.queues), touched=frozenset(self.touched), reused=frozenset(self.reused),
-                          faults=self.fault_times, ended=ended)
+                          faults=self.fault_times, ended=ended, began=self.began)
