@@ -313,10 +313,11 @@ def early_retries(h: History, exempt: frozenset[str], slack: float = 0.05) -> li
     return found
 
 
-def check(h: History, verify: Callable[[Content], bool], *, grace: float = 2.0) -> list[Anomaly]:
-    """Every anomaly of the history (``grace``: seconds for a resumed process to fence, and for a queue change to
-    take effect)."""
-    return (overlaps(h, grace) + unfinished(h) + foreign_results(h) + tries(h, grace) + verified(h, verify)
+def check(h: History, verify: Callable[[Content], bool], *, grace: float = 3.0, settings_grace: float = 10.0,
+          ) -> list[Anomaly]:
+    """Every anomaly of the history (``grace``: seconds for a resumed handler to reply or fence itself;
+    ``settings_grace``: for a queue limit change to reach every dispatcher, a paused one included)."""
+    return (overlaps(h, grace) + unfinished(h) + foreign_results(h) + tries(h, settings_grace) + verified(h, verify)
             + cross_queue(h) + early_retries(h, h.touched))
 
 

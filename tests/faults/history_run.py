@@ -21,7 +21,7 @@ import anyio
 import jetbridge
 import msgspec
 from jetbridge import _names as names
-from jetbridge._errors import DuplicateTaskError, JetbridgeError
+from jetbridge._errors import ConflictError, DuplicateTaskError, JetbridgeError
 from jetbridge._requester import Requester
 from jetbridge._signing import signing_message
 from jetbridge._store import JetStreamError, TaskStore, js_api, js_publish
@@ -177,9 +177,14 @@ class HistoryRun:
     async def _tamper(self, task_id: str) -> None:
         """A hostile producer with write access to the store changes the payload of a stored (signed) task."""
         self.touched.add(task_id)
-        doc, seq = await self.store.load(task_id)
-        doc.payload = msgspec.json.encode({"plan": [{"do": "ok"}], "salt": 0, "tampered": True})
-        await self.store.save(doc, seq)
+        for _ in range(3):  # a determined attacker tries again when the dispatcher's write won the race
+            doc, seq = await self.store.load(task_id)
+            doc.payload = msgspec.json.encode({"plan": [{"do": "ok"}], "salt": 0, "tampered": True})
+            try:
+                await self.store.save(doc, seq)
+                return
+            except ConflictError:
+                continue
 
     async def op_retry(self, op: Op) -> None:
         self.touched.add(self.task_id(op.task))
