@@ -24,6 +24,10 @@ A :class:`History` holds what happened in one run, as the parts that saw it reco
 5. **unverified**: on a signed queue every attempt's content (id, queue, type, created, deadline, payload) is that of
    a stored or enqueued version whose signature verifies with the public key.
 6. **cross-queue**: the queue a handler was told is the queue the task was enqueued on.
+7. **early-retry**: after a retry reply asking for ``retry_after``, the task's next attempt does not start sooner
+   (capped at the protocol's 7 days), unless a fault may have lost the reply or an operator or forged item touched
+   the task.
+8. **number-reused**: no attempt number runs twice (an attempt sent twice, or a count that went back).
 """
 
 from __future__ import annotations
@@ -277,6 +281,20 @@ def verified(h: History, verify: Callable[[Content], bool]) -> list[Anomaly]:
     return found
 
 
+def reused_numbers(h: History) -> list[Anomaly]:
+    """One attempt number is one attempt: two executions under one number mean an attempt was sent twice, or the
+    count went back (a deleted and re-enqueued id starts again, so different payloads are different tasks)."""
+    seen: dict[tuple[str, int, str], Attempt] = {}
+    found = []
+    for a in sorted(h.attempts, key=lambda a: a.start):
+        key = (a.task_id, a.attempt, a.payload if a.task_id in h.reused else "")
+        first = seen.setdefault(key, a)
+        if first is not a:
+            found.append(Anomaly("number-reused", a.task_id, f"attempt {a.attempt} ran twice: tokens {first.token} "
+                                                             f"on {first.instance} and {a.token} on {a.instance}"))
+    return found
+
+
 def cross_queue(h: History) -> list[Anomaly]:
     found = []
     for a in h.attempts:
@@ -318,7 +336,7 @@ def check(h: History, verify: Callable[[Content], bool], *, grace: float = 3.0, 
     """Every anomaly of the history (``grace``: seconds for a resumed handler to reply or fence itself;
     ``settings_grace``: for a queue limit change to reach every dispatcher, a paused one included)."""
     return (overlaps(h, grace) + unfinished(h) + foreign_results(h) + tries(h, settings_grace) + verified(h, verify)
-            + cross_queue(h) + early_retries(h, h.touched))
+            + cross_queue(h) + early_retries(h, h.touched) + reused_numbers(h))
 
 
 def summary(anomalies: Iterable[Anomaly]) -> dict[str, int]:

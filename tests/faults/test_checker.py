@@ -136,3 +136,9 @@ def test_attempt_lines_pair_by_token() -> None:
              {"ev": "end", "token": "x", "t": 9, "how": "retry", "after": 1.5}]
     [a] = ck.attempts_from_lines(lines)
     assert (a.start, a.end, a.how, a.after) == (5, 9, "retry", 1.5)
+
+
+def test_one_attempt_number_run_twice_is_reported() -> None:
+    assert kinds(history(attempt(1, 1, 2, "retry", instance="h1"), attempt(1, 3, 4, instance="h2"))) == ["number-reused"]
+    h = history(attempt(1, 1, 2, instance="h1"), attempt(1, 3, 4, instance="h2", payload="cQ=="), reused=frozenset({"t1"}))
+    assert kinds(h) == []  # a deleted id enqueued again is another task
