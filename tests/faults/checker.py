@@ -178,7 +178,7 @@ def overlaps(h: History, grace: float) -> list[Anomaly]:
                 if task_id in h.reused and a1.payload != a2.payload:
                     continue
                 found.append(Anomaly("overlap", task_id, f"{_fmt(a1, t0)} overlaps {_fmt(a2, t0)} "
-                                                         f"for {(e1 - s2) / NS:.3f}s"))
+                                                         f"for {(e1 - s2) / 1e6:.1f} ms"))
     return found
 
 

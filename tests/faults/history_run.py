@@ -11,7 +11,9 @@ task), the final records with their work items and retry schedules, queue limit 
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
+import re
 import signal
 import sys
 import time
@@ -91,6 +93,8 @@ class HistoryRun:
         self.reused: set[str] = set()
         self.fault_times: list[int] = []
         self.done: list[str] = []  # what was executed, for the report
+        #: what the client operations were told when they failed (not anomalies: a careful client handles them)
+        self.errors: collections.Counter[str] = collections.Counter()
         self._fault_lock = anyio.Lock()
         self.began = time.time_ns()
 
@@ -144,6 +148,8 @@ class HistoryRun:
             self.done.append(started + op.describe())
         except (JetbridgeError, JetStreamError, TimeoutError) as exc:
             self.done.append(f"{started}{op.describe()} -> {type(exc).__name__}: {str(exc)[:100]}")
+            message = re.sub(r"c\d+-\d+", "<id>", re.sub(r"sequence \d+", "sequence <n>", str(exc)))[:90]
+            self.errors[f"{op.kind}: {type(exc).__name__}: {message}"] += 1
 
     async def op_enqueue(self, op: Op) -> None:
         a = op.args

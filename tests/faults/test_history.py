@@ -81,7 +81,11 @@ async def run_history(tmp: Path, seed: int, hs: HistoryScale, label: str) -> tup
             s.stop()
     anomalies = ck.check(history, verifier(public))
     out = tmp / "anomalies.txt"
-    out.write_text("\n".join(str(a) for a in anomalies) + "\n\nops:\n" + "\n".join(run.done) + "\n")
+    errors = [f"{n:5d} x {what}" for what, n in run.errors.most_common()]
+    out.write_text("\n".join(str(a) for a in anomalies) + "\n\nclient errors:\n" + "\n".join(errors)
+                   + "\n\nops:\n" + "\n".join(run.done) + "\n")
+    if errors:
+        print(f"{label}: what failed client operations were told:\n  " + "\n  ".join(errors), flush=True)
     (tmp / "history.json").write_text(json.dumps({
         "seed": seed, "attempts": [a.__dict__ for a in history.attempts],
         "versions": [v.__dict__ for v in history.versions],
