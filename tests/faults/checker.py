@@ -19,8 +19,8 @@ A :class:`History` holds what happened in one run, as the parts that saw it reco
    reason that holds: a work item, or a retry schedule.
 3. **foreign-result**: a ``complete`` task's stored result is the reply of an attempt of that task that ran.
 4. **tries**: no attempt number (nor a final ``tries``) exceeds the effective limit: the smaller of the task's
-   ``max_tries`` and the queue's, where a queue change counts from ``grace`` seconds after it was made (before that
-   the more permissive of old and new applies).
+   ``max_tries`` and the queue's, where a queue change counts from ``settings_grace`` seconds after it was made
+   (before that the more permissive of old and new applies). Tasks an operator retried are left out.
 5. **unverified**: on a signed queue every attempt's content (id, queue, type, created, deadline, payload) is that of
    a stored or enqueued version whose signature verifies with the public key.
 6. **cross-queue**: the queue a handler was told is the queue the task was enqueued on.
@@ -120,6 +120,9 @@ class History:
     signed_queues: frozenset[str] = frozenset()
     #: tasks that operators or forged items touched (exempt from the retry-delay check)
     touched: frozenset[str] = frozenset()
+    #: tasks an operator ran again (``task retry``): whether that resets the count is policy, so the tries and
+    #: attempt-number rules leave them out
+    retried: frozenset[str] = frozenset()
     #: task ids deleted and enqueued again: attempts with different payloads belong to different tasks
     reused: frozenset[str] = frozenset()
     #: when faults were injected (a reply lost to a fault is no early retry)
@@ -209,9 +212,6 @@ def foreign_results(h: History) -> list[Anomaly]:
         if not ran:
             found.append(Anomaly("foreign-result", task_id, f"complete with result {final.result!r}, which no "
                                                             "attempt of the task replied"))
-        elif h.tasks[task_id].payload and final.payload and final.payload != h.tasks[task_id].payload:
-            found.append(Anomaly("changed-complete", task_id, "stored complete on a changed version of the task (payload "
-                                                              "not the one enqueued), with the result of the original"))
     return found
 
 
@@ -233,7 +233,7 @@ def tries(h: History, grace: float) -> list[Anomaly]:
     seen: set[tuple[str, int]] = set()
     for a in h.attempts:
         acc = h.tasks.get(a.task_id)
-        if acc is None or (a.task_id, a.attempt) in seen:
+        if acc is None or (a.task_id, a.attempt) in seen or a.task_id in h.retried:
             continue
         own = INF if acc.max_tries <= 0 else float(acc.max_tries)
         limit = min(own, _limit(h.queue_limits.get(acc.queue, []), a.start, int(grace * NS)))
@@ -243,7 +243,7 @@ def tries(h: History, grace: float) -> list[Anomaly]:
                                                      f"{int(limit)} (task {acc.max_tries}, queue {acc.queue})"))
     for task_id, final in h.finals.items():
         acc = h.tasks.get(task_id)
-        if final is None or acc is None or acc.deleted:
+        if final is None or acc is None or acc.deleted or task_id in h.retried:
             continue
         own = INF if acc.max_tries <= 0 else float(acc.max_tries)
         loosest = max((INF if v <= 0 else float(v) for _, v in h.queue_limits.get(acc.queue, [])), default=INF)
@@ -287,6 +287,8 @@ def reused_numbers(h: History) -> list[Anomaly]:
     seen: dict[tuple[str, int, str], Attempt] = {}
     found = []
     for a in sorted(h.attempts, key=lambda a: a.start):
+        if a.task_id in h.retried:
+            continue
         key = (a.task_id, a.attempt, a.payload if a.task_id in h.reused else "")
         first = seen.setdefault(key, a)
         if first is not a:

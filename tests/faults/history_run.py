@@ -91,6 +91,7 @@ class HistoryRun:
         self.instance: dict[str, str] = {}
         self.touched: set[str] = set()
         self.reused: set[str] = set()
+        self.retried: set[str] = set()
         self.fault_times: list[int] = []
         self.done: list[str] = []  # what was executed, for the report
         #: what the client operations were told when they failed (not anomalies: a careful client handles them)
@@ -194,7 +195,12 @@ class HistoryRun:
 
     async def op_retry(self, op: Op) -> None:
         self.touched.add(self.task_id(op.task))
-        await self.signed.retry(self.task_id(op.task))
+        self.retried.add(self.task_id(op.task))  # before the call: a retry that timed out may still have happened
+        try:
+            await self.signed.retry(self.task_id(op.task))
+        except ConflictError:  # refused (running, or changed meanwhile): it did not happen
+            self.retried.discard(self.task_id(op.task))
+            raise
 
     async def op_cancel(self, op: Op) -> None:
         self.touched.add(self.task_id(op.task))
@@ -367,4 +373,5 @@ class HistoryRun:
         return ck.History(attempts=ck.attempts_from_lines(lines), tasks=tasks, versions=versions, finals=finals,
                           queue_limits=self.queue_limits, pauses=self.pauses, deaths=self.deaths,
                           signed_queues=frozenset(self.rig.queues), touched=frozenset(self.touched), reused=frozenset(self.reused),
+                          retried=frozenset(self.retried),
                           faults=self.fault_times, ended=ended, began=self.began)

@@ -90,6 +90,8 @@ def test_tries_over_the_effective_limit() -> None:
     assert kinds(h) == []
     h.tasks = {"t1": ck.Accepted("t1", "Q", 2, True, 0)}
     assert kinds(h) == ["tries"]
+    h.retried = frozenset({"t1"})  # an operator ran it again: the count is policy
+    assert kinds(h) == []
 
 
 def test_a_queue_limit_change_applies_after_the_grace() -> None:
