@@ -93,6 +93,9 @@ class Accepted:
     deleted: bool = False
     #: base64 payload, to tell incarnations of a reused id apart
     payload: str = ""
+    #: False when the enqueue raised (the client was told it failed) but the task is in the store anyway: it is
+    #: checked like any other, except that it need not end
+    acknowledged: bool = True
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,7 @@ def overlaps(h: History, grace: float) -> list[Anomaly]:
 def unfinished(h: History) -> list[Anomaly]:
     found = []
     for task_id, acc in h.tasks.items():
-        if acc.deleted:
+        if acc.deleted or not acc.acknowledged:
             continue
         final = h.finals.get(task_id)
         if final is None:
@@ -323,8 +326,8 @@ def early_retries(h: History, exempt: frozenset[str], slack: float = 0.05) -> li
             continue
         attempts.sort(key=lambda a: a.start)
         for prev, nxt in zip(attempts, attempts[1:], strict=False):
-            if prev.how != "retry" or not prev.after or prev.end is None:
-                continue
+            if prev.how != "retry" or not prev.after or prev.end is None or nxt.start < prev.end:
+                continue  # (a next attempt that started before this one ended is an overlap, reported as such)
             due = prev.end + int((min(prev.after, MAX_RETRY_AFTER) - slack) * NS)
             if nxt.start < due and not any(prev.start - NS <= f <= nxt.start for f in h.faults):
                 found.append(Anomaly("early-retry", task_id, f"attempt {prev.attempt} asked to retry after "

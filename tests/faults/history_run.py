@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import dataclasses
 import hashlib
 import re
 import signal
@@ -171,7 +172,7 @@ class HistoryRun:
         except DuplicateTaskError:
             return
         except JetbridgeError:
-            self.uncertain[task_id] = acc
+            self.uncertain[task_id] = dataclasses.replace(acc, acknowledged=False)
             raise
         self.accepted[task_id] = acc
         self.uncertain.pop(task_id, None)

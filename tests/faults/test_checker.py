@@ -74,6 +74,9 @@ def test_a_task_neither_terminal_nor_waiting_is_stuck_and_a_missing_one_lost() -
     assert kinds(h) == ["lost"]
     h.tasks = {"t1": ck.Accepted("t1", "Q", 0, True, 0, deleted=True)}
     assert kinds(h) == []
+    h.tasks = {"t1": ck.Accepted("t1", "Q", 0, True, 0, acknowledged=False)}  # the client was told it failed
+    h.finals = {"t1": ck.Final("queue_error", 0)}
+    assert kinds(h) == []
 
 
 def test_a_complete_result_no_attempt_replied_is_foreign() -> None:

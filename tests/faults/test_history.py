@@ -94,7 +94,8 @@ async def run_history(tmp: Path, seed: int, hs: HistoryScale, label: str) -> tup
     states = collections.Counter(f.state for f in history.finals.values() if f is not None)
     row = Row(label, len(history.tasks), counts.get("lost", 0), counts.get("foreign-result", 0),
               counts.get("stuck", 0), counts.get("tries", 0) + counts.get("cross-queue", 0)
-              + counts.get("early-retry", 0), 0, len(history.attempts), sum(op.kind in FAULTS for op in ops),
+              + counts.get("early-retry", 0), counts.get("number-reused", 0), len(history.attempts),
+              sum(op.kind in FAULTS for op in ops),
               None, time.monotonic() - began,
               f"seed {seed}; {dict(states)}; anomalies {counts}")
     row.overlapping, row.unverified = counts.get("overlap", 0), counts.get("unverified", 0)
