@@ -37,7 +37,7 @@ from jetbridge._service import Task
 from jetbridge._task import decode_task, encode_task, new_task
 from jetbridge._timeutil import now_ns
 
-from bridge.dispatcher import check_document, decode_item
+from bridge.worker import check_document, decode_item
 from bridge.settings import _FIELDS, load_settings
 from bridge.states import Limits, on_delivery
 
