@@ -15,8 +15,9 @@ A :class:`History` holds what happened in one run, as the parts that saw it reco
    replied or observed a cancel (a fence included), whichever is first; an attempt whose instance was killed ends at
    the kill. A frozen process does nothing: an attempt whose instance was SIGSTOPped and that ended within ``grace``
    of the SIGCONT (it replied or fenced itself as soon as it ran again) counts as ended at the SIGSTOP.
-2. **stuck** / **lost**: every accepted task (not deleted) is in the store, and ends terminal or is waiting for a
-   reason that holds: a work item, or a retry schedule.
+2. **stuck** / **stalled** / **lost**: every accepted task (not deleted) is in the store, and ends terminal or is
+   waiting for a reason that holds: a retry schedule (a work item is no reason once the run has waited for it with
+   every process up: such a task is ``stalled``; one with neither is ``stuck``).
 3. **foreign-result**: a ``complete`` task's stored result is the reply of an attempt of that task that ran.
 4. **tries**: no attempt number (nor a final ``tries``) exceeds the effective limit: the smaller of the task's
    ``max_tries`` and the queue's, where a queue change counts from ``settings_grace`` seconds after it was made
@@ -196,9 +197,14 @@ def unfinished(h: History) -> list[Anomaly]:
         final = h.finals.get(task_id)
         if final is None:
             found.append(Anomaly("lost", task_id, f"accepted on {acc.queue} but not in the store"))
-        elif final.state not in TERMINAL and not (final.has_item or final.has_schedule):
-            found.append(Anomaly("stuck", task_id, f"{final.state} tries={final.tries} with no work item and no "
-                                                   f"retry schedule ({final.last_err[:120]})"))
+        elif final.state not in TERMINAL and not final.has_schedule:
+            if final.has_item:  # the run waited for it with every process up: an item nobody takes is no reason
+                found.append(Anomaly("stalled", task_id, f"{final.state} tries={final.tries}: its work item is on the "
+                                                         f"queue but was not run while everything was up "
+                                                         f"({final.last_err[:120]})"))
+            else:
+                found.append(Anomaly("stuck", task_id, f"{final.state} tries={final.tries} with no work item and no "
+                                                       f"retry schedule ({final.last_err[:120]})"))
     return found
 
 

@@ -306,7 +306,10 @@ class HistoryRun:
         return {t for t, a in self.accepted.items() if not a.deleted} | set(self.uncertain)
 
     async def settle(self, within: float) -> dict[str, ck.Final | None]:
-        """Wait (bounded) until every task is terminal or waits on a retry schedule; return the final records."""
+        """Wait (bounded) until every task is terminal or waits on a retry schedule; return the final records.
+
+        With every process up and the faults over, a correct system runs every waiting item within seconds: whatever
+        is left at the end of the wait (``within`` is generous) is reported."""
         deadline = time.monotonic() + within
         while True:
             finals = await self.finals(self.expected())

@@ -69,7 +69,7 @@ def test_a_task_neither_terminal_nor_waiting_is_stuck_and_a_missing_one_lost() -
     h.finals = {"t1": ck.Final("retry", 1, has_schedule=True)}
     assert kinds(h) == []
     h.finals = {"t1": ck.Final("new", 0, has_item=True)}
-    assert kinds(h) == []
+    assert kinds(h) == ["stalled"]
     h.finals = {"t1": None}
     assert kinds(h) == ["lost"]
     h.tasks = {"t1": ck.Accepted("t1", "Q", 0, True, 0, deleted=True)}
