@@ -29,6 +29,8 @@ A :class:`History` holds what happened in one run, as the parts that saw it reco
    (capped at the protocol's 7 days), unless a fault may have lost the reply or an operator or forged item touched
    the task.
 8. **number-reused**: no attempt number runs twice (an attempt sent twice, or a count that went back).
+9. **resurrected**: a task stored terminal is never stored unfinished again (unless an operator retried it or its
+   id was deleted and reused).
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ class Content:
     deadline: str | None
     payload: str  # base64
     signature: str
+    #: the version's state and its sequence in the task store's history (0: not from the store's history)
+    state: str = ""
+    seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -306,6 +311,28 @@ def reused_numbers(h: History) -> list[Anomaly]:
     return found
 
 
+def resurrections(h: History) -> list[Anomaly]:
+    """A task stored in a terminal state is never stored unfinished again, unless an operator ran it again or the
+    id was deleted and enqueued anew."""
+    by_task: dict[str, list[Content]] = defaultdict(list)
+    for v in h.versions:
+        if v.seq:
+            by_task[v.task_id].append(v)
+    found = []
+    for task_id, versions in by_task.items():
+        if task_id in h.retried or task_id in h.reused:
+            continue
+        ended: Content | None = None
+        for v in sorted(versions, key=lambda v: v.seq):
+            if v.state in TERMINAL:
+                ended = ended or v
+            elif ended is not None:
+                found.append(Anomaly("resurrected", task_id, f"stored {ended.state} (sequence {ended.seq}), then "
+                                                             f"{v.state or 'new'} again (sequence {v.seq})"))
+                break
+    return found
+
+
 def cross_queue(h: History) -> list[Anomaly]:
     found = []
     for a in h.attempts:
@@ -347,7 +374,8 @@ def check(h: History, verify: Callable[[Content], bool], *, grace: float = 3.0, 
     """Every anomaly of the history (``grace``: seconds for a resumed handler to reply or fence itself;
     ``settings_grace``: for a queue limit change to reach every dispatcher, a paused one included)."""
     return (overlaps(h, grace) + unfinished(h) + foreign_results(h) + tries(h, settings_grace) + verified(h, verify)
-            + cross_queue(h) + early_retries(h, h.touched) + reused_numbers(h))
+            + cross_queue(h) + early_retries(h, h.touched) + reused_numbers(h)
+            + resurrections(h))
 
 
 def summary(anomalies: Iterable[Anomaly]) -> dict[str, int]:

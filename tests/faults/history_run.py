@@ -66,10 +66,10 @@ def verifier(public_key: str) -> Any:
     return verify
 
 
-def content(doc: TaskRecord) -> ck.Content:
+def content(doc: TaskRecord, seq: int = 0) -> ck.Content:
     return ck.Content(task_id=doc.id, queue=doc.queue, type=doc.type, max_tries=doc.max_tries, created=doc.created,
                       deadline=doc.deadline, payload=base64.b64encode(doc.payload or b"").decode(),
-                      signature=doc.signature)
+                      signature=doc.signature, state=doc.state, seq=seq)
 
 
 class HistoryRun:
@@ -354,7 +354,7 @@ class HistoryRun:
             async with limiter:
                 try:
                     reply = await js_api(self.rq, f"STREAM.MSG.GET.{RECORD_STREAM}", {"seq": seq})
-                    out.append(content(decode_task(base64.b64decode(reply["message"]["data"]))))
+                    out.append(content(decode_task(base64.b64decode(reply["message"]["data"])), seq))
                 except (JetStreamError, JetbridgeError, KeyError, ValueError, msgspec.DecodeError):
                     pass  # a delete marker, or a document that is not a task
 

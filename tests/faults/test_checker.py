@@ -147,3 +147,16 @@ def test_one_attempt_number_run_twice_is_reported() -> None:
     assert kinds(history(attempt(1, 1, 2, "retry", instance="h1"), attempt(1, 3, 4, instance="h2"))) == ["number-reused"]
     h = history(attempt(1, 1, 2, instance="h1"), attempt(1, 3, 4, instance="h2", payload="cQ=="), reused=frozenset({"t1"}))
     assert kinds(h) == []  # a deleted id enqueued again is another task
+
+
+def test_a_terminal_task_stored_unfinished_again_is_resurrected() -> None:
+    def version(state: str, seq: int) -> ck.Content:
+        return ck.Content("t1", "Q", "chk:work", 3, CREATED, None, "cA==", "", state, seq)
+
+    h = history(versions=[version("new", 1), version("active", 2), version("complete", 3), version("active", 4)])
+    assert kinds(h) == ["resurrected"]
+    h.versions = h.versions[:3]
+    assert kinds(h) == []
+    h.versions.append(version("retry", 5))
+    h.retried = frozenset({"t1"})
+    assert kinds(h) == []
