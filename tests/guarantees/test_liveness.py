@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 
 from bridge.attempts import new_token
 from bridge.states import Limits, on_delivery
-from tests.bad_input.conftest import eventually, logged, logs, metric, reply_body, rogue  # noqa: F401 - logs
+from tests.bad_input.conftest import eventually, logged, metric, reply_body, rogue
 from tests.harness import Harness
 
 pytestmark = pytest.mark.anyio
