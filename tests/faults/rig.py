@@ -240,9 +240,11 @@ class Observer:
         self._subs: list[Any] = []
 
     async def start(self) -> None:
-        limits = {"pending_msgs_limit": 5_000_000, "pending_bytes_limit": 4 << 30}
-        self._subs = [await self.nc.subscribe(f"{names.EVENT_SUBJECT_PREFIX}.task_state.*", cb=self._on_state, **limits),
-                      await self.nc.subscribe(CONFORMANCE_EVENTS, cb=self._on_handler_event, **limits)]
+        msgs, size = 5_000_000, 4 << 30
+        self._subs = [await self.nc.subscribe(f"{names.EVENT_SUBJECT_PREFIX}.task_state.*", cb=self._on_state,
+                                              pending_msgs_limit=msgs, pending_bytes_limit=size),
+                      await self.nc.subscribe(CONFORMANCE_EVENTS, cb=self._on_handler_event,
+                                              pending_msgs_limit=msgs, pending_bytes_limit=size)]
 
     async def stop(self) -> None:
         for sub in self._subs:
