@@ -243,7 +243,7 @@ def cross_queue(h: History) -> list[Anomaly]:
     found = []
     for a in h.attempts:
         acc = h.tasks.get(a.task_id)
-        if acc is not None and a.queue != acc.queue:
+        if acc is not None and a.queue != acc.queue and a.queue not in acc.moved_from:
             found.append(Anomaly("cross-queue", a.task_id, f"attempt {a.attempt} on {a.instance} was told queue "
                                                            f"{a.queue}; the task belongs to {acc.queue}"))
     return found

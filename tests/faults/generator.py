@@ -101,4 +101,20 @@ def plan(seed: int, scale: Scale) -> list[Op]:
         if kind.endswith("_stop"):
             args["seconds"] = rng.choice((0.5, scale.lease, 3 * scale.lease))
         ops.append(Op(max(0.0, at), kind, args=args))
+    ops += _extras(seed, scale, enqueue_times)
     return sorted(ops, key=lambda op: op.at)
+
+
+def _extras(seed: int, scale: Scale, enqueue_times: list[float]) -> list[Op]:
+    """Operations added after the first findings, drawn from their own stream so that older seeds keep their plans:
+    ``task retry --queue`` of a signed task onto the other queue, and items whose body names another task than
+    their subject."""
+    rng = random.Random(f"{seed}/extras")
+    ops = []
+    for k, at in enumerate(enqueue_times):
+        if rng.random() < 0.04:
+            ops.append(Op(min(at + rng.choice((0.05, 1.0, 3.0)), scale.seconds), "move", k))
+        if k and rng.random() < 0.05:
+            ops.append(Op(min(at + rng.choice((0.01, 0.3, 2.0)), scale.seconds), "mismatched_item", k,
+                          {"job": rng.randrange(k)}))
+    return ops

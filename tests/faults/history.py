@@ -65,6 +65,8 @@ class Accepted:
     #: False when the enqueue raised (the client was told it failed) but the task is in the store anyway: it is
     #: checked like any other, except that it need not end
     acknowledged: bool = True
+    #: queues it was moved from (``task retry --queue``): attempts there were of this task too
+    moved_from: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

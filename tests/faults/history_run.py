@@ -239,6 +239,32 @@ class HistoryRun:
     async def op_cross_item(self, op: Op) -> None:
         await self._item(op, True)
 
+    async def op_move(self, op: Op) -> None:
+        """``task retry --queue OTHER`` of a (signed) task: refused, or the task now belongs to the other queue."""
+        task_id = self.task_id(op.task)
+        acc = self.accepted.get(task_id)
+        if acc is None:
+            return
+        self.touched.add(task_id)
+        self.retried.add(task_id)
+        other = next(q for q in QUEUES if q != acc.queue)
+        try:
+            await self.signed.retry(task_id, queue=other)
+        except ConflictError:
+            self.retried.discard(task_id)
+            raise
+        self.accepted[task_id] = dataclasses.replace(acc, queue=other, moved_from=acc.moved_from | {acc.queue})
+
+    async def op_mismatched_item(self, op: Op) -> None:
+        """An item on task A's subject whose body names task B (of the same queue, or not)."""
+        task_id, job = self.task_id(op.task), self.task_id(op.args["job"])
+        acc = self.accepted.get(task_id)
+        if acc is None:
+            return
+        self.touched.update((task_id, job))
+        item = msgspec.json.encode({"kind": 0, "job": job})
+        await js_publish(self.rq, names.queue_subject(acc.queue, task_id), item)
+
     async def op_queue_limit(self, op: Op) -> None:
         await QueueAdmin(self.rq).update(op.args["queue"], max_tries=op.args["max_tries"])
         self.queue_limits[op.args["queue"]].append((time.time_ns(), op.args["max_tries"]))

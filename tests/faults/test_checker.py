@@ -106,6 +106,8 @@ def test_a_queue_limit_change_applies_after_the_grace() -> None:
 
 def test_a_handler_told_another_queue_is_cross_queue() -> None:
     assert kinds(history(attempt(1, 1, 2, queue="OTHER"))) == ["cross-queue"]
+    moved = {"t1": ck.Accepted("t1", "Q", 0, True, 0, moved_from=frozenset({"OTHER"}))}
+    assert kinds(history(attempt(1, 1, 2, queue="OTHER"), tasks=moved)) == []
 
 
 def test_a_retry_sooner_than_asked_is_early_unless_touched_or_faulted() -> None:
