@@ -31,6 +31,16 @@ config_app = typer.Typer(help="Check and show the dispatcher's configuration.", 
 app.add_typer(task_app, name="task")
 app.add_typer(queue_app, name="queue")
 app.add_typer(config_app, name="config")
+from .cli_bulk import bulk_app, pause_app  # noqa: E402  (issue 17: dead letters, bulk operations, pausing)
+from .cli_dlq import dlq_app  # noqa: E402
+
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(bulk_app, name="bulk")
+queue_app.add_typer(pause_app)
+from .cli_schedule import schedule_app, task_reschedule  # noqa: E402
+
+app.add_typer(schedule_app, name="schedule")
+task_app.command("reschedule")(task_reschedule)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
@@ -136,9 +146,11 @@ def enqueue(
     binary: Annotated[bool, typer.Option(help="Send the payload as bytes, not JSON.")] = False,
     content_type: Annotated[str | None, typer.Option(help="Content type of a binary payload.")] = None,
     wait: Annotated[float | None, typer.Option(help="Wait up to this many seconds for the task to end.")] = None,
+    delay: Annotated[str | None, typer.Option("--in", help="Run it this long from now, e.g. 10m (waits, holding no slot).")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="Run it at this RFC 3339 time, e.g. 2026-12-24T18:00:00+01:00.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Enqueue a task and print its id."""
+    """Enqueue a task and print its id (--in / --at: a delayed task)."""
     raw = sys.stdin.buffer.read() if payload == "-" else (payload or "null").encode()
     if binary:
         value: Any = Bytes(raw, content_type or "application/octet-stream")
@@ -159,7 +171,8 @@ def enqueue(
             signer = Signer(settings.signing_seed) if settings.signing_seed else None
             producer = Producer(nc, queue=queue, signer=signer)
             tid = await producer.enqueue(task_type, value, task_id=task_id, dedup_key=dedup_key, max_tries=tries,
-                                         deadline=timedelta(seconds=limit) if limit else None)
+                                         deadline=timedelta(seconds=limit) if limit else None,
+                                         delay=parse_duration(delay, what="--in") if delay else None, at=at)
             record = await producer.wait(tid, timeout=wait) if wait else None
             await producer.close()
         if as_json:
@@ -351,7 +364,8 @@ def _show_queue(config: QueueConfig, extra: dict[str, Any] | None = None) -> Non
 def queue_info(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
     """Show a queue's settings and counts."""
     info = _with_admin(ctx, lambda a: a.info(name))
-    extra = {"waiting": info.waiting, "in_flight": info.in_flight, "redelivered": info.redelivered, "bytes": info.bytes}
+    extra = {"waiting": info.waiting, "in_flight": info.in_flight, "redelivered": info.redelivered, "bytes": info.bytes,
+             "paused": info.paused}
     print_json({**info.config.to_dict(), **extra}) if as_json else _show_queue(info.config, extra)
 
 
@@ -363,15 +377,17 @@ def queue_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     infos = _with_admin(ctx, go)
     if as_json:
-        print_json([{**i.config.to_dict(), "waiting": i.waiting, "in_flight": i.in_flight} for i in infos])
+        print_json([{**i.config.to_dict(), "waiting": i.waiting, "in_flight": i.in_flight, "paused": i.paused}
+                    for i in infos])
         return
     from rich.table import Table
 
-    table = Table("queue", "waiting", "in flight", "max tries", "max run time", "concurrency", "retry", "storage")
+    table = Table("queue", "waiting", "in flight", "max tries", "max run time", "concurrency", "retry", "storage",
+                  "paused")
     for i in infos:
         c = i.config
         table.add_row(c.name, str(i.waiting), str(i.in_flight), str(c.max_tries), f"{c.max_run_time:g}s",
-                      str(c.max_concurrent), c.retry, c.storage)
+                      str(c.max_concurrent), c.retry, c.storage, i.paused)
     console.print(table)
 
 

@@ -34,6 +34,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from .attempts import Attempt, AttemptRunner
+from .history import record_attempt
 from .logs import RateLimitedLog
 from .metrics import Metrics
 from .policy import parse_policy
@@ -43,6 +44,7 @@ from .queue_watch import warn_if_asyncjobs, watch_queues
 from .queues import QueueAdmin, QueueConfig
 from .retries import MOVER_CONSUMER, Mover, RetryScheduler
 from .routes import Router
+from .scheduler import run_schedules
 from .settings import Settings
 from .settle import Settler
 from .states import (
@@ -172,6 +174,7 @@ class Dispatcher:
             for worker in list(self.workers.values()):
                 self._start_worker(tg, worker)
             tg.start_soon(mover.run)
+            tg.start_soon(run_schedules, self)  # cron schedules: every dispatcher fires them (bridge/scheduler.py)
             if self.settings.queue_refresh_interval:
                 tg.start_soon(watch_queues, self, self.settings.queue_refresh_interval)
             if self.settings.reconcile_interval:
@@ -408,6 +411,7 @@ class Dispatcher:
             async with attempt.lock:
                 task, seq = attempt.task, attempt.seq
                 decision = on_outcome(task, outcome, now_ns(), worker.limits)
+                task = record_attempt(task, outcome, decision, now_ns=now_ns(), dispatcher=self.id)
                 await self.settler.finish(worker, [msg.reply], task, seq, decision, attempt=attempt)
         finally:
             self.runner.release(attempt)

@@ -19,6 +19,7 @@ from jetbridge._timeutil import format_ns, now_ns
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from . import dlq
 from .attempts import Attempt
 from .metrics import Metrics
 from .retries import RetryScheduler
@@ -61,10 +62,11 @@ class Settler:
                 new = apply(task, decision, now_ns())
                 data = encode_task(new)
             assert decision.state is not None
-            ttl = self.retain_finished if (decision.state.terminal and self.ttl_ok) else None
+            ttl = self.retain_finished if (decision.state is TaskState.COMPLETE and self.ttl_ok) else None
             if not await self.save(worker, items, new, data, seq, ttl, attempt):
                 return
             await self.event(new)
+            await dlq.announce(self.nc, self.metrics.registry, new)
             self.metrics.child(self.metrics.tasks, worker.name, new.type, new.state).inc()
             if decision.state is TaskState.RETRY:
                 self.metrics.child(self.metrics.retries, worker.name, new.type).inc()
