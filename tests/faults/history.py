@@ -118,21 +118,26 @@ class Anomaly:
 
 
 def attempts_from_lines(lines: Iterable[dict[str, Any]]) -> list[Attempt]:
-    """Pair the recording handler's ``start`` and ``end`` lines by attempt token (the first end counts)."""
+    """Pair the recording handler's ``start`` and ``end`` lines by attempt token (the first end counts; a ``reply``
+    line gives the result a cancelled attempt sent anyway)."""
     starts: dict[str, dict[str, Any]] = {}
     ends: dict[str, dict[str, Any]] = {}
+    late: dict[str, Any] = {}
     for line in lines:
         token = str(line.get("token", ""))
         if line.get("ev") == "start":
             starts.setdefault(token, line)
         elif line.get("ev") == "end":
             ends.setdefault(token, line)
+        elif line.get("ev") == "reply":
+            late.setdefault(token, line.get("result"))
     out = []
     for token, s in starts.items():
         e = ends.get(token, {})
         out.append(Attempt(task_id=s["task_id"], attempt=int(s["attempt"]), token=token, instance=s["instance"],
                            queue=s["queue"], start=int(s["t"]), end=e.get("t"), how=e.get("how"),
-                           reason=str(e.get("reason") or ""), result=e.get("result"), after=e.get("after"),
+                           reason=str(e.get("reason") or ""), result=e.get("result", late.get(token)),
+                           after=e.get("after"),
                            type=s.get("type", ""),
                            created=s.get("created", ""), deadline=s.get("deadline"), payload=s.get("payload", "")))
     return sorted(out, key=lambda a: a.start)

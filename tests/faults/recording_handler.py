@@ -8,7 +8,8 @@ unique per start) and ``CHECK_LOG`` (the JSONL file; several processes may appen
 
 Lines: ``{"ev": "start", ...}`` when the handler function begins (the attempt is live from here), and
 ``{"ev": "end", ...}`` when it returns what the SDK replies, or observes a cancel (``how`` = ``cancel`` and the
-reason; an attempt is not live after that even if it goes on without replying). The payload is bytes (the JSON plan,
+reason; an attempt is not live after that even if it goes on without replying); ``{"ev": "reply", ...}`` when a
+cancelled attempt returns a result anyway (the SDK sends it; the dispatcher may store it if it never saw the cancel). The payload is bytes (the JSON plan,
 ``{"plan": [step, ...], "salt": n}``), recorded in base64 with the request's created/deadline/queue/type so that
 the checker can verify it against a signed version of the task.
 """
@@ -102,7 +103,9 @@ class Work:
             if do == "noreply":  # a handler that ignores the cancel for a while, then returns something
                 with anyio.CancelScope(shield=True):
                     await anyio.sleep(float(step.get("linger", 1.0)))
-                return {**result, "late": True}
+                late = {**result, "late": True}
+                self.rec.line(ev="reply", t=time.time_ns(), result=late, **common)  # sent, though no longer live
+                return late
             raise
 
 

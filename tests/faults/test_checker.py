@@ -143,6 +143,10 @@ def test_attempt_lines_pair_by_token() -> None:
              {"ev": "end", "token": "x", "t": 9, "how": "retry", "after": 1.5}]
     [a] = ck.attempts_from_lines(lines)
     assert (a.start, a.end, a.how, a.after) == (5, 9, "retry", 1.5)
+    lines[1] = {"ev": "end", "token": "x", "t": 9, "how": "cancel", "reason": "lost"}
+    lines.append({"ev": "reply", "token": "x", "t": 12, "result": {"late": True}})
+    [a] = ck.attempts_from_lines(lines)
+    assert (a.end, a.how, a.result) == (9, "cancel", {"late": True})  # live until the cancel; its late reply counts
 
 
 def test_one_attempt_number_run_twice_is_reported() -> None:
