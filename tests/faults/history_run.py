@@ -29,6 +29,7 @@ from jetbridge._requester import Requester
 from jetbridge._signing import signing_message
 from jetbridge._store import JetStreamError, TaskStore, js_api, js_publish
 from jetbridge._task import TaskRecord, decode_task, new_task
+from jetbridge._timeutil import parse_ns
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
@@ -355,12 +356,29 @@ class HistoryRun:
             item = schedule = False
             if not doc.task_state.terminal:
                 item = await _has_message(self.rq, names.queue_stream(doc.queue), names.queue_subject(doc.queue, doc.id))
-                schedule = (await _has_message(self.rq, names.SCHEDULE_STREAM, schedule_subject(doc.queue, doc.id))
-                            or await _has_message(self.rq, names.SCHEDULE_STREAM, due_subject(doc.queue, doc.id)))
+                # a due retry waiting for the mover is an item like any other: only a retry time ahead is a reason
+                schedule = await self._due_later(doc.queue, doc.id)
+                item = item or await _has_message(self.rq, names.SCHEDULE_STREAM, due_subject(doc.queue, doc.id))
             result = doc.result.value() if doc.result is not None else None
             out[task_id] = ck.Final(doc.state, doc.tries, result, base64.b64encode(doc.payload or b"").decode(),
                                     item, schedule, doc.last_err)
         return out
+
+    async def _due_later(self, queue: str, task_id: str) -> bool:
+        """Whether the task has a retry schedule whose time is still ahead (a few seconds of slack)."""
+        try:
+            reply = await js_api(self.rq, f"STREAM.MSG.GET.{names.SCHEDULE_STREAM}",
+                                 {"last_by_subj": schedule_subject(queue, task_id)})
+        except JetStreamError:
+            return False
+        raw = base64.b64decode(reply.get("message", {}).get("hdrs") or b"").decode(errors="replace")
+        found = re.search(rf"{names.H_SCHEDULE}:\s*@at\s+(\S+)", raw)
+        if found is None:
+            return True  # not a timed schedule: leave the judgement to the rest of the history
+        try:
+            return parse_ns(found.group(1)) > time.time_ns() - 5 * 1_000_000_000
+        except ValueError:
+            return True
 
     async def stored_versions(self) -> list[ck.Content]:
         """Every version the recording stream sourced from the task store (waits, bounded, for it to catch up)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -31,6 +32,11 @@ pytestmark = pytest.mark.anyio
 #: its short plan has a 6 s dispatcher SIGSTOP, a 6 s handler SIGSTOP, a handler SIGKILL, a nats-server restart,
 #: tampering, heartbeat floods, huge retry_after, reused ids and every kind of forged item
 CI_SEED = 79
+
+
+def _debug_env() -> dict[str, str]:
+    """``FAULTS_DEBUG=1``: the dispatchers log at debug level (to read what happened to one task)."""
+    return {"JETBRIDGE_LOG_LEVEL": "debug"} if os.environ.get("FAULTS_DEBUG") else {}
 
 
 def _seed(request: pytest.FixtureRequest, scale: Scale) -> int:
@@ -67,7 +73,7 @@ async def run_history(tmp: Path, seed: int, hs: HistoryScale, label: str) -> tup
     try:
         async with Rig(tmp, servers, queues=QUEUES, lease=hs.lease, replicas=3 if hs.cluster else 1,
                        max_run_time=hs.max_run_time,
-                       dispatcher_env={"JETBRIDGE_VERIFY_KEY": public}) as rig:
+                       dispatcher_env={"JETBRIDGE_VERIFY_KEY": public, **_debug_env()}) as rig:
             assert rig.nc is not None
             if hs.cluster:
                 rq = Requester(rig.nc)
