@@ -112,7 +112,7 @@ def unfinished(h: History) -> list[Anomaly]:
             if final.has_item:  # the run waited for it with every process up: an item nobody takes is no reason
                 found.append(Anomaly("stalled", task_id, f"{final.state} tries={final.tries}: its work item is on the "
                                                          f"queue but was not run while everything was up "
-                                                         f"({final.last_err[:120]})"))
+                                                         f"({final.last_err[:120]}) {final.note}".rstrip()))
             else:
                 found.append(Anomaly("stuck", task_id, f"{final.state} tries={final.tries} with no work item and no "
                                                        f"retry schedule ({final.last_err[:120]})"))

@@ -78,6 +78,8 @@ class Final:
     has_item: bool = False
     has_schedule: bool = False
     last_err: str = ""
+    #: where its work item sits (for the report of a stalled task)
+    note: str = ""
 
 
 @dataclass

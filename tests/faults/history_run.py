@@ -360,9 +360,25 @@ class HistoryRun:
                 schedule = await self._due_later(doc.queue, doc.id)
                 item = item or await _has_message(self.rq, names.SCHEDULE_STREAM, due_subject(doc.queue, doc.id))
             result = doc.result.value() if doc.result is not None else None
+            note = await self._where(doc.queue, doc.id) if item and not schedule else ""
             out[task_id] = ck.Final(doc.state, doc.tries, result, base64.b64encode(doc.payload or b"").decode(),
-                                    item, schedule, doc.last_err)
+                                    item, schedule, doc.last_err, note)
         return out
+
+    async def _where(self, queue: str, task_id: str) -> str:
+        """The work item's stream sequence against the queue consumer's delivery state."""
+        try:
+            msg = await js_api(self.rq, f"STREAM.MSG.GET.{names.queue_stream(queue)}",
+                               {"last_by_subj": names.queue_subject(queue, task_id)})
+            info = await js_api(self.rq, f"CONSUMER.INFO.{names.queue_stream(queue)}.{names.QUEUE_CONSUMER}")
+        except (JetStreamError, JetbridgeError) as exc:
+            return f"[item: {exc}]"
+        m = msg.get("message", {})
+        body = base64.b64decode(m.get("data") or b"").decode(errors="replace")
+        return (f"[item seq {m.get('seq')} at {m.get('time')} body {body}; consumer delivered stream seq "
+                f"{info.get('delivered', {}).get('stream_seq')}, ack floor {info.get('ack_floor', {}).get('stream_seq')},"
+                f" pending {info.get('num_pending')}, ack pending {info.get('num_ack_pending')}, redelivered "
+                f"{info.get('num_redelivered')}]")
 
     async def _due_later(self, queue: str, task_id: str) -> bool:
         """Whether the task has a retry schedule whose time is still ahead (a few seconds of slack)."""
