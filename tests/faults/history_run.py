@@ -133,7 +133,6 @@ class HistoryRun:
     async def execute(self, ops: list[Op]) -> None:
         began = time.monotonic()
         self.began = time.time_ns()
-        self.plans: dict[int, dict[str, Any]] = {op.task: op.args for op in ops if op.kind == "enqueue"}
         async with anyio.create_task_group() as tg:
             for op in ops:
                 await anyio.sleep(max(0.0, began + op.at - time.monotonic()))  # the planned time of the op
