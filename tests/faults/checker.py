@@ -90,13 +90,13 @@ def overlaps(h: History, grace: float) -> list[Anomaly]:
     for task_id, attempts in by_task.items():
         spans = sorted(((a.start, live_end(a, h, grace), a) for a in attempts), key=lambda s: s[0])
         for i, (_s1, e1, a1) in enumerate(spans):
-            for s2, _e2, a2 in spans[i + 1:]:
+            for s2, e2, a2 in spans[i + 1:]:
                 if s2 >= e1:
                     break
                 if task_id in h.reused and a1.payload != a2.payload:
                     continue
                 found.append(Anomaly("overlap", task_id, f"{_fmt(a1, t0)} overlaps {_fmt(a2, t0)} "
-                                                         f"for {(e1 - s2) / 1e6:.1f} ms"))
+                                                         f"for {(min(e1, e2) - s2) / 1e6:.1f} ms"))
     return found
 
 

@@ -41,6 +41,7 @@ def test_sequential_attempts_pass() -> None:
 def test_two_live_attempts_are_an_overlap_naming_both() -> None:
     found = ck.overlaps(history(attempt(1, 1, 5, "retry"), attempt(2, 3, 4), attempt(3, 6, 7)), 2.0)
     assert len(found) == 1 and "attempt 1" in found[0].detail and "attempt 2" in found[0].detail
+    assert found[0].detail.endswith("for 1000.0 ms")  # 3 s .. 4 s: the later one ended first
 
 
 def test_every_overlapping_pair_is_reported() -> None:
