@@ -15,7 +15,6 @@ import collections
 import dataclasses
 import hashlib
 import re
-import signal
 import sys
 import time
 from typing import Any
@@ -38,7 +37,8 @@ from bridge.reconcile import _has_message
 from bridge.retries import due_subject, schedule_subject
 from tests.faults import checker as ck
 from tests.faults.generator import QUEUES, Op, Scale
-from tests.faults.rig import REPO, Proc, Rig, _clean_env, read_tasks, wait_stream_current
+from tests.faults.history_faults import FaultInjector
+from tests.faults.rig import REPO, Proc, Rig, _clean_env, read_tasks
 
 RECORD_STREAM = "JBCHECK_TASKS"
 TASK_TYPE = "chk:work"
@@ -73,7 +73,7 @@ def content(doc: TaskRecord, seq: int = 0) -> ck.Content:
                       signature=doc.signature, state=doc.state, seq=seq)
 
 
-class HistoryRun:
+class HistoryRun(FaultInjector):
     def __init__(self, rig: Rig, seed: int, scale: Scale) -> None:
         assert rig.nc is not None
         self.rig, self.seed, self.scale = rig, seed, scale
@@ -268,63 +268,6 @@ class HistoryRun:
     async def op_queue_limit(self, op: Op) -> None:
         await QueueAdmin(self.rq).update(op.args["queue"], max_tries=op.args["max_tries"])
         self.queue_limits[op.args["queue"]].append((time.time_ns(), op.args["max_tries"]))
-
-    # Faults -------------------------------------------------------------------------------------------------------
-
-    async def dispatcher_kill(self, op: Op) -> None:
-        d = self.rig.dispatchers[op.args["victim"] % len(self.rig.dispatchers)]
-        self.fault_times.append(time.time_ns())
-        d.send(signal.SIGKILL)
-        await d.wait_exit(10)
-        await self.rig.restart(d)
-
-    async def dispatcher_stop(self, op: Op) -> None:
-        d = self.rig.dispatchers[op.args["victim"] % len(self.rig.dispatchers)]
-        self.fault_times.append(time.time_ns())
-        d.send(signal.SIGSTOP)
-        try:
-            await anyio.sleep(op.args["seconds"])  # the pause is the fault
-        finally:
-            d.send(signal.SIGCONT)
-            self.fault_times.append(time.time_ns())
-
-    async def handler_kill(self, op: Op) -> None:
-        h = self.rig.handlers[op.args["victim"] % len(self.rig.handlers)]
-        self.fault_times.append(time.time_ns())
-        h.send(signal.SIGKILL)
-        self.deaths[self.instance[h.name]] = time.time_ns()
-        await h.wait_exit(10)
-        self._start_handler(h)
-        await h.wait_ready()
-
-    async def handler_stop(self, op: Op) -> None:
-        h = self.rig.handlers[op.args["victim"] % len(self.rig.handlers)]
-        stopped = time.time_ns()
-        self.fault_times.append(stopped)
-        h.send(signal.SIGSTOP)
-        try:
-            await anyio.sleep(op.args["seconds"])
-        finally:
-            h.send(signal.SIGCONT)
-            self.pauses.setdefault(self.instance[h.name], []).append((stopped, time.time_ns()))
-
-    async def server_restart(self, op: Op) -> None:
-        server = self.rig.servers[0]
-        self.fault_times.append(time.time_ns())
-        server.kill() if op.args["victim"] % 2 else server.stop()
-        await anyio.sleep(1.0)  # a second of outage
-        await anyio.to_thread.run_sync(server.start)
-        self.fault_times.append(time.time_ns())
-
-    async def node_kill(self, op: Op) -> None:
-        victim = self.rig.servers[op.args["victim"] % len(self.rig.servers)]
-        self.fault_times.append(time.time_ns())
-        victim.kill()
-        await anyio.sleep(2.0)  # two seconds with two nodes
-        await anyio.to_thread.run_sync(victim.start)
-        for stream in (names.TASKS_STREAM, names.SCHEDULE_STREAM, *(names.queue_stream(q) for q in self.rig.queues)):
-            await wait_stream_current(self.rq, stream, 3)
-        self.fault_times.append(time.time_ns())
 
     # Settling and collecting --------------------------------------------------------------------------------------
 
