@@ -17,6 +17,7 @@ import structlog
 from nats.aio.client import Client
 
 from . import _protocol as proto
+from ._timeutil import parse_ns
 
 log = structlog.get_logger("jetbridge.service")
 
@@ -104,16 +105,36 @@ class Heartbeats:
                 await self._request(subject, proto.encode_heartbeat(
                     self._request_msg.task_id, self._request_msg.attempt_token, progress, message))
 
-    async def _request(self, subject: str, body: bytes) -> None:
+    async def _request(self, subject: str, body: bytes) -> bool:
+        """One heartbeat request; True when it was acknowledged."""
         sent = time.monotonic()
         try:
             await self._nc.request(subject, body, timeout=self._interval)
         except nats.errors.NoRespondersError:
             self._fence("no responders on the heartbeat subject")
-            return
+            return False
         except Exception:  # noqa: BLE001 - a timeout or a reconnect is just a missing ack
-            return
+            return False
         self.acked_at = max(self.acked_at, sent)
+        return True
+
+    def is_late(self, now_ns: int) -> bool:
+        """SPEC §5.2: received more than a heartbeat timeout after it was sent (``attempt_deadline − budget_ms``),
+        by this machine's wall clock. The dispatcher may have given such a request up already."""
+        if not self._ack:
+            return False
+        request = self._request_msg
+        sent_ns = parse_ns(request.attempt_deadline) - request.budget_ms * 1_000_000
+        return now_ns - sent_ns > TIMEOUT_INTERVALS * request.heartbeat_interval_ms * 1_000_000
+
+    async def confirm(self) -> bool:
+        """Before a late request starts: a heartbeat now, which must be acknowledged, else the attempt is fenced."""
+        body = proto.encode_heartbeat(self._request_msg.task_id, self._request_msg.attempt_token)
+        async with self._lock:
+            acked = await self._request(self._request_msg.heartbeat_subject, body)
+        if not acked:
+            self._fence("the first heartbeat of a late request was not acknowledged")
+        return acked
 
     async def _watchdog(self) -> None:
         """Fence the moment the newest ack is a heartbeat timeout old, not at the next beat."""

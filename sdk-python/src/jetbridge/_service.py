@@ -257,6 +257,8 @@ class Service:
                     beats.start_soon(hb.run)  # from receipt, also while waiting for a worker
                 beats.start_soon(self._budget, task)
                 await self._watch_cancels(request.cancel_subject)
+                if hb.is_late(time.time_ns()):
+                    await hb.confirm()  # not acknowledged: fenced, and _call replies without running fn
                 reply = await self._call(fn, task)
                 beats.cancel_scope.cancel()
         finally:
