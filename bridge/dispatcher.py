@@ -35,6 +35,7 @@ from jetbridge._timeutil import NS, format_ns, now_ns, parse_ns
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from .announce import announce
 from .attempts import Attempt, AttemptRunner
 from .metrics import Metrics
 from .policy import parse_policy
@@ -186,6 +187,7 @@ class Dispatcher:
                 tg.start_soon(worker.puller.run)
                 tg.start_soon(self._keeper, worker)
             tg.start_soon(mover.run)
+            tg.start_soon(announce, self)  # a micro service `jetbridge info` finds (bridge/announce.py)
             if self.settings.reconcile_interval:
                 tg.start_soon(self._reconciler)
             self.ready = True
