@@ -2,8 +2,9 @@
 
 Exit codes (documented in README.md, "Command line"):
     0 done; 1 the task or operation did not succeed (a waited task ended other than complete, a cancel of a finished
-    task); 2 bad input (names, durations, options, config); 3 no server, or NATS could not be reached;
-    4 ``enqueue --wait`` timed out (the task id, its state and the likely reason are printed).
+    task); 2 an error: bad input (names, durations, options, config), NATS unreachable or refusing; 3 no server given
+    and none runs for the data dir; 4 ``enqueue --wait`` timed out (the task id, its state and the likely reason are
+    printed); 70 an unexpected error (a bug).
 """
 
 from __future__ import annotations

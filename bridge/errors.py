@@ -10,7 +10,7 @@ import os
 import traceback
 
 import msgspec
-from jetbridge._errors import JetbridgeError, TransportError
+from jetbridge._errors import JetbridgeError
 from jetbridge._store import JetStreamError
 
 from .cli_common import EXIT_NO_SERVER, EXIT_USAGE, say_error
@@ -62,16 +62,16 @@ def report(exc: BaseException) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
     if isinstance(exc, KeyboardInterrupt):
         return 130
-    if isinstance(exc, (TransportError, NoServerError)):
+    if isinstance(exc, NoServerError):
         code, text = EXIT_NO_SERVER, str(exc)
-    elif isinstance(exc, JetbridgeError):
+    elif isinstance(exc, JetbridgeError):  # TransportError included: exit 2, as scripts already expect
         code, text = EXIT_USAGE, str(exc)
     elif isinstance(exc, JetStreamError):
         code, text = EXIT_USAGE, f"JetStream refused: {exc.description} (err_code {exc.err_code})"
     elif isinstance(exc, msgspec.DecodeError):
         code, text = EXIT_USAGE, f"not valid JSON: {exc}"
     elif isinstance(exc, (OSError, TimeoutError)):
-        code, text = EXIT_NO_SERVER, f"{type(exc).__name__}: {exc}"
+        code, text = EXIT_USAGE, f"{type(exc).__name__}: {exc}"
     else:
         if os.environ.get(DEBUG_ENV):
             traceback.print_exception(exc)
