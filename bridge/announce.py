@@ -37,6 +37,7 @@ def status(dispatcher: Dispatcher, started: float) -> dict[str, Any]:
     """What the status endpoint answers: the dispatcher as it is now."""
     return {"id": dispatcher.id, "version": bridge_version(), "started": started,
             "uptime_s": round(time.time() - started, 3), "queues": sorted(dispatcher.workers),
+            "configured": list(dispatcher.settings.queues),
             "in_flight": dispatcher.busy.count}
 
 

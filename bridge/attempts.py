@@ -9,7 +9,7 @@ the attempt token; one for a token that is not running is stale, and is logged a
 from __future__ import annotations
 
 import asyncio
-import itertools
+import functools
 import secrets
 import time
 from collections import OrderedDict
@@ -27,6 +27,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from .logs import RateLimitedLog
 from .metrics import Metrics
 from .routes import Route
 from .states import AttemptOutcome
@@ -34,13 +35,12 @@ from .states import AttemptOutcome
 log = structlog.get_logger("jetbridge.attempt")
 
 
-_TOKEN_PREFIX = secrets.token_urlsafe(9)  # 12 characters, random per process
-_token_counter = itertools.count(1)
+def new_token() -> str:
+    """96 bits from the operating system's CSPRNG, URL-safe base64 (16 characters): unguessable per attempt.
 
-
-def _new_token() -> str:
-    """Unique per attempt: a random per-process prefix and a counter (no system call per attempt)."""
-    return f"{_TOKEN_PREFIX}{next(_token_counter):x}"
+    A handler that served one attempt must not be able to predict the next token and forge its heartbeats.
+    """
+    return secrets.token_urlsafe(12)
 
 
 class AttemptAborted(Exception):
@@ -61,9 +61,19 @@ class Attempt:
     subject: str
     budget: float
     lease: float | None
-    token: str = field(default_factory=lambda: _new_token())
+    #: the try limit that applies (the task's own capped by the queue's; 0: none), as the handler is told
+    max_attempts: int = 0
+    token: str = field(default_factory=new_token)
     started: float = field(default_factory=time.monotonic)
     last_beat: float = field(default_factory=time.monotonic)
+    #: a valid heartbeat has arrived (until then the first-contact grace applies)
+    contacted: bool = False
+    #: reply subjects of duplicate work items for this task, adopted while the attempt runs (see bridge.takeover)
+    adopted: list[str] = field(default_factory=list)
+    #: the outcome is being settled: nothing more is adopted
+    finished: bool = False
+    #: when the adopted items were last kept in progress on the server
+    adopted_told: float = 0.0
     progress: float | None = None
     progress_message: str = ""
     progress_dirty: bool = False
@@ -75,29 +85,36 @@ class Attempt:
 class AttemptRunner:
     """Sends attempts to handlers and watches them until they end."""
 
-    def __init__(self, nc: Client, *, dispatcher_id: str, metrics: Metrics, deadline_grace: float = 0.0) -> None:
+    def __init__(self, nc: Client, *, dispatcher_id: str, metrics: Metrics, first_contact_grace: float = 2.0) -> None:
         self._nc = nc
         self.dispatcher_id = dispatcher_id
         self._metrics = metrics
         self._requester = Requester(nc, prefix=f"_INBOX.jetbridge.{dispatcher_id}", on_stale=self._on_stale_reply)
         self._hb_prefix = f"{names.HEARTBEAT_SUBJECT_PREFIX}.{dispatcher_id}"
+        #: extra silence allowed before an attempt's first heartbeat: a cold runtime, a forking command handler
+        #: or a request waiting in a busy handler's queue has not yet seen the task
+        self.first_contact_grace = first_contact_grace
         self.running: dict[str, Attempt] = {}
         self._by_task: dict[str, Attempt] = {}
         self._finished: OrderedDict[str, str] = OrderedDict()
-        self._hb_sub: Subscription | None = None
+        self._bad_beats = RateLimitedLog(log, "invalid_heartbeat")
+        self._stale_beats = RateLimitedLog(log, "stale_heartbeat")
+        self._stale_replies = RateLimitedLog(log, "stale_reply")
 
     async def start(self) -> None:
         await self._requester.start()
-        self._hb_sub = await self._nc.subscribe(f"{self._hb_prefix}.*", cb=self._on_heartbeat,
-                                                pending_msgs_limit=1_000_000, pending_bytes_limit=1 << 30)
 
     async def close(self) -> None:
-        if self._hb_sub is not None and self._nc.is_connected:
-            await self._hb_sub.unsubscribe()
         await self._requester.close()
 
     def attempt_for(self, task_id: str) -> Attempt | None:
+        """The attempt of ``task_id`` this dispatcher holds: from its start until its outcome is settled."""
         return self._by_task.get(task_id)
+
+    def release(self, attempt: Attempt) -> None:
+        """The attempt's outcome is saved (or given up): the task is no longer held here."""
+        if self._by_task.get(attempt.task.id) is attempt:
+            del self._by_task[attempt.task.id]
 
     def abort(self, attempt: Attempt, reason: proto.CancelReason, message: str) -> bool:
         """End a running attempt early; ``run`` returns the matching outcome."""
@@ -107,21 +124,34 @@ class AttemptRunner:
         """Run ``attempt`` to its end and say how it ended. Never raises for handler behaviour."""
         self.running[attempt.token] = attempt
         self._by_task[attempt.task.id] = attempt
+        beats: Subscription | None = None
         if attempt.lease is not None:
-            self._arm_watchdog(attempt, attempt.lease)
+            self._arm_watchdog(attempt, attempt.lease + self.first_contact_grace)
         try:
             if attempt.route.mode == "asyncjobs":
                 return await self._run_asyncjobs(attempt)
+            if attempt.lease is not None:
+                beats = await self._nc.subscribe(self.heartbeat_subject(attempt),
+                                                 cb=functools.partial(self._on_heartbeat, attempt))
             return await self._run_v1(attempt)
         finally:
             if attempt.watchdog is not None:
                 attempt.watchdog.cancel()
+            if beats is not None:
+                await self._unsubscribe(beats)
             self.running.pop(attempt.token, None)
-            if self._by_task.get(attempt.task.id) is attempt:
-                del self._by_task[attempt.task.id]
             self._finished[attempt.token] = attempt.task.id
             if len(self._finished) > 10_000:
                 self._finished.popitem(last=False)
+
+    def heartbeat_subject(self, attempt: Attempt) -> str:
+        return f"{self._hb_prefix}.{attempt.token}"
+
+    async def _unsubscribe(self, sub: Subscription) -> None:
+        try:
+            await sub.unsubscribe()
+        except Exception:  # noqa: BLE001 - a closed connection has no subscriptions left to drop
+            pass
 
     def _request(self, attempt: Attempt) -> proto.TaskRequest:
         task = attempt.task
@@ -130,11 +160,11 @@ class AttemptRunner:
         interval = int(attempt.lease * 1000 / 3) if attempt.lease is not None else 0
         return proto.TaskRequest(
             type=proto.REQUEST_TYPE, protocol=proto.PROTOCOL_VERSION, task_id=task.id, task_type=task.type, queue=attempt.queue, attempt=task.tries,
-            max_attempts=max(task.max_tries, 0), created=format_ms(task.created_ns),
+            max_attempts=attempt.max_attempts, created=format_ms(task.created_ns),
             deadline=format_ms(deadline) if (deadline := task.deadline_ns) is not None else None,
             attempt_token=attempt.token, attempt_deadline=format_ms(now + int(attempt.budget * NS)),
-            budget_ms=int(attempt.budget * 1000), heartbeat_subject=f"{self._hb_prefix}.{attempt.token}",
-            heartbeat_interval_ms=interval, cancel_subject=f"{names.CANCEL_SUBJECT_PREFIX}.{attempt.token}",
+            budget_ms=int(attempt.budget * 1000), heartbeat_subject=self.heartbeat_subject(attempt),
+            heartbeat_interval_ms=interval, heartbeat_ack=interval > 0, cancel_subject=f"{names.CANCEL_SUBJECT_PREFIX}.{attempt.token}",
             payload_encoding=encoding, content_type=ctype, payload=payload,
             traceparent=proto.traceparent_for(task.id, task.tries),
         )
@@ -230,37 +260,44 @@ class AttemptRunner:
 
     def _check_lease(self, attempt: Attempt) -> None:
         assert attempt.lease is not None
+        allowed = attempt.lease if attempt.contacted else attempt.lease + self.first_contact_grace
         silent = time.monotonic() - attempt.last_beat
-        if silent >= attempt.lease:
+        if silent >= allowed:
+            first = "" if attempt.contacted else " (no heartbeat at all since the request was sent)"
             self.abort(attempt, "lost", f"handler lost: no heartbeat for {silent:.3f}s during attempt "
-                                        f"{attempt.task.tries} (heartbeat timeout {attempt.lease:.3f}s)")
+                                        f"{attempt.task.tries}{first} (heartbeat timeout {attempt.lease:.3f}s)")
         else:
-            self._arm_watchdog(attempt, attempt.lease - silent)
+            self._arm_watchdog(attempt, allowed - silent)
 
-    async def _on_heartbeat(self, msg: Msg) -> None:
-        token = msg.subject.rsplit(".", 1)[-1]
-        attempt = self.running.get(token)
+    async def _on_heartbeat(self, attempt: Attempt, msg: Msg) -> None:
+        if self.running.get(attempt.token) is not attempt:
+            return  # ended while this heartbeat was queued: no ack, so a 1.1 handler fences itself
         try:
             beat = proto.decode_heartbeat(msg.data)
         except ProtocolError as exc:
             self._metrics.stale_messages.labels(kind="invalid_heartbeat").inc()
-            log.warning("invalid_heartbeat", token=token, task_id=attempt.task.id if attempt else None, error=str(exc))
+            self._bad_beats.warning(task_id=attempt.task.id, queue=attempt.queue, type=attempt.task.type,
+                                    error=str(exc))
             return
-        if attempt is None or beat.attempt_token != token or beat.task_id != attempt.task.id:
+        if beat.attempt_token != attempt.token or beat.task_id != attempt.task.id:
             self._metrics.stale_messages.labels(kind="heartbeat").inc()
-            log.info("stale_heartbeat", task_id=beat.task_id, token=token,
-                     why="attempt is not running" if attempt is None else "token or task id does not match")
+            self._stale_beats.info(task_id=attempt.task.id, queue=attempt.queue, type=attempt.task.type,
+                                   named_task=beat.task_id, why="token or task id does not match")
             return
         attempt.last_beat = time.monotonic()
+        attempt.contacted = True
         if beat.progress is not None or beat.message is not None:
             attempt.progress = beat.progress if beat.progress is not None else attempt.progress
             attempt.progress_message = beat.message if beat.message is not None else attempt.progress_message
             attempt.progress_dirty = True
+        if msg.reply:
+            await self._nc.publish(msg.reply, b"")
 
     def _on_stale_reply(self, token: str, msg: Msg) -> None:
         self._metrics.stale_messages.labels(kind="reply").inc()
-        log.info("stale_reply", task_id=self._finished.get(token), token=token,
-                 why="the attempt had already ended; the reply is not stored")
+        task_id = self._finished.get(token) or (msg.headers or {}).get(names.H_TASK_ID)
+        self._stale_replies.info(task_id=task_id, token=token,
+                                 why="the attempt had already ended; the reply is not stored")
 
 
 _ABORT_OUTCOMES = {"lost": "lost", "operator": "cancelled", "shutdown": "shutdown", "deadline": "deadline",

@@ -52,7 +52,7 @@ async def why_waiting(nc: Client, settings: Settings, task: TaskRecord) -> str:
         return f"still running (attempt {task.tries}{progress})"
     infos = await gather_infos(nc)
     online = await dispatchers(nc, infos)
-    if not any(serves(list(d.get("queues") or []), task.queue) for d in online):
+    if not any(serves([*(d.get("queues") or []), *(d.get("configured") or [])], task.queue) for d in online):
         if not online:
             return f"no dispatcher is online: start one with `jetbridge run` (it serves queue {task.queue})"
         served = sorted({q for d in online for q in d.get("queues") or []})

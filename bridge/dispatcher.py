@@ -37,14 +37,30 @@ from nats.aio.msg import Msg
 
 from .announce import announce
 from .attempts import Attempt, AttemptRunner
+from .logs import RateLimitedLog
 from .metrics import Metrics
 from .policy import parse_policy
+from .presence import HandlerPresence, probe_delay
 from .puller import Puller
+from .queue_watch import warn_if_asyncjobs, watch_queues
 from .queues import QueueAdmin, QueueConfig
 from .retries import MOVER_CONSUMER, Mover, RetryScheduler
 from .routes import Router
 from .settings import Settings
-from .states import AttemptOutcome, Decision, Dependencies, ItemAction, Limits, apply, on_delivery, on_outcome
+from .states import (
+    AttemptOutcome,
+    Decision,
+    Dependencies,
+    ItemAction,
+    Limits,
+    apply,
+    max_attempts,
+    nak_delay_ns,
+    on_delivery,
+    on_outcome,
+    waiting_for_handler,
+)
+from .takeover import Takeover, Verdict
 
 log = structlog.get_logger("jetbridge.dispatcher")
 
@@ -95,6 +111,8 @@ class QueueWorker:
     puller: Puller | None = None
     #: work items being processed: reply subject -> when the server was last told we are on it
     inflight: dict[str, float] = field(default_factory=dict)
+    #: the queue was deleted (it is served again if it comes back)
+    gone: bool = False
 
     @property
     def name(self) -> str:
@@ -123,7 +141,11 @@ class Dispatcher:
         self.admin = QueueAdmin(self._rq, replicas=settings.store_replicas)
         self.store = TaskStore(self._rq)
         self.scheduler = RetryScheduler(self._rq)
-        self.runner = AttemptRunner(nc, dispatcher_id=self.id, metrics=self.metrics)
+        self.runner = AttemptRunner(nc, dispatcher_id=self.id, metrics=self.metrics,
+                                    first_contact_grace=settings.first_contact_grace)
+        self.takeover = Takeover(nc, self.id, self.runner.attempt_for)
+        self.presence = HandlerPresence(self._rq, self.metrics)
+        self._foreign_items = RateLimitedLog(log, "foreign_work_item")
         self._mover = Mover(nc, self._rq)
         self.workers: dict[str, QueueWorker] = {}
         self._tg: TaskGroup | None = None
@@ -151,6 +173,7 @@ class Dispatcher:
                         hint="the task store was created without allow_msg_ttl (by asyncjobs?); finished tasks are kept")
         await self.scheduler.ensure_mover_consumer()
         await self.runner.start()
+        await self.takeover.start()
         if self.settings.verify_key:
             from jetbridge._signing import Verifier
 
@@ -167,13 +190,36 @@ class Dispatcher:
                                       f"create it with `jetbridge queue add {name}`") from None
                 config = await self.admin.add(QueueConfig(name=name, replicas=self.settings.store_replicas))
                 log.info("queue_created", queue=name)
-            self.workers[name] = QueueWorker(
-                config=config,
-                limits=Limits(queue_max_tries=config.max_tries, policy=parse_policy(config.retry),
-                              no_handler_delay=self.settings.no_handler_delay),
-                capacity=min(self.settings.concurrency, config.max_concurrent),
-            )
+            warn_if_asyncjobs(config)
+            self.workers[name] = QueueWorker(config=config, limits=self._limits(config), capacity=self._capacity(config))
         await self.nc.subscribe(names.CONTROL_CANCEL_SUBJECT, cb=self._on_control_cancel)
+
+    def _limits(self, config: QueueConfig) -> Limits:
+        return Limits(queue_max_tries=config.max_tries, policy=parse_policy(config.retry),
+                      no_handler_delay=self.settings.no_handler_delay)
+
+    def _capacity(self, config: QueueConfig) -> int:
+        return min(self.settings.concurrency, config.max_concurrent)
+
+    def serve_queue(self, config: QueueConfig) -> QueueWorker:
+        """Start serving a queue (at start-up, or one created while running)."""
+        worker = QueueWorker(config=config, limits=self._limits(config), capacity=self._capacity(config))
+        self.workers[config.name] = worker
+        if self._tg is not None:
+            self._start_worker(self._tg, worker)
+        return worker
+
+    def apply_queue_config(self, worker: QueueWorker, config: QueueConfig) -> None:
+        """Use a queue's changed settings from now on (running attempts keep the ones they started with)."""
+        worker.config, worker.limits, worker.capacity = config, self._limits(config), self._capacity(config)
+        if worker.puller is not None:
+            worker.puller.poke()
+
+    def _start_worker(self, tg: TaskGroup, worker: QueueWorker) -> None:
+        worker.puller = Puller(self.nc, names.queue_stream(worker.name), names.QUEUE_CONSUMER,
+                               functools.partial(self._on_item, worker), worker.free_slots)
+        tg.start_soon(worker.puller.run)
+        tg.start_soon(self._keeper, worker)
 
     async def run(self, *, task_status: TaskStatus[Dispatcher] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until :meth:`stop`, then drain: finish running attempts or hand them back."""
@@ -181,13 +227,12 @@ class Dispatcher:
         mover = Puller(self.nc, names.SCHEDULE_STREAM, MOVER_CONSUMER, self._on_due, lambda: 1000)
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            for worker in self.workers.values():
-                worker.puller = Puller(self.nc, names.queue_stream(worker.name), names.QUEUE_CONSUMER,
-                                       functools.partial(self._on_item, worker), worker.free_slots)
-                tg.start_soon(worker.puller.run)
-                tg.start_soon(self._keeper, worker)
+            for worker in list(self.workers.values()):
+                self._start_worker(tg, worker)
             tg.start_soon(mover.run)
             tg.start_soon(announce, self)  # a micro service `jetbridge info` finds (bridge/announce.py)
+            if self.settings.queue_refresh_interval:
+                tg.start_soon(watch_queues, self, self.settings.queue_refresh_interval)
             if self.settings.reconcile_interval:
                 tg.start_soon(self._reconciler)
             self.ready = True
@@ -203,6 +248,7 @@ class Dispatcher:
             mover.stop()
             await self._drain()
             tg.cancel_scope.cancel()
+        await self.takeover.close()
         await self.runner.close()
         await self._rq.close()
         log.info("dispatcher_stopped", dispatcher=self.id)
@@ -254,30 +300,38 @@ class Dispatcher:
                 worker.puller.poke()
 
     async def _handle(self, worker: QueueWorker, msg: Msg) -> None:
+        assert msg.reply
         try:
             task_id = decode_item(msg.data)
         except ValueError as exc:
             self.metrics.dropped_items.labels(queue=worker.name, reason="corrupt_item").inc()
             log.warning("corrupt_work_item", queue=worker.name, error=str(exc), data=msg.data[:200].decode(errors="replace"))
-            await self._item(msg, ItemAction.TERM, reason="corrupt work item")
+            await self._item([msg.reply], ItemAction.TERM, reason="corrupt work item")
+            return
+        if msg.subject != names.queue_subject(worker.name, task_id):
+            await self._drop_foreign(worker, msg, task_id, f"item on subject {msg.subject} names task {task_id}")
             return
         loaded = await self._read_task(worker, msg, task_id)
         if loaded is None:
             return
         task, seq = loaded
-        if self._verifier is not None:
-            problem = self._verifier.problem(task)
-            if problem and not task.task_state.terminal:
-                decision = Decision(ItemAction.ACK, TaskState.TERMINATED, last_err=problem,
-                                    last_err_code="signature", reason="signature check failed")
-                await self._finish(worker, msg, task, seq, decision)
-                return
+        if task.queue != worker.name and not self._signature_problem(task):
+            await self._drop_foreign(worker, msg, task_id, f"the task belongs to queue {task.queue}")
+            return
         claimed = await self._claim(worker, msg, task, seq)
         if claimed is not None:
             active, seq = claimed
             await self._event(active)
             self.metrics.child(self.metrics.tasks, worker.name, active.type, "active").inc()
             await self._run_attempt(worker, msg, active, seq)
+
+    async def _drop_foreign(self, worker: QueueWorker, msg: Msg, task_id: str, why: str) -> None:
+        """An item that does not match its task (forged, or put on the wrong queue): removed, the task untouched."""
+        assert msg.reply
+        self.metrics.dropped_items.labels(queue=worker.name, reason="foreign_item").inc()
+        self._foreign_items.warning(task_id=task_id, queue=worker.name, error=why,
+                                    hint="a work item must be on its own task's queue subject; item removed")
+        await self._item([msg.reply], ItemAction.TERM, reason="work item does not match its task")
 
     async def _read_task(self, worker: QueueWorker, msg: Msg, task_id: str) -> tuple[TaskRecord, int] | None:
         """The item's task and its sequence; None when the item was dealt with (dropped, NAKed, quarantined).
@@ -296,11 +350,11 @@ class Dispatcher:
                 self.metrics.dropped_items.labels(queue=worker.name, reason="task_not_found").inc()
                 log.warning("task_not_found", task_id=task_id, queue=worker.name,
                             hint="the work item points at a task that is not in the store; item removed")
-                await self._item(msg, ItemAction.TERM, reason="task not found")
+                await self._item([msg.reply], ItemAction.TERM, reason="task not found")
                 return None
             except (TransportError, JetStreamError) as exc:
                 log.warning("task_load_failed", task_id=task_id, queue=worker.name, error=str(exc))
-                await self._item(msg, ItemAction.NAK, delay=1.0)
+                await self._item([msg.reply], ItemAction.NAK, delay=1.0)
                 return None
             try:
                 task = decode_task(raw)
@@ -320,21 +374,58 @@ class Dispatcher:
         return False if self.confirm_reads else None
 
     async def _claim(self, worker: QueueWorker, msg: Msg, task: TaskRecord, seq: int) -> tuple[TaskRecord, int] | None:
-        """Save the task ``active`` (the attempt counted) if the state machine says run; else carry out its decision."""
+        """Save the task ``active`` (the attempt counted) if the state machine says run; else carry out its decision.
+
+        Every version of the task that may be run is checked here, including one re-read after losing a
+        compare-and-set: its signature, whether another attempt of it is live, and whether a handler is there.
+        """
+        assert msg.reply
+        items = [msg.reply]
         for _ in range(3):
+            problem = self._signature_problem(task)
+            if problem and not task.task_state.terminal:
+                decision = Decision(ItemAction.ACK, TaskState.TERMINATED, last_err=problem,
+                                    last_err_code="signature", reason="signature check failed")
+                await self._finish(worker, items, task, seq, decision)
+                return None
+            if task.task_state is TaskState.ACTIVE:
+                verdict, wait = await self.takeover.check(task, worker.name, msg.reply, worker.config.lease)
+                self.metrics.takeovers.labels(queue=worker.name, verdict=verdict.value).inc()
+                if verdict is Verdict.WAIT:
+                    await self._item(items, ItemAction.NAK, delay=wait)
+                if verdict is not Verdict.TAKE_OVER:
+                    return None
             deps = await self._dependencies(task) if task.task_state is TaskState.BLOCKED else None
             decision = on_delivery(task, now_ns(), worker.limits, deps)
+            if decision.action is ItemAction.RUN:
+                decision = await self._handler_check(worker, msg, task, decision)
             if decision.action is not ItemAction.RUN:
-                await self._finish(worker, msg, task, seq, decision)
+                await self._finish(worker, items, task, seq, decision)
                 return None
-            active = apply(task, decision, now_ns())
+            active = msgspec.structs.replace(apply(task, decision, now_ns()), dispatcher=self.id)
             try:
                 return active, await self.store.save(active, seq)
             except ConflictError:
                 self.metrics.save_conflicts.labels(queue=worker.name).inc()
                 task, seq = await self.store.load(task.id, direct=self._leader())  # ours was stale
-        await self._item(msg, ItemAction.NAK, delay=0.5)
+        await self._item(items, ItemAction.NAK, delay=0.5)
         return None
+
+    def _signature_problem(self, task: TaskRecord) -> str | None:
+        """Why ``task`` fails verification (on a dispatcher that verifies signatures), or None."""
+        return self._verifier.problem(task) if self._verifier is not None else None
+
+    async def _handler_check(self, worker: QueueWorker, msg: Msg, task: TaskRecord, run: Decision) -> Decision:
+        """``run``, unless the task's handler subject was last seen without a handler and a probe finds none."""
+        _, subject = self.router.resolve(task.type)
+        if task.task_state is not TaskState.NO_HANDLER and not self.presence.suspect(subject):
+            return run
+        if await self.presence.probe(subject):
+            return run
+        deliveries = msg.metadata.num_delivered if task.task_state is TaskState.NO_HANDLER else 1
+        delay = probe_delay(worker.limits.no_handler_delay, deliveries or 1)
+        message = f"no handler online for task type {task.type} (subject {subject})"
+        return waiting_for_handler(task, now_ns(), worker.limits, delay, message)
 
     async def _dependencies(self, task: TaskRecord) -> Dependencies:
         """Look up a blocked task's parents, as asyncjobs does: all complete, one failed, or still waiting."""
@@ -355,6 +446,7 @@ class Dispatcher:
         return Dependencies(waiting=waiting, results=results if task.load_dependencies else None)
 
     async def _run_attempt(self, worker: QueueWorker, msg: Msg, task: TaskRecord, seq: int) -> None:
+        assert msg.reply
         route, subject = self.router.resolve(task.type)
         budget = worker.config.max_run_time
         deadline = task.deadline_ns
@@ -362,25 +454,35 @@ class Dispatcher:
             budget = max(0.001, min(budget, (deadline - now_ns()) / NS))
         lease = worker.config.lease if (route.mode == "jetbridge" and route.heartbeats) else None
         attempt = Attempt(task=task, seq=seq, queue=worker.name, route=route, subject=subject, budget=budget,
-                          lease=min(lease, budget) if lease is not None else None)
+                          lease=min(lease, budget) if lease is not None else None,
+                          max_attempts=max_attempts(task, worker.limits))
         self.metrics.child(self.metrics.attempts, worker.name, task.type).inc()
         log.debug("attempt_started", task_id=task.id, queue=worker.name, type=task.type, attempt=task.tries,
                   subject=subject, budget_s=round(budget, 3))
         started = time.monotonic()
-        outcome = await self.runner.run(attempt)
-        self.metrics.child(self.metrics.attempt_duration, worker.name, task.type, outcome.kind).observe(
-            time.monotonic() - started)
-        if outcome.kind != "no_handler":
-            self.metrics.child(self.metrics.handler_available, subject).set(1)
-        async with attempt.lock:
-            task, seq = attempt.task, attempt.seq
-            decision = on_outcome(task, outcome, now_ns(), worker.limits)
-            await self._finish(worker, msg, task, seq, decision)
+        try:
+            outcome = await self.runner.run(attempt)
+            self.metrics.child(self.metrics.attempt_duration, worker.name, task.type, outcome.kind).observe(
+                time.monotonic() - started)
+            if outcome.kind == "no_handler":
+                self.presence.absent(subject)
+            else:
+                self.metrics.child(self.metrics.handler_available, subject).set(1)
+            async with attempt.lock:
+                task, seq = attempt.task, attempt.seq
+                decision = on_outcome(task, outcome, now_ns(), worker.limits)
+                await self._finish(worker, [msg.reply], task, seq, decision, attempt=attempt)
+        finally:
+            self.runner.release(attempt)
 
     # Carrying out decisions -----------------------------------------------------------------------------------
 
-    async def _finish(self, worker: QueueWorker, msg: Msg, task: TaskRecord, seq: int, decision: Decision) -> None:
-        """Save the decision's changes, then (only if the save landed) act on the work item."""
+    async def _finish(self, worker: QueueWorker, items: list[str], task: TaskRecord, seq: int, decision: Decision,
+                      *, attempt: Attempt | None = None) -> None:
+        """Save the decision's changes, then (only if the save landed) act on the work items.
+
+        ``attempt``: the attempt whose outcome this is; the items it adopted while running are settled too.
+        """
         if decision.saves:
             assert decision.state is not None
             new = apply(task, decision, now_ns())
@@ -391,7 +493,7 @@ class Dispatcher:
                 data = encode_task(new)
             assert decision.state is not None
             ttl = self.settings.retain_finished if (decision.state.terminal and self._ttl_ok) else None
-            if not await self._save(worker, msg, new, data, seq, ttl):
+            if not await self._save(worker, items, new, data, seq, ttl, attempt):
                 return
             await self._event(new)
             self.metrics.child(self.metrics.tasks, worker.name, new.type, new.state).inc()
@@ -401,7 +503,16 @@ class Dispatcher:
             getattr(log, level)("task_state", task_id=new.id, queue=worker.name, type=new.type, attempt=new.tries,
                                 from_state=task.state, to_state=new.state, reason=decision.reason,
                                 last_err=new.last_err or None, delay_s=round(decision.delay, 3) if decision.delay else None)
-        await self._item(msg, decision.action, delay=decision.delay, queue=worker.name, task_id=task.id)
+        await self._item(self._settle(items, attempt), decision.action, delay=decision.delay, queue=worker.name,
+                         task_id=task.id)
+
+    @staticmethod
+    def _settle(items: list[str], attempt: Attempt | None) -> list[str]:
+        """The items to act on: ``items`` and, for an attempt's outcome, what it adopted (no more from now on)."""
+        if attempt is None:
+            return items
+        attempt.finished = True
+        return items + [r for r in attempt.adopted if r not in items]
 
     def _result_too_large(self, task: TaskRecord, size: int) -> AttemptOutcome:
         limit = self.nc.max_payload - 512
@@ -409,9 +520,9 @@ class Dispatcher:
                               f"the result makes task {task.id} {size} bytes, over the store's limit of {limit} "
                               "bytes: return a reference to large results instead")
 
-    async def _save(self, worker: QueueWorker, msg: Msg, new: TaskRecord, data: bytes, seq: int,
-                    ttl: float | None) -> bool:
-        for attempt in range(5):
+    async def _save(self, worker: QueueWorker, items: list[str], new: TaskRecord, data: bytes, seq: int,
+                    ttl: float | None, attempt: Attempt | None = None) -> bool:
+        for attempt_no in range(5):
             try:
                 await self.store.save_raw(new.id, data, seq, ttl=ttl)
                 return True
@@ -421,41 +532,46 @@ class Dispatcher:
                 if current.task_state.terminal:
                     log.info("task_changed_elsewhere", task_id=new.id, queue=worker.name, state=current.state,
                              hint="the task ended elsewhere (cancelled?); this outcome is dropped")
-                    await self._item(msg, ItemAction.ACK)
+                    await self._item(self._settle(items, attempt), ItemAction.ACK)
                 else:
                     log.warning("attempt_superseded", task_id=new.id, queue=worker.name, state=current.state,
-                                hint="another dispatcher took the task over; this outcome is dropped")
+                                holder=current.dispatcher or None,
+                                hint="the task was changed elsewhere while this attempt ran; this outcome is dropped")
                 return False
             except (TransportError, JetStreamError) as exc:
-                log.warning("task_save_failed", task_id=new.id, queue=worker.name, attempt=attempt + 1, error=str(exc))
-                await anyio.sleep(0.2 * 2**attempt)
+                log.warning("task_save_failed", task_id=new.id, queue=worker.name, attempt=attempt_no + 1,
+                            error=str(exc))
+                await anyio.sleep(0.2 * 2**attempt_no)
         log.error("task_save_gave_up", task_id=new.id, queue=worker.name,
                   hint="the work item is not acknowledged; it is redelivered and the task resumes")
         return False
 
-    async def _item(self, msg: Msg, action: ItemAction, *, delay: float = 0.0, reason: str = "",
+    async def _item(self, replies: list[str], action: ItemAction, *, delay: float = 0.0, reason: str = "",
                     queue: str = "", task_id: str = "") -> None:
-        reply = msg.reply
-        assert reply
+        """Act on a work item (and on duplicates of it: a queue holds at most one per task, the others are gone)."""
         if action is ItemAction.SCHEDULE:
             try:
                 await self.scheduler.schedule(queue, task_id, delay)
             except (JetStreamError, TransportError) as exc:
                 log.warning("schedule_failed", task_id=task_id, queue=queue, error=str(exc),
                             hint="falling back to a delayed redelivery")
-                action = ItemAction.NAK
+                action = ItemAction.NAK  # with the same delay: a failed schedule never means "at once"
             else:
                 action = ItemAction.ACK
         if action is ItemAction.ACK:
-            await self.nc.publish(reply, b"+ACK")
+            body = b"+ACK"
         elif action is ItemAction.TERM:
-            await self.nc.publish(reply, f"+TERM {reason}".strip().encode())
+            body = f"+TERM {reason}".strip().encode()
         elif action is ItemAction.NAK:
-            body = b"-NAK" if delay <= 0 else b"-NAK " + msgspec.json.encode({"delay": int(delay * NS)})
+            body = b"-NAK" if delay <= 0 else b"-NAK " + msgspec.json.encode({"delay": nak_delay_ns(delay)})
+        else:
+            return
+        for reply in replies:
             await self.nc.publish(reply, body)
 
     async def _quarantine(self, worker: QueueWorker, msg: Msg, task_id: str, raw: bytes, seq: int, error: str) -> None:
         """A stored document that is not a task: keep its bytes in a terminated record anyone can inspect."""
+        assert msg.reply
         keep = raw[: max(0, (self.nc.max_payload - 4096) * 3 // 4)]
         record = TaskRecord(
             id=task_id, type="unknown", queue=worker.name, payload=keep, max_tries=0,
@@ -464,10 +580,9 @@ class Dispatcher:
             last_err_code="corrupt_task", content_type="application/octet-stream")
         self.metrics.dropped_items.labels(queue=worker.name, reason="corrupt_task").inc()
         log.error("corrupt_task", task_id=task_id, queue=worker.name, error=error)
-        decision = Decision(ItemAction.ACK)
-        if await self._save(worker, msg, record, encode_task(record), seq, None):
+        if await self._save(worker, [msg.reply], record, encode_task(record), seq, None):
             await self._event(record)
-            await self._item(msg, decision.action)
+            await self._item([msg.reply], ItemAction.ACK)
 
     async def _event(self, task: TaskRecord) -> None:
         try:
@@ -489,7 +604,13 @@ class Dispatcher:
                     worker.inflight[reply] = now
                     await self.nc.publish(reply, b"+WPI")
             for attempt in list(self.runner.running.values()):
-                if attempt.queue == worker.name and attempt.progress_dirty:
+                if attempt.queue != worker.name:
+                    continue
+                if attempt.adopted and not attempt.finished and now - attempt.adopted_told >= refresh:
+                    attempt.adopted_told = now
+                    for reply in list(attempt.adopted):
+                        await self.nc.publish(reply, b"+WPI")
+                if attempt.progress_dirty:
                     await self._save_progress(attempt)
 
     async def _save_progress(self, attempt: Attempt) -> None:

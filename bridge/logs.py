@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from typing import Any
 
 import structlog
 
@@ -41,3 +43,35 @@ def _route_stdlib(chain: list[structlog.types.Processor], renderer: structlog.ty
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
+
+
+class RateLimitedLog:
+    """One log event that is written at most once per ``every`` seconds, with the count of the ones left out.
+
+    For messages a hostile or broken peer can make arbitrarily many of (forged heartbeats, stale replies, forged
+    work items): counting them is the metric's job; the log only has to say that it happens, in bounded space.
+    """
+
+    def __init__(self, logger: Any, event: str, every: float = 1.0) -> None:
+        self._log = logger
+        self._event = event
+        self._every = every
+        self._next = 0.0
+        self._suppressed = 0
+
+    def _emit(self, level: str, fields: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        self._next = now + self._every
+        if self._suppressed:
+            fields["suppressed"] = self._suppressed
+            self._suppressed = 0
+        getattr(self._log, level)(self._event, **fields)
+
+    def info(self, **fields: Any) -> None:
+        self._emit("info", fields)
+
+    def warning(self, **fields: Any) -> None:
+        self._emit("warning", fields)

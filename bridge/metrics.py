@@ -34,6 +34,12 @@ class Metrics:
                                      ["queue", "reason"], registry=r)
         self.save_conflicts = Counter("jetbridge_save_conflicts", "Task saves that lost a compare-and-set",
                                       ["queue"], registry=r)
+        self.handler_probes = Counter("jetbridge_handler_probes",
+                                      "Presence probes of handler subjects that had no handler, by result",
+                                      ["found"], registry=r)
+        self.takeovers = Counter("jetbridge_active_task_items",
+                                 "Work items that arrived for a task already active, by what was done with them",
+                                 ["queue", "verdict"], registry=r)
         self.nats_connected = Gauge("jetbridge_nats_connected", "1 while connected to NATS", registry=r)
         self.ready = Gauge("jetbridge_ready", "1 while the dispatcher is pulling work", registry=r)
         self._children: dict[tuple[object, ...], Any] = {}

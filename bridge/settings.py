@@ -37,7 +37,8 @@ class Settings:
         inbox_prefix: the connection's reply-subject prefix; empty: ``_INBOX.jetbridge.<dispatcher_id>``, so a
             dispatcher's every reply subject is under ``_INBOX.jetbridge.<dispatcher_id>.>`` (see docs/security.md).
         data_dir: where the embedded server keeps its store.
-        queues: queues to serve; ``*`` serves every queue that exists.
+        queues: queues to serve; ``*`` serves every queue that exists, including ones created later (the default
+            serves ``DEFAULT``, created if missing, and every other queue).
         create_queues: create missing queues (with default settings) instead of failing.
         concurrency: attempts this dispatcher runs at once on each queue (capped by the queue's max_concurrent).
         subject_prefix: default route subject prefix (``<prefix>.<type>``).
@@ -46,6 +47,8 @@ class Settings:
         shutdown_grace: on SIGTERM, how long running attempts may finish before they are handed back.
         retain_finished: how long finished tasks stay in the store (0: forever); needs a Jetbridge task store.
         reconcile_interval: how often to look for unfinished tasks without a work item (0: never).
+        queue_refresh_interval: how often to look for new queues (with ``*``) and changed queue settings (0: never).
+        first_contact_grace: extra silence allowed before an attempt's first heartbeat (a cold or busy handler).
         store_replicas: replicas (1-5) of the stores and queues this dispatcher creates; existing ones keep theirs.
         metrics_listen: ``host:port`` for /metrics, /healthz and /readyz; empty: off.
         log_format: ``console``, ``json`` or ``auto`` (json unless a terminal).
@@ -68,7 +71,7 @@ class Settings:
     tls_key: str = ""
     inbox_prefix: str = ""
     data_dir: str = ".jetbridge"
-    queues: tuple[str, ...] = ("DEFAULT",)
+    queues: tuple[str, ...] = ("DEFAULT", "*")
     create_queues: bool = True
     concurrency: int = 200
     subject_prefix: str = names.DEFAULT_TASK_SUBJECT_PREFIX
@@ -77,6 +80,8 @@ class Settings:
     shutdown_grace: float = 30.0
     retain_finished: float = 0.0
     reconcile_interval: float = 300.0
+    queue_refresh_interval: float = 2.0
+    first_contact_grace: float = 2.0
     store_replicas: int = 1
     metrics_listen: str = ""
     log_format: Literal["auto", "console", "json"] = "auto"
@@ -175,7 +180,8 @@ def _redact_url(urls: str) -> str:
     return ",".join(parts)
 
 
-_DURATIONS = {"no_handler_delay", "shutdown_grace", "retain_finished", "reconcile_interval"}
+_DURATIONS = {"no_handler_delay", "shutdown_grace", "retain_finished", "reconcile_interval", "queue_refresh_interval",
+              "first_contact_grace"}
 _FIELDS = {f.name: f for f in fields(Settings)}
 
 

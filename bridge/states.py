@@ -10,6 +10,7 @@ property tests prove that every path ends in a terminal state and that only term
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
@@ -22,6 +23,23 @@ from .policy import RetryPolicy
 
 #: asyncjobs NAKs blocked (dependency) tasks for a fixed 5 s; so do we, without spending attempts.
 BLOCKED_DELAY = 5.0
+#: the longest wait before a retry (protocol: ``retry_after_ms`` at most 604800000): a longer one is cut to this,
+#: so no delay can overflow a schedule or a redelivery delay and come back at once
+MAX_RETRY_DELAY = 7 * 86400.0
+NS_PER_S = 1_000_000_000
+_GAVE_UP = re.compile(r"^(gave up after \d+ of \d+ attempts: )+")
+
+
+def nak_delay_ns(delay: float) -> int:
+    """A redelivery delay in nanoseconds for the server: at least 1 ms when asked for one, at most a week."""
+    return max(1_000_000, int(min(delay, MAX_RETRY_DELAY) * NS_PER_S))
+
+
+def _gave_up(task: TaskRecord, limit: int, message: str) -> str:
+    """The last error of a task out of attempts; a task that runs out again does not stack the prefix."""
+    why = f"gave up after {task.tries} of {limit} attempts"
+    message = _GAVE_UP.sub("", message)
+    return f"{why}: {message}" if message else why
 
 
 class ItemAction(StrEnum):
@@ -130,9 +148,8 @@ def on_delivery(task: TaskRecord, now_ns: int, limits: Limits, deps: Dependencie
                         last_err=f"deadline {task.deadline} passed before attempt {task.tries + 1} could start")
     limit = max_attempts(task, limits)
     if limit and task.tries >= limit:
-        why = f"gave up after {task.tries} of {limit} attempts"
         return Decision(ItemAction.ACK, TaskState.EXPIRED, reason="no attempts left",
-                        last_err=f"{why}: {last_err}" if last_err else why, last_err_code=last_code or "max_tries")
+                        last_err=_gave_up(task, limit, last_err), last_err_code=last_code or "max_tries")
     return Decision(ItemAction.RUN, TaskState.ACTIVE, tries_delta=1, last_err="", last_err_code="",
                     reason="attempt starts", clear_progress=True,
                     dependency_results=deps.results if deps is not None else None)
@@ -166,14 +183,27 @@ def on_outcome(
     limit = max_attempts(task, limits)
     if limit and task.tries >= limit:
         return Decision(ItemAction.ACK, TaskState.EXPIRED, last_err_code=code, reason="no attempts left",
-                        last_err=f"gave up after {task.tries} of {limit} attempts: {outcome.message}")
+                        last_err=_gave_up(task, limit, outcome.message))
     if outcome.retry_after is not None:
         delay = outcome.retry_after
     elif limits.policy is not None:
         delay = limits.policy.delay(task.tries, rng)
     else:
         delay = 0.0
+    delay = min(max(delay, 0.0), MAX_RETRY_DELAY)
     return _wait_or_expire(task, now_ns, limits, delay, TaskState.RETRY, outcome.message, code)
+
+
+def waiting_for_handler(task: TaskRecord, now_ns: int, limits: Limits, delay: float, message: str) -> Decision:
+    """A probe found no handler for a task that was about to run: wait ``delay`` without spending an attempt.
+
+    Only the first wait is saved (state ``no_handler``, with the reason); later ones change nothing stored, so a
+    task waiting for a handler costs no writes and no events.
+    """
+    decision = _wait_or_expire(task, now_ns, limits, delay, TaskState.NO_HANDLER, message, "no_handler")
+    if decision.state is TaskState.NO_HANDLER and task.task_state is TaskState.NO_HANDLER:
+        return Decision(decision.action, delay=decision.delay, reason=decision.reason)
+    return decision
 
 
 def _wait_or_expire(

@@ -4,11 +4,13 @@ ones never keep an attempt alive; nothing else is affected."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import anyio
 import jetbridge
 import msgspec
+import nats.errors
 import pytest
 from jetbridge import _names as names
 from jetbridge import _protocol as proto
@@ -77,14 +79,61 @@ async def test_forged_heartbeats_do_not_keep_an_attempt_alive(h: Harness, logs: 
     assert logged(logs, "stale_heartbeat", why="token or task id does not match")
 
 
-async def test_heartbeat_for_an_attempt_that_does_not_exist(h: Harness, logs: Any) -> None:
+async def test_heartbeats_for_attempts_that_do_not_exist_never_reach_the_dispatcher(h: Harness, logs: Any) -> None:
+    """Each attempt subscribes to its own heartbeat subject, so the server drops heartbeats for any other token:
+    they cost the dispatcher nothing, and a sender asking for an ack hears "no responders" at once."""
     async with running(h) as d:
         token = "Nn" * 8
-        await h.nc.publish(f"{names.HEARTBEAT_SUBJECT_PREFIX}.{d.id}.{token}", beat("ghost", token))
-        await eventually(lambda: metric(d.metrics.stale_messages, kind="heartbeat") >= 1)
+        subject = f"{names.HEARTBEAT_SUBJECT_PREFIX}.{d.id}.{token}"
+        await h.nc.publish(subject, beat("ghost", token))
+        with pytest.raises(nats.errors.NoRespondersError):
+            await h.nc.request(subject, beat("ghost", token), timeout=5)
         await assert_unaffected(h)
-    [entry] = logged(logs, "stale_heartbeat")
-    assert (entry["task_id"], entry["token"], entry["why"]) == ("ghost", token, "attempt is not running")
+        assert metric(d.metrics.stale_messages, kind="heartbeat") == 0
+    assert not logged(logs, "stale_heartbeat") and not logged(logs, "invalid_heartbeat")
+
+
+FLOODER = """
+import asyncio, secrets, sys, nats
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    prefix, n = sys.argv[2], int(sys.argv[3])
+    body = b'{"type":"io.jetbridge.v1.heartbeat","protocol":1,"task_id":"x","attempt_token":"AAAAAAAAAAAAAAAA"}'
+    for i in range(n):
+        await nc.publish(f"{prefix}.{secrets.token_urlsafe(12)}", body)
+        if i % 5000 == 0:
+            await nc.flush()
+    await nc.flush()
+    await nc.close()
+asyncio.run(main())
+"""
+
+
+async def test_a_heartbeat_flood_costs_a_live_attempt_nothing(h: Harness, logs: Any, nats_server: Any) -> None:
+    """A client with handler rights floods the dispatcher's heartbeat subjects with forged heartbeats for random
+    tokens while a real attempt runs with a short lease: the attempt keeps its lease and completes once, the
+    dispatcher keeps its connection, and nothing is logged per forged message."""
+    flood_done = anyio.Event()
+    started = anyio.Event()
+
+    async def long(task: jetbridge.Task) -> Any:
+        started.set()
+        await flood_done.wait()
+        return "survived"
+
+    async with running(h) as d, h.service({"long": long}):
+        task_id = await h.producer.enqueue("long", max_tries=1)
+        with anyio.fail_after(20):
+            await started.wait()
+        prefix = f"{names.HEARTBEAT_SUBJECT_PREFIX}.{d.id}"
+        flooder = await anyio.run_process([sys.executable, "-c", FLOODER, nats_server.url, prefix, "200000"], check=True)
+        assert flooder.returncode == 0
+        flood_done.set()
+        record = await h.producer.wait(task_id, timeout=30)
+        assert h.nc.is_connected
+        await assert_unaffected(h)
+    assert (record.state, record.tries, record.result and record.result.value()) == ("complete", 1, "survived")
+    assert len(logged(logs, "stale_heartbeat")) + len(logged(logs, "invalid_heartbeat")) <= 2
 
 
 @pytest.mark.parametrize("body", [

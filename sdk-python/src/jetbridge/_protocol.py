@@ -77,6 +77,7 @@ class TaskRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     content_type: ContentType
     payload: msgspec.Raw
     traceparent: Annotated[str, msgspec.Meta(pattern=TRACEPARENT_PATTERN)] | msgspec.UnsetType = msgspec.UNSET
+    heartbeat_ack: bool = False
 
     def decoded_payload(self) -> Any:
         """The payload: a JSON value, or :class:`Bytes` for base64 payloads."""

@@ -92,6 +92,8 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     last_err_code: str = ""
     progress: float | None = None
     progress_message: str = ""
+    #: Jetbridge: the dispatcher that runs (or last ran) an attempt; asked before another takes an active task over
+    dispatcher: str = ""
 
     @property
     def task_state(self) -> TaskState:
