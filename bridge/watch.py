@@ -116,5 +116,6 @@ async def watch_board(nc: Client, *, queue: str | None = None, seconds: float | 
                     now = time.monotonic()
                     live.update(board.render(now, now - started))
     finally:
+        console.line()  # the last frame stays on screen, and the prompt starts on a line of its own
         await sub.unsubscribe()
         await rq.close()
