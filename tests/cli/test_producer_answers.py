@@ -68,7 +68,7 @@ async def test_retry_of_a_signed_task_on_another_queue_is_refused(h: Harness) ->
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"max_tries": 2**63}, "max_tries must be"),
     ({"max_tries": True}, "max_tries must be"),
-    ({"deadline": timedelta(days=999_999)}, "too far in the future"),
+    ({"deadline": timedelta(days=3_000_000)}, "too far in the future"),
 ])
 async def test_limits_beyond_what_the_store_can_hold_are_refused(h: Harness, kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(jetbridge.ConfigError, match=match):

@@ -78,6 +78,9 @@ def _encode_payload(payload: Any, content_type: str | None) -> tuple[bytes, str]
         raise ConfigError(f"payload is neither bytes nor JSON-serialisable: {exc}") from None
 
 
+_LAST_DEADLINE_NS = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()) * NS
+
+
 def _deadline_ns(deadline: datetime | timedelta | None, now: int) -> int | None:
     if deadline is None:
         return None
@@ -87,8 +90,8 @@ def _deadline_ns(deadline: datetime | timedelta | None, now: int) -> int | None:
         raise ConfigError("deadline must be timezone-aware (for example datetime.now(timezone.utc) + ...)")
     else:
         value = int(deadline.astimezone(UTC).timestamp() * NS)
-    if value >= 2**63:  # stored as int64 nanoseconds (asyncjobs reads it as a Go time)
-        raise ConfigError("deadline is too far in the future: at most year 2262")
+    if value > _LAST_DEADLINE_NS:  # stored as an RFC 3339 time: four-digit years
+        raise ConfigError("deadline is too far in the future: it must be before the year 10000")
     return value
 
 
