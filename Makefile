@@ -53,7 +53,7 @@ image: venv
 	bash image/build.sh
 
 faults: venv
-	$(PY) -m pytest -q tests/faults --full-scale -s
+	$(PY) -m pytest -q tests/faults tests/schedules/test_ha.py --full-scale -s
 
 lint: venv
 	$(VENV)/bin/ruff check bridge sdk-python tests bench interop/conformance interop/python

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import baselines, scenarios
+from . import baselines, index_bench, scenarios
 from .infra import REPO, build_go, ensure_py_spy, ensure_uvloop, go_version, load_avg, log
 
 RESULTS = REPO / "bench" / "results" / "latest.json"
@@ -47,11 +47,15 @@ class Counts:
     cost_window: int = 20_000
     depth_small: int = 10_000
     two_n: int = 20_000
+    #: tasks in the store for the index scenario (issue 17), and the large run (None: skipped)
+    index_n: int = 100_000
+    index_large_n: int | None = 1_000_000
 
 
 QUICK = Counts(rr_n=5000, js_n=5000, naive_n=2000, asyncjobs_n=5000, drain_n=5000, profile_n=5000, drain_py_n=3000,
                enqueue_n=5000,
-               latency_seconds=2.0, cost_queued=20_000, cost_window=5000, depth_small=3000, two_n=5000)
+               latency_seconds=2.0, cost_queued=20_000, cost_window=5000, depth_small=3000, two_n=5000,
+               index_n=20_000, index_large_n=None)
 
 
 @dataclass(frozen=True)
@@ -206,6 +210,9 @@ def targets(out: dict[str, Any]) -> list[dict[str, Any]]:
          "dispatcher_cpu_us_per_task"),
         ("dispatcher peak RSS (100,000 queued, 1,000 in flight)", "<=", 150, "MB", "cost",
          "dispatcher_peak_rss_mb_max"),
+        ("task index list/count p95 (100,000 stored tasks)", "<=", 200, "ms", "index", "n_100000.worst_p95_ms"),
+        ("delayed task start lateness p99 (1,000 due in the same second)", "<=", 1000, "ms", "delayed_accuracy",
+         "p99_late_ms"),
     ]
     result = []
     for name, op, target, unit, step, metric in rows:
@@ -256,8 +263,12 @@ def _steps(c: Counts, bins: dict[str, str | None], spy: str | None) -> list[Step
              needs_go=True),
         Step("scaling_two_dispatchers", "scenarios", 20, drain(handler="go", n=c.two_n, dispatchers=2), DRAIN_METRICS,
              reps=2, needs_go=True),
+        Step("delayed_accuracy", "scenarios", 25, lambda: scenarios.delayed_accuracy(n=1000, concurrency=c.concurrency),
+             ("p99_late_ms", "p50_late_ms", "early"), reps=1),
         Step("enqueue_chunk_1000", "scenarios", 12, lambda: scenarios.enqueue(n=c.enqueue_n, chunk=1000),
              ("tasks_per_s", "producer_cpu_us_per_task"), late=True),
+        Step("index", "scenarios", 150, lambda: index_bench.main_both(c.index_n, c.index_large_n),
+             ("n_100000.worst_p95_ms", "n_100000.catch_up_s", "n_100000.index_bytes_per_task")),
         Step("experiment_uvloop", "experiments", 40, lambda: _uvloop(c, go_noop),
              ("uvloop_cpu_over_asyncio_cpu",), needs_go=True, late=True),
     ]

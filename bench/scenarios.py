@@ -300,6 +300,64 @@ async def latency(*, rates: list[int], seconds: float, noop_bin: str, concurrenc
     return result
 
 
+async def delayed_accuracy(*, n: int, concurrency: int) -> dict[str, Any]:
+    """Fire-time accuracy of delayed tasks: ``n`` tasks due within one second, spread over it (i/n s past the
+    second), each enqueued with ``at=``. Lateness is the ``active`` event's arrival (the attempt started) minus the
+    task's due time; a negative value would be a task started early. The Python no-op handler, so no Go needed."""
+    import math
+    from datetime import UTC, datetime
+
+    result: dict[str, Any] = {"tasks": n, "concurrency": concurrency, "load_avg": load_avg()}
+    with Server() as srv, Children() as kids:
+        nc = await nats.connect(srv.url)
+        try:
+            await create_queue(nc, QUEUE, concurrency)
+            kids.start(py_noop_proc(srv.url, concurrency))
+            kids.start(dispatcher_proc(srv.url, QUEUE, concurrency))
+            producer = Producer(nc, queue=QUEUE)
+            due: dict[str, int] = {}
+            started: dict[str, int] = {}
+            done = asyncio.Event()
+
+            async def on_event(msg: Any) -> None:
+                if b'"state":"active"' in msg.data:
+                    task_id = msg.subject.rsplit(".", 1)[1]
+                    started.setdefault(task_id, time.time_ns())
+                    if len(started) >= n:
+                        done.set()
+
+            sub = await nc.subscribe("CHORIA_AJ.E.task_state.*", cb=on_event, pending_msgs_limit=1_000_000)
+            second = (math.floor(time.time()) + 8) * 1_000_000_000
+            t0 = time.perf_counter()
+            for start in range(0, n, 100):
+                async def one(i: int) -> None:
+                    at = second + i * 1_000_000_000 // n
+                    task_id = f"delayed{i}"
+                    due[task_id] = at
+                    await producer.enqueue("noop", PAYLOAD, task_id=task_id,
+                                           at=datetime.fromtimestamp(at / 1e9, UTC))
+                await asyncio.gather(*(one(i) for i in range(start, min(n, start + 100))))
+            result["enqueue_seconds"] = round(time.perf_counter() - t0, 3)
+            result["due_in_s_after_enqueue"] = round((second - time.time_ns()) / 1e9, 3)
+            try:
+                await asyncio.wait_for(done.wait(), (second - time.time_ns()) / 1e9 + 30)
+            except TimeoutError:
+                pass
+            await sub.unsubscribe()
+            await producer.close()
+            late = [(started[k] - due[k]) / 1e6 for k in due if k in started]
+            result.update({
+                "started": len(late), "early": sum(1 for v in late if v < 0),
+                "p50_late_ms": _ms(percentile(late, 50)), "p99_late_ms": _ms(percentile(late, 99)),
+                "max_late_ms": _ms(max(late) if late else None),
+            })
+            log(f"delayed: {len(late)}/{n} started, lateness p50 {result['p50_late_ms']} ms, "
+                f"p99 {result['p99_late_ms']} ms, early {result['early']}")
+        finally:
+            await nc.close()
+    return result
+
+
 # Experiment ---------------------------------------------------------------------------------------------------
 
 

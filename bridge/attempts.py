@@ -9,7 +9,6 @@ the attempt token; one for a token that is not running is stale, and is logged a
 from __future__ import annotations
 
 import asyncio
-import functools
 import secrets
 import time
 from collections import OrderedDict
@@ -25,8 +24,8 @@ from jetbridge._task import TaskRecord, encode_task
 from jetbridge._timeutil import MS, NS, format_ms, format_ns, now_ns
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
+from .beats import SharedSubscriptions
 from .logs import RateLimitedLog
 from .metrics import Metrics
 from .routes import Route
@@ -99,12 +98,16 @@ class AttemptRunner:
         self._finished: OrderedDict[str, str] = OrderedDict()
         self._bad_beats = RateLimitedLog(log, "invalid_heartbeat")
         self._stale_beats = RateLimitedLog(log, "stale_heartbeat")
+        # "_" is no token (tokens are 16 characters): the anchor subject never gets a heartbeat
+        self._beats = SharedSubscriptions(nc, f"{self._hb_prefix}._", self._on_heartbeat)
         self._stale_replies = RateLimitedLog(log, "stale_reply")
 
     async def start(self) -> None:
         await self._requester.start()
+        await self._beats.start()
 
     async def close(self) -> None:
+        await self._beats.close()
         await self._requester.close()
 
     def attempt_for(self, task_id: str) -> Attempt | None:
@@ -124,21 +127,20 @@ class AttemptRunner:
         """Run ``attempt`` to its end and say how it ended. Never raises for handler behaviour."""
         self.running[attempt.token] = attempt
         self._by_task[attempt.task.id] = attempt
-        beats: Subscription | None = None
+        beats: int | None = None
         if attempt.lease is not None:
             self._arm_watchdog(attempt, attempt.lease + self.first_contact_grace)
         try:
             if attempt.route.mode == "asyncjobs":
                 return await self._run_asyncjobs(attempt)
             if attempt.lease is not None:
-                beats = await self._nc.subscribe(self.heartbeat_subject(attempt),
-                                                 cb=functools.partial(self._on_heartbeat, attempt))
+                beats = await self._beats.add(self.heartbeat_subject(attempt))
             return await self._run_v1(attempt)
         finally:
             if attempt.watchdog is not None:
                 attempt.watchdog.cancel()
             if beats is not None:
-                await self._unsubscribe(beats)
+                await self._beats.remove(beats)
             self.running.pop(attempt.token, None)
             self._finished[attempt.token] = attempt.task.id
             if len(self._finished) > 10_000:
@@ -146,12 +148,6 @@ class AttemptRunner:
 
     def heartbeat_subject(self, attempt: Attempt) -> str:
         return f"{self._hb_prefix}.{attempt.token}"
-
-    async def _unsubscribe(self, sub: Subscription) -> None:
-        try:
-            await sub.unsubscribe()
-        except Exception:  # noqa: BLE001 - a closed connection has no subscriptions left to drop
-            pass
 
     def _request(self, attempt: Attempt) -> proto.TaskRequest:
         task = attempt.task
@@ -269,8 +265,9 @@ class AttemptRunner:
         else:
             self._arm_watchdog(attempt, allowed - silent)
 
-    async def _on_heartbeat(self, attempt: Attempt, msg: Msg) -> None:
-        if self.running.get(attempt.token) is not attempt:
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        attempt = self.running.get(msg.subject[len(self._hb_prefix) + 1:])
+        if attempt is None:
             return  # ended while this heartbeat was queued: no ack, so a 1.1 handler fences itself
         try:
             beat = proto.decode_heartbeat(msg.data)

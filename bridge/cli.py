@@ -31,6 +31,16 @@ app.command()(cli_run.stop)
 app.command()(cli_tasks.enqueue)
 app.command()(cli_info.info)
 app.command()(cli_info.watch)
+from .cli_bulk import bulk_app, pause_app  # noqa: E402  (issue 17: dead letters, bulk operations, pausing)
+from .cli_dlq import dlq_app  # noqa: E402
+
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(bulk_app, name="bulk")
+queue_app.add_typer(pause_app)
+from .cli_schedule import schedule_app, task_reschedule  # noqa: E402
+
+app.add_typer(schedule_app, name="schedule")
+cli_tasks.task_app.command("reschedule")(task_reschedule)
 
 #: the command line after global options were moved to the front (``run --background`` starts it again)
 _ARGV: list[str] = []

@@ -15,6 +15,7 @@ from rich.table import Table
 from .cli_common import JsonOpt, settings_of, with_session
 from .durations import format_duration
 from .output import console, print_json
+from .queues import _paused
 from .settings import Settings
 
 config_app = typer.Typer(help="Check and show the dispatcher's configuration.", no_args_is_help=True)
@@ -26,9 +27,9 @@ async def _queue_counts(rq: Requester, queue: str) -> dict[str, Any]:
     try:
         c = await js_api(rq, f"CONSUMER.INFO.{stream}.{names.QUEUE_CONSUMER}")
     except JetStreamError:
-        return {"name": queue, "depth": 0, "in_flight": 0, "paused": False, "delivered": 0, "consumer": False}
+        return {"name": queue, "depth": 0, "in_flight": 0, "paused": "", "delivered": 0, "consumer": False}
     return {"name": queue, "depth": int(c.get("num_pending", 0)), "in_flight": int(c.get("num_ack_pending", 0)),
-            "paused": bool(c.get("paused", False)), "delivered": int(c.get("delivered", {}).get("consumer_seq", 0)),
+            "paused": _paused(c), "delivered": int(c.get("delivered", {}).get("consumer_seq", 0)),
             "consumer": True}
 
 
@@ -95,7 +96,7 @@ def show_info(data: dict[str, Any]) -> None:
         console.print(f"[bold]task store[/bold] {ts['stream']}: {ts['tasks']} tasks, {ts['bytes']} bytes, "
                       f"R{ts['replicas']}")
     _table("queues", ["queue", "depth", "in flight", "rate/s", "paused"],
-           [[q["name"], str(q["depth"]), str(q["in_flight"]), f"{q['rate']:g}", "yes" if q["paused"] else "no"]
+           [[q["name"], str(q["depth"]), str(q["in_flight"]), f"{q['rate']:g}", q["paused"] or "no"]
             for q in data["queues"]], "none (create one with `jetbridge queue add NAME`)")
     _table("dispatchers", ["id", "queues", "version", "uptime", "in flight"],
            [[d["id"], ", ".join(d.get("queues") or []), str(d.get("version", "")), d["uptime"],

@@ -92,7 +92,8 @@ def _show_queue(config: QueueConfig, extra: dict[str, Any] | None = None) -> Non
 def queue_info(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
     """Show a queue's settings and counts."""
     info = with_admin(ctx, lambda a: a.info(name))
-    extra = {"waiting": info.waiting, "in_flight": info.in_flight, "redelivered": info.redelivered, "bytes": info.bytes}
+    extra = {"waiting": info.waiting, "in_flight": info.in_flight, "redelivered": info.redelivered, "bytes": info.bytes,
+             "paused": info.paused}
     print_json({**info.config.to_dict(), **extra}) if as_json else _show_queue(info.config, extra)
 
 
@@ -104,15 +105,17 @@ def queue_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     infos = with_admin(ctx, go)
     if as_json:
-        print_json([{**i.config.to_dict(), "waiting": i.waiting, "in_flight": i.in_flight} for i in infos])
+        print_json([{**i.config.to_dict(), "waiting": i.waiting, "in_flight": i.in_flight, "paused": i.paused}
+                    for i in infos])
         return
     from rich.table import Table
 
-    table = Table("queue", "waiting", "in flight", "max tries", "max run time", "concurrency", "retry", "storage")
+    table = Table("queue", "waiting", "in flight", "max tries", "max run time", "concurrency", "retry", "storage",
+                  "paused")
     for i in infos:
         c = i.config
         table.add_row(c.name, str(i.waiting), str(i.in_flight), str(c.max_tries), format_duration(c.max_run_time),
-                      str(c.max_concurrent), c.retry, c.storage)
+                      str(c.max_concurrent), c.retry, c.storage, i.paused)
     console.print(table)
 
 

@@ -91,19 +91,23 @@ def enqueue(
     content_type: Annotated[str | None, typer.Option(help="Content type of a binary payload.")] = None,
     wait: Annotated[str | None, typer.Option(help="Wait this long for the task to end, e.g. 30 or 2m (exit 4 on "
                                                   "timeout, with the reason).")] = None,
+    delay: Annotated[str | None, typer.Option("--in", help="Run it this long from now, e.g. 10m (waits, holding no slot).")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="Run it at this RFC 3339 time, e.g. 2026-12-24T18:00:00+01:00.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Enqueue a task and print its id (with --wait: the finished task)."""
+    """Enqueue a task and print its id (with --wait: the finished task; --in / --at: a delayed task)."""
     limit = _check_enqueue(task_type, queue, task_id, deadline, tries)
     value = _payload(payload, binary, content_type)
     wait_s = parse_duration(wait, what="--wait") if wait is not None else None
+    delay_s = parse_duration(delay, what="--in") if delay else None
 
     async def go(nc: Client, settings: Settings) -> tuple[str, TaskRecord | None, str]:
         signer = Signer(settings.signing_seed) if settings.signing_seed else None
         producer = Producer(nc, queue=queue, signer=signer)
         try:
             tid = await producer.enqueue(task_type, value, task_id=task_id, dedup_key=dedup_key, max_tries=tries,
-                                         deadline=timedelta(seconds=limit) if limit else None)
+                                         deadline=timedelta(seconds=limit) if limit else None,
+                                         delay=delay_s, at=at)
             if not wait_s:
                 return tid, None, ""
             try:

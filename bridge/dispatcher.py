@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -26,17 +25,17 @@ from jetbridge._errors import (
     TaskNotFoundError,
     TransportError,
 )
-from jetbridge._events import task_state_event
 from jetbridge._inflight import InFlight
 from jetbridge._requester import Requester
 from jetbridge._store import JetStreamError, TaskStore
-from jetbridge._task import TaskRecord, TaskState, decode_task, encode_task
-from jetbridge._timeutil import NS, format_ns, now_ns, parse_ns
+from jetbridge._task import TaskRecord, TaskState, decode_task
+from jetbridge._timeutil import NS, now_ns
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from .announce import announce
 from .attempts import Attempt, AttemptRunner
+from .history import record_attempt
 from .logs import RateLimitedLog
 from .metrics import Metrics
 from .policy import parse_policy
@@ -46,80 +45,24 @@ from .queue_watch import warn_if_asyncjobs, watch_queues
 from .queues import QueueAdmin, QueueConfig
 from .retries import MOVER_CONSUMER, Mover, RetryScheduler
 from .routes import Router
+from .scheduler import run_schedules
 from .settings import Settings
+from .settle import Settler
 from .states import (
-    AttemptOutcome,
     Decision,
     Dependencies,
     ItemAction,
     Limits,
     apply,
     max_attempts,
-    nak_delay_ns,
     on_delivery,
     on_outcome,
     waiting_for_handler,
 )
 from .takeover import Takeover, Verdict
+from .worker import QueueWorker, check_document, decode_item
 
 log = structlog.get_logger("jetbridge.dispatcher")
-
-
-class _Item(msgspec.Struct):
-    job: str
-    kind: int = 0
-
-
-_item_decoder = msgspec.json.Decoder(_Item)
-
-
-def decode_item(data: bytes) -> str:
-    """The task id a work item points at; raises ValueError naming what is wrong with the item."""
-    try:
-        task_id = _item_decoder.decode(data).job
-    except RecursionError:
-        raise ValueError("the work item's JSON is nested too deeply") from None
-    if not names.is_valid_name(task_id):
-        raise ValueError(f"job {task_id!r} is not a task id")
-    return task_id
-
-
-def check_document(task: TaskRecord, task_id: str) -> None:
-    """What decoding cannot see: the document must be the task its subject names, with times that parse.
-
-    Raises ValueError naming the member; the dispatcher then quarantines the document instead of failing on it
-    at every delivery.
-    """
-    if task.id != task_id:
-        raise ValueError(f"it holds task {task.id!r}, not {task_id!r}")
-    for member in ("created", "deadline", "tried"):
-        value = getattr(task, member)
-        if value or member == "created":
-            try:
-                parse_ns(value)
-            except ValueError:
-                raise ValueError(f"{member} {value!r} is not an RFC 3339 time") from None
-
-
-@dataclass(eq=False)
-class QueueWorker:
-    """Serves one queue."""
-
-    config: QueueConfig
-    limits: Limits
-    capacity: int
-    puller: Puller | None = None
-    #: work items being processed: reply subject -> when the server was last told we are on it
-    inflight: dict[str, float] = field(default_factory=dict)
-    #: the queue was deleted (it is served again if it comes back)
-    gone: bool = False
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    def free_slots(self) -> int:
-        return self.capacity - len(self.inflight)
 
 
 class Dispatcher:
@@ -141,6 +84,7 @@ class Dispatcher:
         self.admin = QueueAdmin(self._rq, replicas=settings.store_replicas)
         self.store = TaskStore(self._rq)
         self.scheduler = RetryScheduler(self._rq)
+        self.settler = Settler(nc, self.store, self.scheduler, self.metrics)
         self.runner = AttemptRunner(nc, dispatcher_id=self.id, metrics=self.metrics,
                                     first_contact_grace=settings.first_contact_grace)
         self.takeover = Takeover(nc, self.id, self.runner.attempt_for)
@@ -153,7 +97,6 @@ class Dispatcher:
         #: set once :meth:`run` has drained and returned
         self.stopped = anyio.Event()
         self.busy = InFlight()
-        self._ttl_ok = False
         self._verifier: Any = None
         self.ready = False
         #: confirm with the stream leader (``STREAM.MSG.GET``) before a direct read may drop a work item; on when the
@@ -167,8 +110,10 @@ class Dispatcher:
         store_config = await self.admin.ensure_stores()
         self.store.direct = bool(store_config.get("allow_direct"))
         self.confirm_reads = self.store.direct and int(store_config.get("num_replicas") or 1) > 1
-        self._ttl_ok = bool(store_config.get("allow_msg_ttl"))
-        if self.settings.retain_finished and not self._ttl_ok:
+        self.settler.confirm_reads = self.confirm_reads
+        self.settler.ttl_ok = bool(store_config.get("allow_msg_ttl"))
+        self.settler.retain_finished = self.settings.retain_finished
+        if self.settings.retain_finished and not self.settler.ttl_ok:
             log.warning("retention_unavailable", stream=names.TASKS_STREAM,
                         hint="the task store was created without allow_msg_ttl (by asyncjobs?); finished tasks are kept")
         await self.scheduler.ensure_mover_consumer()
@@ -231,6 +176,7 @@ class Dispatcher:
                 self._start_worker(tg, worker)
             tg.start_soon(mover.run)
             tg.start_soon(announce, self)  # a micro service `jetbridge info` finds (bridge/announce.py)
+            tg.start_soon(run_schedules, self)  # cron schedules: every dispatcher fires them (bridge/scheduler.py)
             if self.settings.queue_refresh_interval:
                 tg.start_soon(watch_queues, self, self.settings.queue_refresh_interval)
             if self.settings.reconcile_interval:
@@ -306,7 +252,7 @@ class Dispatcher:
         except ValueError as exc:
             self.metrics.dropped_items.labels(queue=worker.name, reason="corrupt_item").inc()
             log.warning("corrupt_work_item", queue=worker.name, error=str(exc), data=msg.data[:200].decode(errors="replace"))
-            await self._item([msg.reply], ItemAction.TERM, reason="corrupt work item")
+            await self.settler.item([msg.reply], ItemAction.TERM, reason="corrupt work item")
             return
         if msg.subject != names.queue_subject(worker.name, task_id):
             await self._drop_foreign(worker, msg, task_id, f"item on subject {msg.subject} names task {task_id}")
@@ -321,7 +267,7 @@ class Dispatcher:
         claimed = await self._claim(worker, msg, task, seq)
         if claimed is not None:
             active, seq = claimed
-            await self._event(active)
+            await self.settler.event(active)
             self.metrics.child(self.metrics.tasks, worker.name, active.type, "active").inc()
             await self._run_attempt(worker, msg, active, seq)
 
@@ -331,7 +277,7 @@ class Dispatcher:
         self.metrics.dropped_items.labels(queue=worker.name, reason="foreign_item").inc()
         self._foreign_items.warning(task_id=task_id, queue=worker.name, error=why,
                                     hint="a work item must be on its own task's queue subject; item removed")
-        await self._item([msg.reply], ItemAction.TERM, reason="work item does not match its task")
+        await self.settler.item([msg.reply], ItemAction.TERM, reason="work item does not match its task")
 
     async def _read_task(self, worker: QueueWorker, msg: Msg, task_id: str) -> tuple[TaskRecord, int] | None:
         """The item's task and its sequence; None when the item was dealt with (dropped, NAKed, quarantined).
@@ -350,11 +296,11 @@ class Dispatcher:
                 self.metrics.dropped_items.labels(queue=worker.name, reason="task_not_found").inc()
                 log.warning("task_not_found", task_id=task_id, queue=worker.name,
                             hint="the work item points at a task that is not in the store; item removed")
-                await self._item([msg.reply], ItemAction.TERM, reason="task not found")
+                await self.settler.item([msg.reply], ItemAction.TERM, reason="task not found")
                 return None
             except (TransportError, JetStreamError) as exc:
                 log.warning("task_load_failed", task_id=task_id, queue=worker.name, error=str(exc))
-                await self._item([msg.reply], ItemAction.NAK, delay=1.0)
+                await self.settler.item([msg.reply], ItemAction.NAK, delay=1.0)
                 return None
             try:
                 task = decode_task(raw)
@@ -362,16 +308,12 @@ class Dispatcher:
             except (msgspec.DecodeError, ValueError) as exc:
                 if unconfirmed:
                     continue
-                await self._quarantine(worker, msg, task_id, raw, seq, str(exc))
+                await self.settler.quarantine(worker, msg, task_id, raw, seq, str(exc))
                 return None
             if unconfirmed and task.task_state.terminal:
                 continue
             return task, seq
         return None
-
-    def _leader(self) -> bool | None:
-        """``direct=`` for a read that must not be stale: the leader on a replicated store, else the default."""
-        return False if self.confirm_reads else None
 
     async def _claim(self, worker: QueueWorker, msg: Msg, task: TaskRecord, seq: int) -> tuple[TaskRecord, int] | None:
         """Save the task ``active`` (the attempt counted) if the state machine says run; else carry out its decision.
@@ -386,13 +328,13 @@ class Dispatcher:
             if problem and not task.task_state.terminal:
                 decision = Decision(ItemAction.ACK, TaskState.TERMINATED, last_err=problem,
                                     last_err_code="signature", reason="signature check failed")
-                await self._finish(worker, items, task, seq, decision)
+                await self.settler.finish(worker, items, task, seq, decision)
                 return None
             if task.task_state is TaskState.ACTIVE:
                 verdict, wait = await self.takeover.check(task, worker.name, msg.reply, worker.config.lease)
                 self.metrics.takeovers.labels(queue=worker.name, verdict=verdict.value).inc()
                 if verdict is Verdict.WAIT:
-                    await self._item(items, ItemAction.NAK, delay=wait)
+                    await self.settler.item(items, ItemAction.NAK, delay=wait)
                 if verdict is not Verdict.TAKE_OVER:
                     return None
             deps = await self._dependencies(task) if task.task_state is TaskState.BLOCKED else None
@@ -400,15 +342,15 @@ class Dispatcher:
             if decision.action is ItemAction.RUN:
                 decision = await self._handler_check(worker, msg, task, decision)
             if decision.action is not ItemAction.RUN:
-                await self._finish(worker, items, task, seq, decision)
+                await self.settler.finish(worker, items, task, seq, decision)
                 return None
             active = msgspec.structs.replace(apply(task, decision, now_ns()), dispatcher=self.id)
             try:
                 return active, await self.store.save(active, seq)
             except ConflictError:
                 self.metrics.save_conflicts.labels(queue=worker.name).inc()
-                task, seq = await self.store.load(task.id, direct=self._leader())  # ours was stale
-        await self._item(items, ItemAction.NAK, delay=0.5)
+                task, seq = await self.store.load(task.id, direct=self.settler.leader())  # ours was stale
+        await self.settler.item(items, ItemAction.NAK, delay=0.5)
         return None
 
     def _signature_problem(self, task: TaskRecord) -> str | None:
@@ -471,124 +413,10 @@ class Dispatcher:
             async with attempt.lock:
                 task, seq = attempt.task, attempt.seq
                 decision = on_outcome(task, outcome, now_ns(), worker.limits)
-                await self._finish(worker, [msg.reply], task, seq, decision, attempt=attempt)
+                task = record_attempt(task, outcome, decision, now_ns=now_ns(), dispatcher=self.id)
+                await self.settler.finish(worker, [msg.reply], task, seq, decision, attempt=attempt)
         finally:
             self.runner.release(attempt)
-
-    # Carrying out decisions -----------------------------------------------------------------------------------
-
-    async def _finish(self, worker: QueueWorker, items: list[str], task: TaskRecord, seq: int, decision: Decision,
-                      *, attempt: Attempt | None = None) -> None:
-        """Save the decision's changes, then (only if the save landed) act on the work items.
-
-        ``attempt``: the attempt whose outcome this is; the items it adopted while running are settled too.
-        """
-        if decision.saves:
-            assert decision.state is not None
-            new = apply(task, decision, now_ns())
-            data = encode_task(new)
-            if decision.state is TaskState.COMPLETE and len(data) > self.nc.max_payload - 512:
-                decision = on_outcome(task, self._result_too_large(task, len(data)), now_ns(), worker.limits)
-                new = apply(task, decision, now_ns())
-                data = encode_task(new)
-            assert decision.state is not None
-            ttl = self.settings.retain_finished if (decision.state.terminal and self._ttl_ok) else None
-            if not await self._save(worker, items, new, data, seq, ttl, attempt):
-                return
-            await self._event(new)
-            self.metrics.child(self.metrics.tasks, worker.name, new.type, new.state).inc()
-            if decision.state is TaskState.RETRY:
-                self.metrics.child(self.metrics.retries, worker.name, new.type).inc()
-            level = "debug" if decision.state in (TaskState.COMPLETE, TaskState.RETRY) else "info"
-            getattr(log, level)("task_state", task_id=new.id, queue=worker.name, type=new.type, attempt=new.tries,
-                                from_state=task.state, to_state=new.state, reason=decision.reason,
-                                last_err=new.last_err or None, delay_s=round(decision.delay, 3) if decision.delay else None)
-        await self._item(self._settle(items, attempt), decision.action, delay=decision.delay, queue=worker.name,
-                         task_id=task.id)
-
-    @staticmethod
-    def _settle(items: list[str], attempt: Attempt | None) -> list[str]:
-        """The items to act on: ``items`` and, for an attempt's outcome, what it adopted (no more from now on)."""
-        if attempt is None:
-            return items
-        attempt.finished = True
-        return items + [r for r in attempt.adopted if r not in items]
-
-    def _result_too_large(self, task: TaskRecord, size: int) -> AttemptOutcome:
-        limit = self.nc.max_payload - 512
-        return AttemptOutcome("result_too_large", "result_too_large",
-                              f"the result makes task {task.id} {size} bytes, over the store's limit of {limit} "
-                              "bytes: return a reference to large results instead")
-
-    async def _save(self, worker: QueueWorker, items: list[str], new: TaskRecord, data: bytes, seq: int,
-                    ttl: float | None, attempt: Attempt | None = None) -> bool:
-        for attempt_no in range(5):
-            try:
-                await self.store.save_raw(new.id, data, seq, ttl=ttl)
-                return True
-            except ConflictError:
-                self.metrics.save_conflicts.labels(queue=worker.name).inc()
-                current, _ = await self.store.load(new.id, direct=self._leader())  # not a replica that is behind
-                if current.task_state.terminal:
-                    log.info("task_changed_elsewhere", task_id=new.id, queue=worker.name, state=current.state,
-                             hint="the task ended elsewhere (cancelled?); this outcome is dropped")
-                    await self._item(self._settle(items, attempt), ItemAction.ACK)
-                else:
-                    log.warning("attempt_superseded", task_id=new.id, queue=worker.name, state=current.state,
-                                holder=current.dispatcher or None,
-                                hint="the task was changed elsewhere while this attempt ran; this outcome is dropped")
-                return False
-            except (TransportError, JetStreamError) as exc:
-                log.warning("task_save_failed", task_id=new.id, queue=worker.name, attempt=attempt_no + 1,
-                            error=str(exc))
-                await anyio.sleep(0.2 * 2**attempt_no)
-        log.error("task_save_gave_up", task_id=new.id, queue=worker.name,
-                  hint="the work item is not acknowledged; it is redelivered and the task resumes")
-        return False
-
-    async def _item(self, replies: list[str], action: ItemAction, *, delay: float = 0.0, reason: str = "",
-                    queue: str = "", task_id: str = "") -> None:
-        """Act on a work item (and on duplicates of it: a queue holds at most one per task, the others are gone)."""
-        if action is ItemAction.SCHEDULE:
-            try:
-                await self.scheduler.schedule(queue, task_id, delay)
-            except (JetStreamError, TransportError) as exc:
-                log.warning("schedule_failed", task_id=task_id, queue=queue, error=str(exc),
-                            hint="falling back to a delayed redelivery")
-                action = ItemAction.NAK  # with the same delay: a failed schedule never means "at once"
-            else:
-                action = ItemAction.ACK
-        if action is ItemAction.ACK:
-            body = b"+ACK"
-        elif action is ItemAction.TERM:
-            body = f"+TERM {reason}".strip().encode()
-        elif action is ItemAction.NAK:
-            body = b"-NAK" if delay <= 0 else b"-NAK " + msgspec.json.encode({"delay": nak_delay_ns(delay)})
-        else:
-            return
-        for reply in replies:
-            await self.nc.publish(reply, body)
-
-    async def _quarantine(self, worker: QueueWorker, msg: Msg, task_id: str, raw: bytes, seq: int, error: str) -> None:
-        """A stored document that is not a task: keep its bytes in a terminated record anyone can inspect."""
-        assert msg.reply
-        keep = raw[: max(0, (self.nc.max_payload - 4096) * 3 // 4)]
-        record = TaskRecord(
-            id=task_id, type="unknown", queue=worker.name, payload=keep, max_tries=0,
-            state=TaskState.TERMINATED.value, created=format_ns(now_ns()), tries=0,
-            last_err=f"the stored task document is corrupt ({error}); its original bytes are this record's payload",
-            last_err_code="corrupt_task", content_type="application/octet-stream")
-        self.metrics.dropped_items.labels(queue=worker.name, reason="corrupt_task").inc()
-        log.error("corrupt_task", task_id=task_id, queue=worker.name, error=error)
-        if await self._save(worker, [msg.reply], record, encode_task(record), seq, None):
-            await self._event(record)
-            await self._item([msg.reply], ItemAction.ACK)
-
-    async def _event(self, task: TaskRecord) -> None:
-        try:
-            await self.nc.publish(names.task_state_event_subject(task.id), task_state_event(task))
-        except Exception:  # noqa: BLE001 - events are best effort, like asyncjobs'
-            pass
 
     # Background duties ----------------------------------------------------------------------------------------
 
@@ -629,7 +457,7 @@ class Dispatcher:
             except (TransportError, JetStreamError):
                 attempt.progress_dirty = True
                 return
-            await self._event(updated)
+            await self.settler.event(updated)
 
     async def _reconciler(self) -> None:
         """Every ``reconcile_interval``, put orphaned tasks of our queues back on their queue."""

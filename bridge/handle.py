@@ -32,7 +32,13 @@ queue group ``jetbridge``, through :class:`jetbridge.Service`) and runs COMMAND 
   exactly as the program writes them. It is a socket rather than a pipe so that jetbridge can answer on it (the
   ``cancel`` line above).
 
+Protocol 1.1 (SPEC §5): through :class:`jetbridge.Service`, a request is heartbeated from its receipt, also while
+it waits for a free command slot, and with ``heartbeat_ack`` an attempt whose heartbeats stop being acknowledged is
+fenced: its command is stopped exactly as for a cancel with reason ``lost``. ``nats micro stats`` counts failed
+commands as errors, with their real run time.
+
 The command runs in its own session and process group. When its attempt's budget runs out, the task is cancelled,
+the attempt is fenced,
 its stdout passes the size limit (the server's ``max_payload``: more can never fit a reply; ended with
 ``result_too_large``), or ``jetbridge handle`` shuts down past its grace period, the whole group gets SIGTERM, then
 SIGKILL after ``kill_grace``. When the command exits, whatever it left running in its group is killed (SIGKILL).

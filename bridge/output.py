@@ -58,10 +58,15 @@ def show_task(task: TaskRecord) -> None:
         ("payload", json.dumps(_payload_view(task.payload or b"", task.content_type), ensure_ascii=False)[:500]),
         ("result", result_text(task)[:500]),
     ]
+    rows.append(("replays", str(task.replays) if task.replays else ""))
     for key, value in rows:
         if value:
             table.add_row(key, str(value))
     console.print(table)
+    from .history import timeline  # issue 17: the attempt timeline
+
+    for line in timeline(task):
+        console.print(line, markup=False, highlight=False)
 
 
 def task_table(tasks: list[TaskRecord]) -> None:

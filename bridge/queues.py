@@ -185,6 +185,13 @@ def _from_server(stream: dict[str, Any], consumer: dict[str, Any]) -> QueueConfi
     )
 
 
+def _paused(cinfo: dict[str, Any]) -> str:
+    if not cinfo.get("paused"):
+        return ""
+    until = str((cinfo.get("config") or {}).get("pause_until", ""))
+    return "until resumed" if until.startswith("2200") else f"until {until}"
+
+
 @dataclass(frozen=True)
 class QueueInfo:
     config: QueueConfig
@@ -192,6 +199,8 @@ class QueueInfo:
     in_flight: int
     redelivered: int
     bytes: int
+    #: "" or when a pause ends (``until resumed`` for a pause without an end); see bridge/pause.py
+    paused: str = ""
 
 
 class QueueAdmin:
@@ -271,7 +280,7 @@ class QueueAdmin:
         return QueueInfo(
             config=_from_server(sinfo, cinfo), waiting=int(cinfo.get("num_pending", 0)),
             in_flight=int(cinfo.get("num_ack_pending", 0)), redelivered=int(cinfo.get("num_redelivered", 0)),
-            bytes=int(sinfo["state"].get("bytes", 0)),
+            bytes=int(sinfo["state"].get("bytes", 0)), paused=_paused(cinfo),
         )
 
     async def names(self) -> list[str]:

@@ -22,7 +22,7 @@ from .retries import due_subject, schedule_subject
 from .tasks import iter_tasks
 
 log = structlog.get_logger("jetbridge.reconcile")
-_UNFINISHED = {TaskState.NEW, TaskState.RETRY, TaskState.NO_HANDLER, TaskState.ACTIVE}
+_UNFINISHED = {TaskState.NEW, TaskState.RETRY, TaskState.NO_HANDLER, TaskState.ACTIVE, TaskState.SCHEDULED}
 
 
 async def _has_message(rq: Requester, stream: str, subject: str) -> bool:

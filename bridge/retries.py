@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import math
 
+import anyio
 import msgspec
 import structlog
 from jetbridge import _names as names
+from jetbridge._delay import due_of
 from jetbridge._errors import TransportError
 from jetbridge._requester import Requester
 from jetbridge._store import ERR_MAX_MESSAGES, ERR_STREAM_NOT_FOUND, JetStreamError, js_api, js_publish
@@ -70,6 +72,9 @@ class Mover:
             await msg.term()
             return
         queue, task_id = parts[2], parts[3]
+        due = due_of(msg.data)
+        if due is not None and due > now_ns():  # delayed tasks are fired a second early (jetbridge._delay)
+            await anyio.sleep(min(3.0, (due - now_ns()) / NS))
         item = _item.encode({"kind": 0, "job": task_id})
         try:
             await js_publish(self._rq, names.queue_subject(queue, task_id), item)

@@ -47,6 +47,7 @@ class Settings:
         shutdown_grace: on SIGTERM, how long running attempts may finish before they are handed back.
         retain_finished: how long finished tasks stay in the store (0: forever); needs a Jetbridge task store.
         reconcile_interval: how often to look for unfinished tasks without a work item (0: never).
+        fire_schedules: fire the cron schedules (every dispatcher does; turn off where asyncjobs' scheduler runs).
         queue_refresh_interval: how often to look for new queues (with ``*``) and changed queue settings (0: never).
         first_contact_grace: extra silence allowed before an attempt's first heartbeat (a cold or busy handler).
         store_replicas: replicas (1-5) of the stores and queues this dispatcher creates; existing ones keep theirs.
@@ -80,6 +81,7 @@ class Settings:
     shutdown_grace: float = 30.0
     retain_finished: float = 0.0
     reconcile_interval: float = 300.0
+    fire_schedules: bool = True
     queue_refresh_interval: float = 2.0
     first_contact_grace: float = 2.0
     store_replicas: int = 1

@@ -132,6 +132,11 @@ def on_delivery(task: TaskRecord, now_ns: int, limits: Limits, deps: Dependencie
     state = task.task_state
     if state.terminal:
         return Decision(ItemAction.ACK, reason=f"task is already {state.value}")
+    due = task.due_ns if state is TaskState.SCHEDULED else None
+    if due is not None and due > now_ns:  # a delayed task met early (rescheduled later): wait on, holding no slot
+        wait = (due - now_ns) / NS
+        action = ItemAction.NAK if wait < limits.schedule_threshold else ItemAction.SCHEDULE
+        return Decision(action, delay=wait, reason="not due yet")
     if state is TaskState.BLOCKED:
         if deps is None or deps.waiting:
             return Decision(ItemAction.NAK, delay=BLOCKED_DELAY, reason="waiting for dependencies")

@@ -64,7 +64,7 @@ class Harness:
 
     def settings(self, **overrides: Any) -> Settings:
         base = Settings(queues=(self.queue,), subject_prefix=self.prefix, no_handler_delay=0.1, shutdown_grace=5.0,
-                        create_queues=False)
+                        create_queues=False, fire_schedules=False)  # tests share one server: fire only when asked
         return replace(base, **overrides)
 
     @asynccontextmanager

@@ -1,17 +1,22 @@
-// Command ajcompat drives the real choria asyncjobs Go module (pinned in go.mod) so that Jetbridge's tests can
+// Command ajcompat drives the real choria asyncjobs Go module (v0.1.2 or v0.3.0, see build.sh) so that Jetbridge's tests can
 // prove compatibility with it: every subcommand is a thin wrapper around asyncjobs' own client, processor, task
 // and event code, printing JSON on stdout for the Python tests in tests/asyncjobs/.
 //
 //	ajcompat new-queue   --queue Q [--tries N] [--run-time D] [--concurrent N]   create a queue the asyncjobs way
 //	ajcompat queue-info  --queue Q                                               a queue's settings as asyncjobs sees them
-//	ajcompat enqueue     --queue Q --type T [--payload JSON] [--tries N] [--deadline D] [--depends IDS [--load]] [--sign SEEDHEX]
+//	ajcompat enqueue     --queue Q --type T [--payload JSON] [--tries N] [--deadline D [--deadline-zone MIN]] [--depends IDS [--load]] [--sign SEEDHEX]
 //	ajcompat get         ID                                                      the task as asyncjobs loads it
 //	ajcompat retry       --queue Q ID                                            asyncjobs' RetryTaskByID, then the task
 //	ajcompat worker      --queue Q --type T --mode ok|flaky|fail|terminate|remote [--count N]
 //	ajcompat rr-handler  --type T --mode ok|flaky|fail|terminate [--count N]     a request-reply handler (AJ-* headers)
 //	ajcompat watch-events [--task ID] [--until STATES] [--count N]               events parsed by asyncjobs.ParseEventJSON
-//	ajcompat verify      --pub PUBHEX ID                                         check a stored task's ed25519 signature
-//	ajcompat sign-message ID                                                     the bytes a task signature covers
+//	ajcompat worker      ... [--verify PUBHEX [--signatures-optional]]           (v0.3.0) load only signed tasks
+//	ajcompat verify      --pub PUBHEX [--optional] ID...                         check stored tasks' ed25519 signatures
+//	ajcompat sign-message ID                                                     (v0.1.2 build) the bytes a signature covers
+//	ajcompat version                                                             {"asyncjobs": "<version linked>"}
+//
+// One source builds against either asyncjobs release (see build.sh): go.mod pins v0.1.2, go.v030.mod with the
+// build tag ajv030 pins v0.3.0. Files named *_v012.go / *_v030.go hold what differs.
 //
 // Every subcommand takes --server (default $NATS_URL, else nats://127.0.0.1:4222). Long-running subcommands print
 // a line "ready" once subscribed, then one JSON object per line.
@@ -24,6 +29,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"syscall"
@@ -48,7 +54,22 @@ var commands = map[string]command{
 	"rr-handler":   {rrHandler, "serve asyncjobs request-reply callouts"},
 	"watch-events": {watchEvents, "print lifecycle events parsed by asyncjobs"},
 	"verify":       {verify, "verify a stored task's ed25519 signature"},
-	"sign-message": {signMessageCmd, "print the message a task signature covers"},
+	"version":      {version, "print the asyncjobs version this build links"},
+}
+
+// version reports which asyncjobs module the binary links, so the tests can prove which release they ran against.
+func version(args []string) error {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return fmt.Errorf("no build information in this binary")
+	}
+	for _, dep := range info.Deps {
+		if dep.Path == "github.com/choria-io/asyncjobs" {
+			emit(map[string]string{"asyncjobs": dep.Version, "go": info.GoVersion})
+			return nil
+		}
+	}
+	return fmt.Errorf("asyncjobs is not linked")
 }
 
 func main() {

@@ -54,6 +54,7 @@ func enqueue(args []string) error {
 	payload := f.String("payload", "", "payload as JSON (none: a nil payload)")
 	tries := f.Int("tries", -1, "max tries (-1: asyncjobs' default)")
 	deadline := f.Duration("deadline", 0, "deadline from now (0: none)")
+	zone := f.Int("deadline-zone", 0, "with --deadline: express it in a zone this many minutes east of UTC")
 	seed := f.String("sign", "", "sign with this hex ed25519 seed")
 	depends := f.String("depends", "", "ids of tasks this one depends on (comma separated)")
 	load := f.Bool("load", false, "with --depends: load the parents' results into dependency_results")
@@ -64,7 +65,11 @@ func enqueue(args []string) error {
 		opts = append(opts, aj.TaskMaxTries(*tries))
 	}
 	if *deadline > 0 {
-		opts = append(opts, aj.TaskDeadline(time.Now().UTC().Add(*deadline)))
+		at := time.Now().UTC().Add(*deadline)
+		if *zone != 0 {
+			at = at.In(time.FixedZone("ajcompat", *zone*60))
+		}
+		opts = append(opts, aj.TaskDeadline(at))
 	}
 	if *depends != "" {
 		opts = append(opts, aj.TaskDependsOnIDs(strings.Split(*depends, ",")...))
@@ -87,13 +92,7 @@ func enqueue(args []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if *seed != "" {
-		nc, err := f.connect()
-		if err != nil {
-			return err
-		}
-		defer nc.Close()
-		err = enqueueSigned(ctx, nc, *queue, task, *seed)
-		if err != nil {
+		if err := enqueueSigned(ctx, f, *queue, task, *seed); err != nil {
 			return err
 		}
 	} else {
@@ -111,8 +110,8 @@ func enqueue(args []string) error {
 }
 
 // loader is an asyncjobs client that can load tasks without creating (or needing) a queue.
-func (f flags) loader() (*aj.Client, func(), error) {
-	client, nc, err := f.client(aj.NoStorageInit())
+func (f flags) loader(opts ...aj.ClientOpt) (*aj.Client, func(), error) {
+	client, nc, err := f.client(append([]aj.ClientOpt{aj.NoStorageInit()}, opts...)...)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -49,14 +49,24 @@ func worker(args []string) error {
 	count := f.Int("count", 1, "stop after this many tasks reached a final state (0: run until signalled)")
 	concurrency := f.Int("concurrency", 4, "asyncjobs ClientConcurrency")
 	timeout := f.Duration("timeout", 60*time.Second, "give up after this long")
+	verifyKey := f.String("verify", "", "hex ed25519 public key: load only tasks signed by it (v0.3.0)")
+	optional := f.Bool("signatures-optional", false, "with --verify: also load unsigned tasks")
 	f.Parse(args)
 
-	client, nc, err := f.client(
+	opts := []aj.ClientOpt{
 		aj.BindWorkQueue(*queue),
 		aj.ClientConcurrency(*concurrency),
 		// a fast retry policy so retried tasks come back within the test's time
 		aj.RetryBackoffPolicy(&aj.RetryPolicy{Intervals: []time.Duration{100 * time.Millisecond}, Jitter: 0.1}),
-	)
+	}
+	if *verifyKey != "" {
+		verification, err := verificationOpts(*verifyKey, *optional)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, verification...)
+	}
+	client, nc, err := f.client(opts...)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import base64
 import binascii
 import copy
 import json
+import re
 import secrets
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -94,6 +95,10 @@ def expect_rejection(reply: dict[str, Any], headers: dict[str, str], expected: d
     service_code = headers.get("Nats-Service-Error-Code")
     if service_code != str(expected["service_error_code"]):
         problems.append(f"Nats-Service-Error-Code {service_code!r}, wanted '{expected['service_error_code']}'")
+    if "attempt_token" in expected and reply.get("attempt_token") != expected["attempt_token"]:
+        problems.append(f"attempt_token {reply.get('attempt_token')!r}, wanted "
+                        + ("it left out (an invalid token is never echoed, SPEC §3.3)" if expected["attempt_token"]
+                           is None else repr(expected["attempt_token"])))
     if "supported_protocols" in expected and reply.get("supported_protocols") != expected["supported_protocols"]:
         problems.append(f"supported_protocols {reply.get('supported_protocols')!r}, "
                         f"wanted {expected['supported_protocols']!r}")
@@ -129,7 +134,21 @@ def _vector_case(vector: dict[str, Any]) -> CaseFn:
             if expect["decision"] == "handle":
                 body["task_type"] = "conf:echo"  # the vector's type is an example; the endpoint runs echo
             data, headers = json.dumps(body).encode(), headers_for(body)
-        reply, reply_headers = await request(env, data, headers)
+        acker = None
+        if expect["decision"] == "handle" and vector["body"].get("heartbeat_ack") is True:
+            # A 1.1 handler sends this request's heartbeats as requests and fences itself on "no responders":
+            # answer them, as the dispatcher that sent the request would (SPEC §5.2).
+            async def ack(msg: Any) -> None:
+                if msg.reply:
+                    await msg.respond(b"")
+
+            acker = await env.nc.subscribe(vector["body"]["heartbeat_subject"], cb=ack)
+            await env.nc.flush()
+        try:
+            reply, reply_headers = await request(env, data, headers)
+        finally:
+            if acker is not None:
+                await acker.unsubscribe()
         if expect["decision"] == "handle":
             expect_echo(reply, expect["payload"])
         else:
@@ -181,12 +200,17 @@ async def micro_discovery(env: LanguageEnv) -> None:
     info = json.loads(msg.data)
     metadata = info.get("metadata") or {}
     protocols = [p.strip() for p in str(metadata.get("jetbridge.protocols", "")).split(",")]
-    check("1" in protocols, f"metadata jetbridge.protocols is {metadata.get('jetbridge.protocols')!r}, "
-                            "wanted a list containing \"1\"")
+    check("1" in protocols and "1.1" in protocols,
+          f"metadata jetbridge.protocols is {metadata.get('jetbridge.protocols')!r}, wanted \"1,1.1\" (SPEC §2)")
     check(info.get("version") == "1.0.0", f"service version {info.get('version')!r}, wanted '1.0.0'")
     endpoints = info.get("endpoints") or []
     subjects = {e.get("subject") for e in endpoints}
     missing = [t for t in TASK_TYPES if f"{env.prefix}.{t}" not in subjects]
     check(not missing, f"no endpoint for {missing} under prefix {env.prefix} (endpoints: {sorted(map(str, subjects))})")
+    wrong = [(e.get("name"), e.get("subject")) for e in endpoints
+             if str(e.get("subject", "")).startswith(f"{env.prefix}.")
+             and e.get("name") != re.sub(r"[^A-Za-z0-9_-]", "_", str(e.get("subject"))[len(env.prefix) + 1:])]
+    check(not wrong, f"endpoint names {wrong}: SPEC §2 names an endpoint after its type with every character "
+                     "outside [A-Za-z0-9_-] replaced by '_' (conf:echo -> conf_echo)")
     groups = {e.get("queue_group") for e in endpoints if e.get("queue_group") is not None}
     check(groups <= {"jetbridge"}, f"endpoint queue groups {sorted(groups)}, wanted 'jetbridge'")

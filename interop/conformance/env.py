@@ -200,7 +200,8 @@ async def _connection(server: NatsServer, name: str) -> AsyncIterator[Client]:
     async def quiet(exc: Exception) -> None:
         """Connection errors surface as failed requests in the cases; the default callback only adds noise."""
 
-    nc = await nats.connect(server.url, name=name, error_cb=quiet, max_reconnect_attempts=3)
+    # Reconnecting without limit (every 0.25 s): the restart case stops and starts the server under them.
+    nc = await nats.connect(server.url, name=name, error_cb=quiet, max_reconnect_attempts=-1, reconnect_time_wait=0.25)
     try:
         yield nc
     finally:

@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -21,7 +22,7 @@ from typing import TextIO
 import anyio
 from bridge.logs import configure_logging
 
-from . import cases, direct
+from . import cases, direct, v11
 from .env import REPO, LanguageEnv, SetupError, Timing
 from .processes import ReplicaError
 from .registry import Case, CaseFailure
@@ -33,7 +34,7 @@ CASE_FILTER_FILE = "conformance.cases"
 
 
 def all_cases() -> list[Case]:
-    return [*cases.registry.cases, *direct.registry.cases]
+    return [*cases.registry.cases, *direct.registry.cases, *v11.registry.cases]
 
 
 @dataclass
@@ -101,7 +102,9 @@ async def run_case(env: LanguageEnv, case: Case) -> Outcome:
     except ReplicaError as exc:
         return outcome(f"replica: {exc}")
     except Exception as exc:  # noqa: BLE001 - an unexpected error fails this case, not the run
-        return outcome(f"error: {type(exc).__name__}: {exc}")
+        where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        at = f" (at {Path(where.filename).name}:{where.lineno})" if where else ""
+        return outcome(f"error: {type(exc).__name__}: {exc}{at}")
     if scope.cancelled_caught:
         return outcome(f"timed out after {case.timeout:g}s")
     return outcome()

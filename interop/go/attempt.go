@@ -4,23 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 )
 
-// endpointHandler is the micro handler of one task type's endpoint. nats.go
-// micro calls it serially on the endpoint's subscription goroutine, so it
-// only decides: it answers rejections at once and hands each accepted
-// attempt to a goroutine of its own, which waits for a concurrency slot.
-// Not waiting here keeps each request's arrival time, which its deadline
-// counts from, true.
-func (s *Service) endpointHandler(c *counters) micro.HandlerFunc {
-	return func(req micro.Request) {
+// endpointHandler handles the requests of one task type's endpoint. The
+// subscription calls it serially, so it only decides: it answers rejections
+// at once and hands each accepted attempt to a goroutine of its own, which
+// heartbeats from receipt (protocol 1.1 rule 1) and waits for a
+// concurrency slot. Not waiting here keeps each request's arrival time,
+// which its deadline and heartbeat clock count from, true.
+func (s *Service) endpointHandler(c *counters) func(*microEndpoint, *nats.Msg) {
+	return func(e *microEndpoint, msg *nats.Msg) {
 		received := time.Now()
-		r, token, reject := decodeRequest(req.Data())
+		r, token, reject := decodeRequest(msg.Data)
 		var h HandlerFunc
 		if reject == nil {
 			if h = s.handler(r.task.Type); h == nil {
@@ -28,25 +26,21 @@ func (s *Service) endpointHandler(c *counters) micro.HandlerFunc {
 			}
 		}
 		if reject != nil {
-			s.reject(req, errorReply(token, reject))
+			out := s.fit(errorReply(token, reject), token)
+			s.micro.record(e, time.Since(received), out.failure())
+			s.send(msg.Reply, token, out)
 			return
 		}
 		s.inflight.Add(1)
 		go func() {
 			defer s.inflight.Done()
-			c.record(s.send(req.Reply(), r.token, s.run(r, h, received, c)))
+			out := s.fit(s.run(r, h, received, c), r.token)
+			// Counted before the reply goes out, so that whoever has the
+			// reply finds it in the stats.
+			c.record(out.status)
+			s.micro.record(e, time.Since(received), out.failure())
+			s.send(msg.Reply, r.token, out)
 		}()
-	}
-}
-
-// reject answers through micro's Error so that the endpoint's num_errors
-// counts it. (Attempt replies are sent from other goroutines, where micro's
-// bookkeeping cannot see them; see endpointStats.)
-func (s *Service) reject(req micro.Request, out outgoing) {
-	err := req.Error(out.header.Get(micro.ErrorCodeHeader), out.header.Get(micro.ErrorHeader),
-		out.body, micro.WithHeaders(micro.Headers(out.header)))
-	if err != nil {
-		s.log.Warn("jetbridge: rejection not sent", "subject", req.Subject(), "error", err)
 	}
 }
 
@@ -55,13 +49,16 @@ func (s *Service) reject(req micro.Request, out outgoing) {
 func (s *Service) run(r *taskRequest, h HandlerFunc, received time.Time, c *counters) outgoing {
 	ctx, cancel := context.WithCancelCause(s.attempts)
 	defer cancel(nil)
-	ctx, stop := context.WithDeadlineCause(ctx, received.Add(r.task.Budget), deadlineCause(&r.task))
+	ctx, stop := context.WithDeadlineCause(ctx, received.Add(r.task.Budget), budgetCause)
 	defer stop()
 
-	// Watch for cancels from the start: a task may be cancelled while it
-	// waits for a slot.
+	// Watch for cancels and heartbeat from the start: a task may be
+	// cancelled, and must be kept alive, while it waits for a slot.
 	unwatch := s.watchCancel(r, cancel)
 	defer unwatch()
+	beats := newHeartbeater(s, r, received, cancel)
+	stopBeats := beats.keepAlive(ctx)
+	defer stopBeats()
 	select {
 	case s.sem <- struct{}{}:
 		defer func() { <-s.sem }()
@@ -76,9 +73,8 @@ func (s *Service) run(r *taskRequest, h HandlerFunc, received time.Time, c *coun
 	defer c.running.Add(-1)
 
 	t := r.task
-	t.beat = func(progress *float64, message string) error { return s.heartbeat(r, progress, message) }
-	stopBeats := s.keepAlive(ctx, r)
-	result, err := call(ctx, h, &t)
+	t.beat = beats.beat
+	result, err := s.chain(t.Type, h)(ctx, &t)
 	stopBeats()
 
 	var p *panicError
@@ -91,42 +87,16 @@ func (s *Service) run(r *taskRequest, h HandlerFunc, received time.Time, c *coun
 	return encodeReply(r.token, result, err)
 }
 
-// deadlineCause is the cause of an attempt's context when its deadline
-// passes here: the cancel the dispatcher sends at that moment (SPEC §7),
-// which may not have arrived yet. The task's own deadline is the reason
-// when it is what limited the attempt.
-func deadlineCause(t *Task) error {
-	reason := "timeout"
-	if !t.Deadline.IsZero() && !t.Deadline.After(t.AttemptDeadline) {
-		reason = "deadline"
-	}
-	return &CancelError{Reason: reason, Message: "attempt deadline passed"}
-}
+// budgetCause is the cause of an attempt's context when its budget runs
+// out here: a cancel with reason timeout (SPEC §3.3), which is also what
+// the dispatcher sends when attempt_deadline passes.
+var budgetCause = &CancelError{Reason: "timeout", Message: "the attempt's budget_ms has passed"}
 
 // isCancellation reports whether err is the handler giving up because ctx
 // ended, which is worth a clearer reply than handler_error.
 func isCancellation(ctx context.Context, err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, context.Cause(ctx))
-}
-
-// panicError carries a handler's panic to the reply as a handler_error.
-type panicError struct {
-	value any
-	stack []byte
-}
-
-func (p *panicError) Error() string { return fmt.Sprintf("panic: %v", p.value) }
-
-// call runs the handler, turning a panic into an error so that one bad
-// task cannot take the service down.
-func call(ctx context.Context, h HandlerFunc, t *Task) (result any, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			result, err = nil, &panicError{value: v, stack: debug.Stack()}
-		}
-	}()
-	return h(ctx, t)
 }
 
 // watchCancel subscribes to the attempt's cancel subject until unwatch is
@@ -148,62 +118,25 @@ func (s *Service) watchCancel(r *taskRequest, cancel context.CancelCauseFunc) (u
 	return func() { _ = sub.Unsubscribe() }
 }
 
-// keepAlive publishes a bare heartbeat every heartbeat interval until stop
-// is called or ctx ends (the dispatcher ignores heartbeats after that).
-func (s *Service) keepAlive(ctx context.Context, r *taskRequest) (stop func()) {
-	if r.heartbeatInterval <= 0 {
-		return func() {}
-	}
-	quit, finished := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(finished)
-		tick := time.NewTicker(r.heartbeatInterval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-tick.C:
-				if err := s.heartbeat(r, nil, ""); err != nil {
-					s.log.Warn("jetbridge: heartbeat not sent", "task_id", r.task.ID, "error", err)
-				}
-			case <-ctx.Done():
-				return
-			case <-quit:
-				return
-			}
-		}
-	}()
-	return func() {
-		close(quit)
-		<-finished
-	}
+// fit replaces a reply by result_too_large when it would not fit the
+// server's max_payload.
+func (s *Service) fit(out outgoing, token string) outgoing {
+	return fit(out, token, s.nc.MaxPayload())
 }
 
-// heartbeat publishes one heartbeat for the attempt.
-func (s *Service) heartbeat(r *taskRequest, progress *float64, message string) error {
-	body, err := encodeHeartbeat(r.task.ID, r.token, progress, message)
-	if err != nil {
-		return err
-	}
-	return s.nc.Publish(r.heartbeatSubject, body)
-}
-
-// send publishes an attempt's reply, replaced by result_too_large when it
-// would not fit the server's max_payload, and returns the status it sent.
-func (s *Service) send(replyTo, token string, out outgoing) (status string) {
+// send publishes a reply.
+func (s *Service) send(replyTo, token string, out outgoing) {
 	if replyTo == "" {
 		s.log.Warn("jetbridge: request had no reply subject; reply dropped")
-		return out.status
+		return
 	}
-	maxPayload := s.nc.MaxPayload()
-	out = fit(out, token, maxPayload)
 	err := s.nc.PublishMsg(&nats.Msg{Subject: replyTo, Header: out.header, Data: out.body})
 	if errors.Is(err, nats.ErrMaxPayload) {
 		// fit's size estimate and the client disagreed: still answer.
-		out = errorReply(token, Terminate(CodeResultTooLarge, fmt.Sprintf("reply exceeds the server's max_payload of %d bytes", maxPayload)))
+		out = errorReply(token, Terminate(CodeResultTooLarge, fmt.Sprintf("reply exceeds the server's max_payload of %d bytes", s.nc.MaxPayload())))
 		err = s.nc.PublishMsg(&nats.Msg{Subject: replyTo, Header: out.header, Data: out.body})
 	}
 	if err != nil {
 		s.log.Error("jetbridge: reply not sent", "subject", replyTo, "error", err)
 	}
-	return out.status
 }

@@ -12,9 +12,11 @@ import (
 // closed first. To drain on SIGTERM, pass a context from
 // signal.NotifyContext.
 func (s *Service) Serve(ctx context.Context) error {
-	select {
-	case <-ctx.Done():
-	case <-s.done:
+	if !s.nc.IsClosed() {
+		select {
+		case <-ctx.Done():
+		case <-s.closed:
+		}
 	}
 	drainCtx := context.Background()
 	if s.opts.drainTimeout > 0 {
@@ -38,7 +40,14 @@ func (s *Service) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	s.stopping = true
 	s.mu.Unlock()
-	s.stopOnce.Do(func() { s.stopError = s.micro.Stop() })
+	s.stopOnce.Do(func() {
+		s.stopError = s.micro.drainEndpoints()
+		close(s.draining)
+	})
+	defer s.unregisterOnce.Do(func() {
+		s.micro.stop()
+		s.nc.RemoveStatusListener(s.closed)
+	})
 
 	if s.nc.IsClosed() {
 		// Nothing can be replied any more: end the attempts now.

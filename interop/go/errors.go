@@ -43,8 +43,10 @@ func (e *Error) Error() string {
 }
 
 // CancelError is the cause (see context.Cause) of an attempt's context when
-// the attempt was cancelled: by a cancel message from the dispatcher, or
-// because its deadline passed here before that message arrived.
+// the attempt was cancelled: by a cancel message from the dispatcher,
+// because its budget ran out here before that message arrived (reason
+// timeout or deadline), or because the service fenced it when the
+// dispatcher stopped acknowledging its heartbeats (reason lost).
 type CancelError struct {
 	// Reason is the protocol's cancel reason: operator, deadline, timeout,
 	// shutdown or lost.

@@ -3,6 +3,7 @@ package jetbridge_test
 import (
 	"context"
 	"log"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -62,5 +63,31 @@ func ExampleTask_Heartbeat() {
 			_ = t.Heartbeat(ctx, new(float64(i)/10), "working")
 		}
 		return nil, nil
+	}
+}
+
+// Middleware: logging and a 30 s limit around every handler, and a policy
+// check for the email:* task types that can refuse a task before its
+// handler runs. (This is the README's sample.)
+func ExampleService_Use() {
+	nc, err := nats.Connect(nats.DefaultURL)
+	if err != nil {
+		log.Fatal(err)
+	}
+	svc, err := jetbridge.AddService(nc, "mailer", "1.0.0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	svc.Use(jetbridge.Logging(slog.Default()), jetbridge.Timeout(30*time.Second))
+	err = svc.UseFor("email:*", func(next jetbridge.HandlerFunc) jetbridge.HandlerFunc {
+		return func(ctx context.Context, t *jetbridge.Task) (any, error) {
+			if t.Attempt > 5 {
+				return nil, jetbridge.Terminate("too_many_tries", "giving up on this email")
+			}
+			return next(ctx, t)
+		}
+	})
+	if err != nil {
+		log.Fatal(err)
 	}
 }

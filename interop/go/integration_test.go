@@ -416,7 +416,7 @@ func TestServiceDrain(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- h.svc.Serve(ctx) }()
 	cancel()
-	<-h.svc.done // the endpoints are unsubscribed
+	<-h.svc.draining // the endpoints are unsubscribed
 	// Draining stops new requests: they find no responder...
 	waitNoResponders(t, h)
 	select {
@@ -486,7 +486,7 @@ func TestServiceMicroInfo(t *testing.T) {
 	}
 	var info micro.Info
 	mustUnmarshal(t, msg.Data, &info)
-	want := map[string]string{"jetbridge.protocols": "1", "jetbridge.sdk": "go/" + Version, "team": "imaging"}
+	want := map[string]string{"jetbridge.protocols": "1,1.1", "jetbridge.sdk": "go/" + Version, "team": "imaging"}
 	for k, v := range want {
 		if info.Metadata[k] != v {
 			t.Errorf("metadata %s = %q, want %q", k, info.Metadata[k], v)

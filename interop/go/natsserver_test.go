@@ -72,23 +72,27 @@ func startServer() {
 		server.err = err
 		return
 	}
+	server.stop, server.err = runServer(port)
+	server.url = fmt.Sprintf("nats://127.0.0.1:%d", port)
+}
+
+// runServer starts a nats-server with JetStream on port and waits until it
+// is ready.
+func runServer(port int) (stop func(), err error) {
 	dir, err := os.MkdirTemp("", "jetbridge-nats-")
 	if err != nil {
-		server.err = err
-		return
+		return nil, err
 	}
-	cmd := exec.Command(bin, "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-js", "-sd", dir)
+	cmd := exec.Command(natsServerBin(), "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-js", "-sd", dir)
 	dieWithParent(cmd) // a test binary killed by -timeout cannot run TestMain's cleanup
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		server.err = err
-		return
+		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		server.err = err
-		return
+		return nil, err
 	}
-	server.stop = func() {
+	stop = func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		_ = os.RemoveAll(dir)
@@ -109,11 +113,15 @@ func startServer() {
 		ready <- fmt.Errorf("nats-server exited before it was ready:\n%s", log.String())
 	}()
 	select {
-	case server.err = <-ready:
+	case err = <-ready:
 	case <-time.After(30 * time.Second):
-		server.err = fmt.Errorf("nats-server not ready after 30s")
+		err = fmt.Errorf("nats-server not ready after 30s")
 	}
-	server.url = fmt.Sprintf("nats://127.0.0.1:%d", port)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	return stop, nil
 }
 
 // freePort asks the kernel for a port nobody listens on.

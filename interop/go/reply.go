@@ -54,6 +54,15 @@ type outgoing struct {
 	body   []byte
 }
 
+// failure is the micro error text of a failure reply ("code:description",
+// as nats.go micro writes it in last_error), empty for an ok reply.
+func (o outgoing) failure() string {
+	if o.status == "ok" {
+		return ""
+	}
+	return o.header.Get(micro.ErrorCodeHeader) + ":" + o.header.Get(micro.ErrorHeader)
+}
+
 // size is what the server counts against max_payload: the body plus the
 // headers as nats.go encodes them.
 func (o outgoing) size() int {
@@ -161,7 +170,7 @@ func errorReply(token string, e *Error) outgoing {
 		serviceCode = "505"
 		body.SupportedProtocols = supportedProtocols
 	case e.RetryAfter > 0:
-		ms := max(e.RetryAfter.Milliseconds(), 1)
+		ms := min(max(e.RetryAfter.Milliseconds(), 1), maxRetryAfterMs)
 		body.RetryAfterMs = &ms
 		serviceCode = "429"
 		header.Set(headerRetryAfter, strconv.FormatInt(ms, 10))

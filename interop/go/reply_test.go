@@ -147,3 +147,14 @@ func TestTaskDecode(t *testing.T) {
 		t.Errorf("heartbeat on a hand-made task: %v", err)
 	}
 }
+
+// retry_after_ms has a maximum of 7 days (protocol 1.1 rule 6): a longer
+// delay is clamped, in the body and the header alike.
+func TestRetryAfterClamped(t *testing.T) {
+	out := errorReply(token, Retry("later", "much later", 30*24*time.Hour))
+	validate(t, "task_reply", out.body)
+	r := decodeReplyBody(t, out.body)
+	if r.RetryAfterMs == nil || *r.RetryAfterMs != 604800000 || out.header.Get(headerRetryAfter) != "604800000" {
+		t.Errorf("reply %s %v", out.body, out.header)
+	}
+}

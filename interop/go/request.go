@@ -13,7 +13,10 @@ type taskRequest struct {
 	token             string
 	heartbeatSubject  string
 	heartbeatInterval time.Duration
-	cancelSubject     string
+	// heartbeatAck is protocol 1.1's heartbeat_ack: heartbeats are sent as
+	// requests, and an unanswered one fences the attempt.
+	heartbeatAck  bool
+	cancelSubject string
 }
 
 // decodeRequest makes the decisions of SPEC §3.3, steps 1 to 3, in order.
@@ -97,6 +100,16 @@ func (o object) taskRequest() (*taskRequest, error) {
 		return nil, err
 	}
 	r.heartbeatInterval = time.Duration(n) * time.Millisecond
+	// Optional: a 1.0 dispatcher omits it, which means false.
+	if raw, ok := o["heartbeat_ack"]; ok {
+		switch string(raw) {
+		case "true":
+			r.heartbeatAck = true
+		case "false":
+		default:
+			return nil, fmt.Errorf("heartbeat_ack: must be a boolean")
+		}
+	}
 	if r.cancelSubject, err = o.subject("cancel_subject"); err != nil {
 		return nil, err
 	}

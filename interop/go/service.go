@@ -5,11 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"strings"
+	"regexp"
 	"sync"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 )
 
 // HandlerFunc runs one attempt of a task. ctx expires at the attempt's
@@ -24,7 +23,7 @@ type HandlerFunc func(ctx context.Context, t *Task) (any, error)
 // with [Service.AddHandler], then [Service.Serve].
 type Service struct {
 	nc    *nats.Conn
-	micro micro.Service
+	micro *microService
 	opts  options
 	log   *slog.Logger
 
@@ -39,20 +38,24 @@ type Service struct {
 	attempts       context.Context
 	cancelAttempts context.CancelCauseFunc
 
-	mu       sync.Mutex
-	handlers map[string]HandlerFunc
-	stopping bool
+	mu         sync.Mutex
+	handlers   map[string]HandlerFunc
+	middleware []middleware
+	stopping   bool
 
 	counters  sync.Map // endpoint subject -> *counters
-	done      chan struct{}
-	doneOnce  sync.Once
+	closed    chan nats.Status
 	stopOnce  sync.Once
 	stopError error
+	// draining is closed once the endpoints have stopped taking requests.
+	draining chan struct{}
+	// unregisterOnce ends the micro service once its attempts are done.
+	unregisterOnce sync.Once
 }
 
 // AddService registers a micro service named name (letters, digits, - and
-// _) at a SemVer version on nc. Its metadata says it speaks protocol 1, so
-// the dispatcher and `nats micro info` can tell.
+// _) at a SemVer version on nc. Its metadata says it speaks protocols 1 and
+// 1.1, so the dispatcher and `nats micro info` can tell.
 func AddService(nc *nats.Conn, name, version string, opts ...Option) (*Service, error) {
 	o := defaultOptions()
 	for _, opt := range opts {
@@ -64,7 +67,7 @@ func AddService(nc *nats.Conn, name, version string, opts ...Option) (*Service, 
 	if metadata == nil {
 		metadata = map[string]string{}
 	}
-	metadata[metaProtocols] = fmt.Sprint(protocolVersion)
+	metadata[metaProtocols] = protocolsAdvertised
 	metadata[metaSDK] = "go/" + Version
 
 	s := &Service{
@@ -73,21 +76,11 @@ func AddService(nc *nats.Conn, name, version string, opts ...Option) (*Service, 
 		log:      o.logger.With("service", name),
 		sem:      make(chan struct{}, o.concurrency),
 		handlers: map[string]HandlerFunc{},
-		done:     make(chan struct{}),
+		closed:   nc.StatusChanged(nats.CLOSED),
+		draining: make(chan struct{}),
 	}
 	s.attempts, s.cancelAttempts = context.WithCancelCause(context.Background())
-	svc, err := micro.AddService(nc, micro.Config{
-		Name:         name,
-		Version:      version,
-		Description:  o.description,
-		Metadata:     metadata,
-		QueueGroup:   queueGroup,
-		StatsHandler: s.endpointStats,
-		DoneHandler:  func(micro.Service) { s.doneOnce.Do(func() { close(s.done) }) },
-		ErrorHandler: func(_ micro.Service, err *micro.NATSError) {
-			s.log.Error("jetbridge: subscription error", "subject", err.Subject, "error", err.Description)
-		},
-	})
+	svc, err := startMicro(nc, name, version, o.description, metadata, s.endpointStats)
 	if err != nil {
 		return nil, fmt.Errorf("jetbridge: adding micro service: %w", err)
 	}
@@ -114,18 +107,31 @@ func (s *Service) AddHandler(taskType string, h HandlerFunc) error {
 		s.mu.Unlock()
 		return fmt.Errorf("jetbridge: a handler for %q is already registered", taskType)
 	}
+	name := endpointName(taskType)
+	for other := range s.handlers {
+		if endpointName(other) == name {
+			s.mu.Unlock()
+			return fmt.Errorf("jetbridge: task types %q and %q would share the endpoint name %q: one service cannot serve both", other, taskType, name)
+		}
+	}
 	s.handlers[taskType] = h
 	s.mu.Unlock()
 
-	// The micro calls run without s.mu: micro holds its own lock while it
-	// calls endpointStats, which must not wait for ours.
+	// The micro calls run without s.mu: the micro service holds its own
+	// lock while it calls endpointStats.
 	subject := s.opts.subjectPrefix + "." + taskType
 	c := &counters{}
 	s.counters.Store(subject, c)
-	err := s.micro.AddEndpoint(endpointName(taskType), s.endpointHandler(c),
-		micro.WithEndpointSubject(subject),
-		micro.WithEndpointMetadata(map[string]string{metaTaskType: taskType}),
-	)
+	err := s.micro.addEndpoint(name, subject,
+		map[string]string{metaTaskType: taskType}, s.endpointHandler(c))
+	if err == nil {
+		// Ready means warm (SPEC §2): once AddHandler returns, the server
+		// has the subscription. Without a connection now, nats.go sends it
+		// on reconnecting.
+		if ferr := s.nc.Flush(); ferr != nil {
+			s.log.Warn("jetbridge: endpoint not yet confirmed by the server", "task_type", taskType, "error", ferr)
+		}
+	}
 	if err != nil {
 		s.mu.Lock()
 		delete(s.handlers, taskType)
@@ -136,10 +142,14 @@ func (s *Service) AddHandler(taskType string, h HandlerFunc) error {
 	return nil
 }
 
-// endpointName makes a task type a valid micro endpoint name, which may not
-// contain the colons task types often do.
+// notEndpointName matches the characters a micro endpoint name may not have.
+var notEndpointName = regexp.MustCompile(`[^A-Za-z0-9_-]`)
+
+// endpointName makes a task type a valid micro endpoint name (protocol 1.1
+// rule 9): every character outside [A-Za-z0-9_-], such as the colons task
+// types often have, becomes _. The subject keeps the type as it is.
 func endpointName(taskType string) string {
-	return strings.ReplaceAll(taskType, ":", "_")
+	return notEndpointName.ReplaceAllString(taskType, "_")
 }
 
 // handler returns the handler for a task type; the body's task_type decides,

@@ -2,13 +2,11 @@ package jetbridge
 
 import (
 	"sync/atomic"
-
-	"github.com/nats-io/nats.go/micro"
 )
 
-// counters are one endpoint's attempt outcomes. micro's own stats cannot
-// count them: it measures the endpoint callback, which only hands attempts
-// to goroutines, so its num_errors counts rejected requests alone.
+// counters are one endpoint's attempt outcomes, shown as the endpoint's
+// data in `nats micro stats` next to micro's num_requests and num_errors
+// (which count retry and terminate replies and rejections as errors).
 type counters struct {
 	running, ok, retry, terminate atomic.Int64
 }
@@ -32,9 +30,9 @@ func (c *counters) record(status string) {
 	}
 }
 
-// endpointStats is the micro StatsHandler.
-func (s *Service) endpointStats(e *micro.Endpoint) any {
-	v, ok := s.counters.Load(e.Subject)
+// endpointStats is the data of the endpoint on subject.
+func (s *Service) endpointStats(subject string) any {
+	v, ok := s.counters.Load(subject)
 	if !ok {
 		return nil
 	}

@@ -42,7 +42,7 @@ type Task struct {
 	Traceparent string
 
 	// beat publishes a heartbeat for this attempt; nil for a hand-made Task.
-	beat func(progress *float64, message string) error
+	beat func(ctx context.Context, progress *float64, message string) error
 }
 
 // Decode unmarshals a JSON payload into v. A payload that is bytes, or that
@@ -74,5 +74,5 @@ func (t *Task) Heartbeat(ctx context.Context, progress *float64, message string)
 	if t.beat == nil {
 		return nil
 	}
-	return t.beat(progress, message)
+	return t.beat(ctx, progress, message)
 }

@@ -196,5 +196,7 @@ func decodeBase64(s string) ([]byte, error) {
 	if !base64Pattern.MatchString(s) {
 		return nil, fmt.Errorf("not base64")
 	}
-	return base64.StdEncoding.DecodeString(s)
+	// Strict: canonical encodings only, whose unused bits before the
+	// padding are zero (SPEC 1.1).
+	return base64.StdEncoding.Strict().DecodeString(s)
 }

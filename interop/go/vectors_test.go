@@ -162,15 +162,16 @@ func checkTaskFields(t *testing.T, body json.RawMessage, req *taskRequest) {
 		TaskID              string  `json:"task_id"`
 		TaskType            string  `json:"task_type"`
 		Queue               string  `json:"queue"`
-		Attempt             int     `json:"attempt"`
-		MaxAttempts         int     `json:"max_attempts"`
+		Attempt             float64 `json:"attempt"` // 1.0 is the integer 1
+		MaxAttempts         float64 `json:"max_attempts"`
 		Created             string  `json:"created"`
 		Deadline            *string `json:"deadline"`
 		AttemptToken        string  `json:"attempt_token"`
 		AttemptDeadline     string  `json:"attempt_deadline"`
-		BudgetMs            int64   `json:"budget_ms"`
+		BudgetMs            float64 `json:"budget_ms"`
 		HeartbeatSubject    string  `json:"heartbeat_subject"`
-		HeartbeatIntervalMs int64   `json:"heartbeat_interval_ms"`
+		HeartbeatIntervalMs float64 `json:"heartbeat_interval_ms"`
+		HeartbeatAck        bool    `json:"heartbeat_ack"`
 		CancelSubject       string  `json:"cancel_subject"`
 		Traceparent         string  `json:"traceparent"`
 	}
@@ -178,11 +179,11 @@ func checkTaskFields(t *testing.T, body json.RawMessage, req *taskRequest) {
 	task := req.task
 	got := []any{task.ID, task.Type, task.Queue, task.Attempt, task.MaxAttempts,
 		task.Created.UTC().Format(time.RFC3339Nano), task.AttemptDeadline.UTC().Format(time.RFC3339Nano),
-		task.Budget, task.Traceparent, req.token, req.heartbeatSubject, req.heartbeatInterval, req.cancelSubject}
-	want := []any{b.TaskID, b.TaskType, b.Queue, b.Attempt, b.MaxAttempts,
+		task.Budget, task.Traceparent, req.token, req.heartbeatSubject, req.heartbeatInterval, req.cancelSubject, req.heartbeatAck}
+	want := []any{b.TaskID, b.TaskType, b.Queue, int(b.Attempt), int(b.MaxAttempts),
 		mustTime(t, b.Created), mustTime(t, b.AttemptDeadline),
 		time.Duration(b.BudgetMs) * time.Millisecond, b.Traceparent, b.AttemptToken, b.HeartbeatSubject,
-		time.Duration(b.HeartbeatIntervalMs) * time.Millisecond, b.CancelSubject}
+		time.Duration(b.HeartbeatIntervalMs) * time.Millisecond, b.CancelSubject, b.HeartbeatAck}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("task fields\n got %v\nwant %v", got, want)
 	}

@@ -11,6 +11,14 @@ import (
 const (
 	protocolVersion = 1
 
+	// protocolsAdvertised is the micro metadata value of metaProtocols: the
+	// protocol versions this library speaks.
+	protocolsAdvertised = "1,1.1"
+
+	// maxRetryAfterMs is the largest retry_after_ms (7 days) the schema
+	// allows; a longer delay is clamped to it.
+	maxRetryAfterMs = 604800000
+
 	typeTaskRequest = "io.jetbridge.v1.task_request"
 	typeTaskReply   = "io.jetbridge.v1.task_reply"
 	typeHeartbeat   = "io.jetbridge.v1.heartbeat"

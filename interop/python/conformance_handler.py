@@ -91,7 +91,9 @@ def build(nc: Any) -> jetbridge.Service:
 
 
 async def main() -> None:
-    nc = await nats.connect(os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
+    # Reconnect without limit: a handler rides out server restarts and failovers (SPEC §2).
+    nc = await nats.connect(os.environ.get("NATS_URL", "nats://127.0.0.1:4222"), max_reconnect_attempts=-1,
+                            reconnect_time_wait=0.25)
     service = build(nc)
     await jetbridge.serve(service, on_ready=lambda: print("ready", flush=True))
     await nc.drain()

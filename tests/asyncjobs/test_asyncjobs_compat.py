@@ -2,23 +2,19 @@
 
 Each test mixes the two sides on shared streams: tasks enqueued by asyncjobs run on the Jetbridge dispatcher,
 tasks enqueued by Jetbridge run on an asyncjobs processor, an asyncjobs-style request-reply handler serves the
-dispatcher's compatibility mode, asyncjobs parses Jetbridge's lifecycle events, and ed25519 task signatures
-cross in both directions. docs/asyncjobs.md lists the deliberate differences these tests pin down.
+dispatcher's compatibility mode, and asyncjobs parses Jetbridge's lifecycle events (signatures:
+test_asyncjobs_signing.py). Every test runs once per asyncjobs release (ids end in [v0.1.2] / [v0.3.0]).
+docs/asyncjobs.md lists the deliberate differences these tests pin down.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
-from datetime import timedelta
 from typing import Any
 
 import jetbridge
 import pytest
-from jetbridge._requester import Requester
-from jetbridge._signing import signing_message
-from jetbridge._store import TaskStore
 from nats.aio.client import Client
 
 from bridge.routes import Route
@@ -329,89 +325,3 @@ async def test_jetbridge_events_parse_with_asyncjobs(h: Harness, aj: AJ) -> None
         ("io.choria.asyncjobs.v1.task_state", task_id, h.queue, "ev:t")}
     assert events[2]["last_error"] == "once" and events[-1]["last_error"] == ""
     assert all(e["task_age_ns"] > 0 for e in events[1:])
-
-
-# ed25519 task signatures ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def keys() -> tuple[str, str]:
-    seed = os.urandom(32).hex()
-    return seed, jetbridge.Signer(seed).public_key
-
-
-async def _tamper(nc: Client, task_id: str, payload: bytes) -> None:
-    store = TaskStore(Requester(nc))
-    raw, seq = await store.load_raw(task_id)
-    doc = json.loads(raw)
-    doc["payload"] = base64.b64encode(payload).decode()
-    await store.save_raw(task_id, json.dumps(doc).encode(), seq)
-
-
-async def test_go_signed_tasks_are_verified_by_jetbridge(
-    h: Harness, aj: AJ, nc: Client, keys: tuple[str, str],
-) -> None:
-    seed, public = keys
-    await h.make_queue()
-    good = await aj.enqueue(h.queue, "sig:t", {"n": 6}, "--sign", seed, "--tries", "4", "--deadline", "1h")
-    no_payload = await aj.enqueue(h.queue, "sig:t", None, "--sign", seed)
-    tampered = await aj.enqueue(h.queue, "sig:t", {"n": 7}, "--sign", seed)
-    await _tamper(nc, tampered, b'{"n":700}')
-    unsigned = await aj.enqueue(h.queue, "sig:t", {"n": 8})
-    other_key = await aj.enqueue(h.queue, "sig:t", {"n": 9}, "--sign", os.urandom(32).hex())
-
-    async def run(task: jetbridge.Task) -> Any:
-        return {"got": task.payload.data.hex() if isinstance(task.payload, jetbridge.Bytes) else task.payload}
-
-    async with h.dispatcher(verify_key=public), h.service({"sig:t": run}):
-        for task_id in (good, no_payload, tampered, unsigned, other_key):
-            await h.producer.wait(task_id, timeout=20)
-
-    doc = await aj.get(good)
-    assert (doc["state"], doc["result"]["payload"]["got"], doc["max_tries"]) == ("complete", {"n": 6}, 4)
-    assert "deadline" in doc
-    doc = await aj.get(no_payload)
-    assert (doc["state"], doc["payload"], doc["result"]["payload"]["got"]) == ("complete", None, "")
-    for task_id, why in ((tampered, "has an invalid signature"), (other_key, "has an invalid signature"),
-                         (unsigned, "is not signed and this dispatcher requires signed tasks")):
-        doc = await aj.get(task_id)
-        assert (doc["state"], doc["tries"]) == ("terminated", 0), doc
-        assert doc["last_err"].startswith(f"task {task_id} {why}"), doc["last_err"]
-        assert (await h.producer.get(task_id)).last_err_code == "signature"
-    info = await h.admin.info(h.queue)
-    assert (info.waiting, info.in_flight) == (0, 0)
-
-
-async def test_jetbridge_signed_tasks_verify_in_go(
-    h: Harness, aj: AJ, nc: Client, keys: tuple[str, str],
-) -> None:
-    seed, public = keys
-    await h.make_queue()
-    signed = jetbridge.Producer(nc, queue=h.queue, signer=jetbridge.Signer(seed))
-    deadline_task = await signed.enqueue("sig:t", {"n": 10}, max_tries=3, deadline=timedelta(hours=1))
-    plain_task = await signed.enqueue("sig:t", jetbridge.Bytes(b"\x00\xff", "application/x-thing"))
-    unsigned_task = await h.producer.enqueue("sig:t", {"n": 11})
-
-    for task_id in (deadline_task, plain_task):
-        record = await h.producer.get(task_id)
-        go = await aj.json("sign-message", task_id)
-        assert go["message"].encode() == signing_message(record), "both sides sign the same bytes"
-        assert (await aj.json("verify", "--pub", public, task_id))["valid"] is True
-        assert (await aj.json("verify", "--pub", jetbridge.Signer(os.urandom(32).hex()).public_key, task_id)) == {
-            "task_id": task_id, "valid": False, "reason": "invalid task signature"}
-
-    await _tamper(nc, deadline_task, b'{"n":1000}')
-    assert (await aj.json("verify", "--pub", public, deadline_task))["reason"] == "invalid task signature"
-    assert (await aj.json("verify", "--pub", public, unsigned_task))["reason"] == "task is not signed"
-
-
-async def test_asyncjobs_v012_processor_drops_the_signature(h: Harness, aj: AJ, nc: Client, keys: tuple[str, str]) -> None:
-    """asyncjobs v0.1.2's Task has no signature member: its first save of a signed task removes the signature."""
-    seed, public = keys
-    await h.make_queue()
-    task_id = await jetbridge.Producer(nc, queue=h.queue, signer=jetbridge.Signer(seed)).enqueue("go:work", 1)
-    async with aj.start("worker", "--queue", h.queue, "--type", "go:work") as worker:
-        await worker.ready()
-        await worker.objects()
-    record = await h.producer.get(task_id)
-    assert (record.state, record.signature) == ("complete", "")

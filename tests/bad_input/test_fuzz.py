@@ -37,9 +37,9 @@ from jetbridge._service import Task
 from jetbridge._task import decode_task, encode_task, new_task
 from jetbridge._timeutil import now_ns
 
-from bridge.dispatcher import check_document, decode_item
 from bridge.settings import _FIELDS, load_settings
 from bridge.states import Limits, on_delivery
+from bridge.worker import check_document, decode_item
 
 EXAMPLES = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

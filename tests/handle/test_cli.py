@@ -85,7 +85,7 @@ printf '{"args": "%s", "payload": %s}' "$*" "$(cat)"
         with anyio.fail_after(10):
             assert await proc.wait() == 0
     assert lines == ["ready"]
-    assert info["metadata"]["jetbridge.sdk"].startswith("shell/") and info["metadata"]["jetbridge.protocols"] == "1"
+    assert info["metadata"]["jetbridge.sdk"].startswith("shell/") and info["metadata"]["jetbridge.protocols"] == "1,1.1"
     assert [e["subject"] for e in info["endpoints"]] == [f"{h.prefix}.gate"]
     assert record.state == "complete"
     assert record.result is not None and record.result.value() == {"args": "--flag two words", "payload": {"x": 1}}

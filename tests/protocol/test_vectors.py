@@ -64,24 +64,36 @@ def test_request_decisions(case: dict[str, Any]) -> None:
     if expect["decision"] == "handle":
         request = proto.decode_request(_raw(case))
         assert _payload_view(request.decoded_payload()) == expect["payload"]
+        assert request.heartbeat_ack is expect["heartbeat_ack"]
         return
     with pytest.raises(proto.Rejection) as info:
         proto.decode_request(_raw(case))
     rejection = info.value
     assert (rejection.status, rejection.code, rejection.service_code) == (
         expect["reply"]["status"], expect["reply"]["error_code"], expect["reply"]["service_error_code"])
-    body, headers = rejection.reply("a1B2c3D4e5F6g7H8")
+    body, headers = rejection.reply()
     reply = json.loads(body)
+    assert reply.get("attempt_token") == expect["reply"]["attempt_token"]  # an invalid token is never echoed
     assert _validator("task_reply").is_valid(reply)
     assert headers["Nats-Service-Error-Code"] == str(expect["reply"]["service_error_code"])
     if "supported_protocols" in expect["reply"]:
         assert reply["supported_protocols"] == expect["reply"]["supported_protocols"]
 
 
+def wire_size(headers: dict[str, str], body: bytes) -> int:
+    """What nats-server counts against max_payload (SPEC §8): the NATS/1.0 header block plus the body."""
+    if not headers:
+        return len(body)
+    block = "NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    return len(block.encode()) + len(body)
+
+
 @pytest.mark.parametrize("case", _cases("task_reply"))
 def test_reply_interpretation(case: dict[str, Any]) -> None:
     outcome = proto.interpret_reply(case["headers"], _raw(case))
     expect = case["expect"]
+    if "wire_size" in expect:
+        assert wire_size(case["headers"], _raw(case)) == expect["wire_size"]
     assert outcome.kind == expect["outcome"]
     if outcome.kind == "complete":
         assert _payload_view(outcome.result) == expect["result"]

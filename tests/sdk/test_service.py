@@ -87,7 +87,8 @@ async def test_micro_discovery_shows_protocols_and_task_types(nc: Client, unique
     h = Harness(nc, unique)
     async with h.service({"echo": echo, "email:new": echo}):
         info = json.loads((await nc.request(f"$SRV.INFO.svc-{h.unique}", b"", timeout=2)).data)
-    assert info["metadata"]["jetbridge.protocols"] == "1"
+    assert info["metadata"]["jetbridge.protocols"] == "1,1.1"
+    assert {e["name"] for e in info["endpoints"]} == {"echo", "email_new"}  # SPEC §2 endpoint names
     assert info["metadata"]["jetbridge.sdk"].startswith("python/")
     assert {e["metadata"]["jetbridge.task_type"] for e in info["endpoints"]} == {"echo", "email:new"}
     assert {e["queue_group"] for e in info["endpoints"]} == {"jetbridge"}

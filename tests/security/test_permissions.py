@@ -41,6 +41,7 @@ pytestmark = pytest.mark.anyio
 QUEUE, OTHER_QUEUE = "EMAIL", "BILLING"
 DISPATCHER_ID, PREFIX, SERVICE, TASK_TYPE = "d1", "jetbridge.task", "email-svc", "email:send"
 PRODUCER_INBOX = "_INBOX.web"
+HANDLER_INBOX = "_INBOX.email-svc"
 ROLES = ("admin", "dispatcher", "handler", "producer")
 
 
@@ -164,7 +165,7 @@ async def test_each_role_works_with_exactly_its_set(site: Site, cli: Cli) -> Non
 
         settings = dispatcher_settings(site, reconcile_interval=1.0)
         async with as_role(site, "dispatcher", dispatcher_id=DISPATCHER_ID) as (nc_d, d_errors), \
-                as_role(site, "handler") as (nc_h, h_errors), \
+                as_role(site, "handler", inbox_prefix=HANDLER_INBOX) as (nc_h, h_errors), \
                 as_role(site, "producer", inbox_prefix=PRODUCER_INBOX) as (nc_p, p_errors):
             async with running_dispatcher(nc_d, settings), running_service(nc_h, SERVICE, PREFIX, {TASK_TYPE: send}):
                 producer = jetbridge.Producer(nc_p, queue=QUEUE)
@@ -221,7 +222,7 @@ async def test_a_handler_cannot_read_or_change_the_store_nor_take_work(site: Sit
         before, seq = await store.load_raw(task_id)  # the direct get works for the administrator
         assert await waiting(admin, QUEUE) == (1, 0)
 
-        async with as_role(site, "handler") as (nc, violations):
+        async with as_role(site, "handler", inbox_prefix=HANDLER_INBOX) as (nc, violations):
             reply = "_INBOX.handler.x"
             refused_publishes = [
                 f"$JS.API.DIRECT.GET.CHORIA_AJ_TASKS.CHORIA_AJ.T.{task_id}",  # read a task (direct get)

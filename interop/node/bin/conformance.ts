@@ -5,8 +5,19 @@
  */
 import { randomBytes } from "node:crypto";
 import { writeSync } from "node:fs";
-import { connect } from "@nats-io/transport-node";
-import { Bytes, Cancelled, Retry, SDK_VERSION, Terminate, bytes, createService, serve, type Handler, type Task } from "../src/index.js";
+import {
+  Bytes,
+  Cancelled,
+  Retry,
+  SDK_VERSION,
+  Terminate,
+  bytes,
+  connectNats,
+  createService,
+  serve,
+  type Handler,
+  type Task,
+} from "../src/index.js";
 
 const EVENTS_SUBJECT = "jetbridge.conformance.events";
 
@@ -15,11 +26,16 @@ const instance = process.env.JETBRIDGE_INSTANCE || `node-${randomBytes(4).toStri
 const concurrency = Number.parseInt(process.env.JETBRIDGE_CONCURRENCY || "64", 10);
 const subjectPrefix = process.env.JETBRIDGE_SUBJECT_PREFIX || "jetbridge.task";
 
-const nc = await connect({ servers: natsUrl, name: `jetbridge-conformance ${instance}` });
+// Reconnects forever: the suite restarts the server and fails a cluster over under a running handler.
+const nc = await connectNats({ servers: natsUrl, name: `jetbridge-conformance ${instance}` });
 
 function event(name: string, task: Task, extra: Record<string, unknown> = {}): void {
   const body = { event: name, task_id: task.id, attempt: task.attempt, instance, ...extra };
-  nc.publish(EVENTS_SUBJECT, JSON.stringify(body));
+  try {
+    nc.publish(EVENTS_SUBJECT, JSON.stringify(body));
+  } catch (err) {
+    console.error(`jetbridge-conformance: event ${name} not published`, err);
+  }
 }
 
 /** The payload as an object, or a terminate: conformance payloads are always JSON objects. */
@@ -27,6 +43,13 @@ function params(task: Task): Record<string, unknown> {
   const p = task.payload;
   if (p === null || typeof p !== "object" || Array.isArray(p) || p instanceof Bytes) return {};
   return p as Record<string, unknown>;
+}
+
+/** An integer payload member (any sign), or its default when absent. */
+function integer(value: unknown, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isInteger(value)) throw new Terminate("bad_payload", `${name} must be an integer`);
+  return value;
 }
 
 function count(value: unknown, name: string, fallback?: number): number {
@@ -54,17 +77,18 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 }
 
 /**
- * Publishes `started` for every attempt, and `cancelled` when a dispatcher cancel message aborts it (not a
- * budget or drain abort). conf:sleep with ignore_cancel opts out: it carries on as if nothing happened.
+ * Publishes `started` for every attempt it starts running, and, for task types that observe cancellation
+ * (`reportsCancel`), `cancelled` when the attempt is cancelled: by a cancel message, its budget (`timeout`) or
+ * fencing (`lost`), but not a drain (SPEC §12.2). conf:sleep with ignore_cancel opts out.
  */
-function withEvents(handler: Handler, reportsCancel: (task: Task) => boolean = () => true): Handler {
+function withEvents(handler: Handler, reportsCancel: (task: Task) => boolean = () => false): Handler {
   return (task) => {
     event("started", task);
     task.signal.addEventListener(
       "abort",
       () => {
         const reason = task.signal.reason;
-        if (reason instanceof Cancelled && reason.byDispatcher && reportsCancel(task)) {
+        if (reason instanceof Cancelled && reason.reason !== "drain" && reportsCancel(task)) {
           event("cancelled", task, { reason: reason.reason });
         }
       },
@@ -95,19 +119,19 @@ const handlers: Record<string, Handler> = {
 
   "conf:retry_after": (task) => {
     const ms = count(params(task).ms, "ms");
-    if (task.attempt === 1) throw new Retry("planned_failure", `failure 1, retry after ${ms} ms`, { retryAfterMs: ms });
+    if (task.attempt === 1) throw new Retry("planned_failure", "retry later", { retryAfterMs: ms });
     return { attempt: task.attempt };
   },
 
   "conf:terminate": (task) => {
     const message = params(task).message;
-    throw new Terminate("planned_terminate", typeof message === "string" ? message : "planned terminate");
+    throw new Terminate("planned_terminate", typeof message === "string" ? message : "terminated");
   },
 
   "conf:sleep": async (task) => {
     const p = params(task);
-    const ms = count(p.ms, "ms");
-    const steps = Math.max(1, count(p.steps, "steps", 1));
+    const ms = count(p.ms, "ms", 0);
+    const steps = Math.max(1, integer(p.steps, "steps", 1));
     if (p.only_attempt !== undefined && p.only_attempt !== task.attempt) return { slept_ms: 0, attempt: task.attempt };
     const signal = p.ignore_cancel === true ? undefined : task.signal;
     for (let i = 1; i <= steps; i++) {

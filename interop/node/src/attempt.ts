@@ -1,19 +1,17 @@
 /**
- * Runs one attempt: builds the {@link Task} a handler sees, wires its AbortSignal to the cancel subject and the
- * budget, sends automatic heartbeats while it runs, and turns the outcome into a reply (SPEC §3.3 step 4, §5, §7).
+ * Runs one attempt: builds the {@link Task} a handler sees, wires its AbortSignal to the cancel subject, the
+ * budget (a cancel with reason `timeout`) and self-fencing (reason `lost`), heartbeats from receipt until the
+ * reply, and turns the outcome into a reply (SPEC §3.3 step 4, §5, §7). A reply is always sent, late or not.
  */
 import type { Bytes } from "./bytes.js";
 import { parseCancel } from "./cancel.js";
 import { Cancelled } from "./errors.js";
-import { heartbeatBody } from "./heartbeat.js";
+import { Heartbeater, MAX_TIMER_MS } from "./heartbeater.js";
 import type { Limiter } from "./limiter.js";
 import { replyForError, replyForResult, type Reply } from "./reply.js";
 import type { TaskRequest } from "./request.js";
 import type { Handler, HeartbeatUpdate, JsonValue, Logger, Task } from "./types.js";
 import type { Subscription, Wire } from "./wire.js";
-
-/** setTimeout's ceiling; longer budgets are simply never reached by the timer. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export interface AttemptOptions {
   wire: Wire;
@@ -23,16 +21,25 @@ export interface AttemptOptions {
   logger: Logger;
   /** When given, the handler waits for a slot; the attempt's heartbeats and cancel run meanwhile. */
   limiter?: Limiter;
+  /** The request's NATS headers (SPEC §3.1), for middleware; default none. */
+  headers?: Readonly<Record<string, string>>;
 }
 
 export class Attempt {
   readonly task: Task;
   private readonly controller = new AbortController();
+  private readonly heartbeater: Heartbeater;
   private finished = false;
 
   constructor(private readonly options: AttemptOptions) {
     const r = options.request;
     const self = this;
+    this.heartbeater = new Heartbeater({
+      wire: options.wire,
+      request: r,
+      logger: options.logger,
+      onLost: (message) => this.abort(new Cancelled("lost", `attempt lost: ${message}`)),
+    });
     this.task = {
       id: r.task_id,
       type: r.task_type,
@@ -46,6 +53,7 @@ export class Attempt {
       payload: options.payload,
       contentType: r.content_type,
       traceparent: r.traceparent,
+      headers: Object.freeze({ ...options.headers }),
       signal: this.controller.signal,
       heartbeat(update?: HeartbeatUpdate) {
         self.heartbeat(update);
@@ -62,19 +70,19 @@ export class Attempt {
     if (!this.controller.signal.aborted) this.controller.abort(reason);
   }
 
-  /** Publishes a heartbeat; a no-op once the attempt has replied, as the dispatcher would call it stale. */
+  /**
+   * Sends a heartbeat; a no-op once the attempt has replied (the dispatcher would call it stale) or was fenced.
+   * An invalid progress throws a RangeError, before anything is sent.
+   */
   heartbeat(update?: HeartbeatUpdate): void {
     if (this.finished) return;
-    const { request, wire, logger } = this.options;
-    const body = heartbeatBody(request.task_id, request.attempt_token, update);
-    try {
-      wire.publish(request.heartbeat_subject, new TextEncoder().encode(JSON.stringify(body)));
-    } catch (err) {
-      logger.warn(`jetbridge: heartbeat for task ${request.task_id} not sent`, err);
-    }
+    this.heartbeater.beat(update);
   }
 
-  /** Runs the handler to completion and returns the reply to send; never throws. */
+  /**
+   * Runs the handler to completion and returns the reply to send; never throws. Call it on receipt: the
+   * heartbeat clock, the budget and the cancel subscription start at once, before the wait for a free slot.
+   */
   async run(): Promise<Reply> {
     const { handler, limiter } = this.options;
     const stop = this.start();
@@ -94,23 +102,21 @@ export class Attempt {
     }
   }
 
-  /** Starts the cancel subscription and the timers; returns the function that stops them all. */
+  /** Starts the cancel subscription, the heartbeats and the budget timer; returns the function that stops them. */
   private start(): () => void {
     const { request, logger } = this.options;
     const subscription = this.subscribeCancel();
+    this.heartbeater.start();
+    // Protocol 1.1: budget exhaustion is a cancel with reason `timeout`; the reply is still sent.
     const budget = setTimeout(
-      () => this.abort(new Cancelled("budget", `attempt budget of ${request.budget_ms} ms used up`)),
+      () => this.abort(new Cancelled("timeout", `attempt budget of ${request.budget_ms} ms used up`)),
       Math.min(request.budget_ms, MAX_TIMER_MS),
     );
-    const beat =
-      request.heartbeat_interval_ms > 0
-        ? setInterval(() => this.heartbeat(), Math.min(request.heartbeat_interval_ms, MAX_TIMER_MS))
-        : undefined;
     return () => {
       if (this.finished) return;
       this.finished = true;
       clearTimeout(budget);
-      if (beat) clearInterval(beat);
+      this.heartbeater.stop();
       try {
         subscription?.unsubscribe();
       } catch (err) {
@@ -130,7 +136,7 @@ export class Attempt {
           return;
         }
         if (cancel.token !== request.attempt_token) return;
-        this.abort(new Cancelled(cancel.reason, cancel.message));
+        this.abort(new Cancelled(cancel.reason, cancel.message, { byDispatcher: true }));
       });
     } catch (err) {
       // Cancels are best effort (SPEC §7): the attempt still runs, bounded by its budget.

@@ -8,8 +8,17 @@
 /** The one protocol version this SDK speaks (SPEC §1). */
 export const PROTOCOL_VERSION = 1;
 
-/** Versions advertised in `supported_protocols` and in the service metadata `jetbridge.protocols`. */
+/** Versions advertised in an unsupported_protocol reply's `supported_protocols` (integers, per the schema). */
 export const SUPPORTED_PROTOCOLS: readonly number[] = [PROTOCOL_VERSION];
+
+/**
+ * The service metadata `jetbridge.protocols`: protocol 1 plus the 1.1 handler rules (receipt heartbeat,
+ * acknowledged heartbeats with self-fencing, budget as a `timeout` cancel), which keep `protocol` at 1 on the wire.
+ */
+export const PROTOCOLS_METADATA = "1,1.1";
+
+/** The largest `retry_after_ms` the spec allows (7 days); larger requests are clamped to it. */
+export const MAX_RETRY_AFTER_MS = 604_800_000;
 
 /** The SDK's own version; kept equal to package.json by test/constants.test.ts. */
 export const SDK_VERSION = "0.1.0";
@@ -51,10 +60,10 @@ export const ErrorCode = {
 export const NAME_PATTERN = /^[a-zA-Z0-9_:-]+$/u;
 export const TOKEN_PATTERN = /^[A-Za-z0-9_-]{8,64}$/u;
 export const TIMESTAMP_PATTERN =
-  /^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$/u;
+  /^(?:[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$/u;
 export const SUBJECT_PATTERN = /^[^\s*>.]+(\.[^\s*>.]+)*$/u;
-/** task_request.schema.json: base64 payloads; task_reply.schema.json uses the same for results. */
-export const BASE64_PATTERN = /^[A-Za-z0-9+/]*={0,2}$/u;
+/** common.schema.json `base64`: canonical padded standard base64 (payloads and results). */
+export const BASE64_PATTERN = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$/u;
 export const TRACEPARENT_PATTERN = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/u;
 
 /** Length limits from the schemas, counted in Unicode code points as JSON Schema does. */

@@ -1,6 +1,7 @@
 /**
  * The errors a handler throws to choose its reply (SPEC §4), and the abort reason of a task's signal.
  */
+import { MAX_RETRY_AFTER_MS } from "./constants.js";
 import type { AbortCause } from "./types.js";
 
 /** Options shared by {@link Retry} and {@link Terminate}. */
@@ -11,7 +12,10 @@ export interface FailureOptions {
 
 /** Options of {@link Retry}. */
 export interface RetryOptions extends FailureOptions {
-  /** Replaces the queue's backoff for this retry; a non-negative integer number of milliseconds. */
+  /**
+   * Replaces the queue's backoff for this retry, in milliseconds (non-negative). Rounded up to an integer and
+   * clamped to the spec's maximum of 604 800 000 (7 days).
+   */
   retryAfterMs?: number;
 }
 
@@ -26,11 +30,11 @@ export class Retry extends Error {
     super(message);
     this.code = code;
     const after = options.retryAfterMs;
-    if (after !== undefined && !(Number.isFinite(after) && after >= 0)) {
+    if (after !== undefined && !(typeof after === "number" && after >= 0)) {
       throw new RangeError("retryAfterMs must be a non-negative number");
     }
     // The schema wants an integer; round up so the handler never gets called back earlier than it asked.
-    this.retryAfterMs = after === undefined ? undefined : Math.ceil(after);
+    this.retryAfterMs = after === undefined ? undefined : Math.min(Math.ceil(after), MAX_RETRY_AFTER_MS);
     this.details = options.details;
   }
 }
@@ -51,16 +55,17 @@ export class Terminate extends Error {
 /** The `reason` of an aborted task signal. */
 export class Cancelled extends Error {
   override readonly name = "Cancelled";
-  /** What aborted the attempt: a cancel message's reason, `budget` or `drain`. */
+  /**
+   * What aborted the attempt: a cancel message's reason; `timeout` when `budget_ms` ran out; `lost` when the
+   * library fenced the attempt (its heartbeats were not acknowledged); `drain` when a drain's grace period ended.
+   */
   readonly reason: AbortCause;
+  /** True when a cancel message from the dispatcher aborted the attempt (not the budget, fencing or a drain). */
+  readonly byDispatcher: boolean;
 
-  constructor(reason: AbortCause, message?: string) {
+  constructor(reason: AbortCause, message?: string, options: { byDispatcher?: boolean } = {}) {
     super(message ?? `attempt cancelled: ${reason}`);
     this.reason = reason;
-  }
-
-  /** True when a cancel message from the dispatcher aborted the attempt (rather than the budget or a drain). */
-  get byDispatcher(): boolean {
-    return this.reason !== "budget" && this.reason !== "drain";
+    this.byDispatcher = options.byDispatcher ?? false;
   }
 }

@@ -6,6 +6,8 @@ export { Bytes, bytes } from "./bytes.js";
 export { Cancelled, Retry, Terminate, type FailureOptions, type RetryOptions } from "./errors.js";
 export { JetbridgeService, createService } from "./service.js";
 export { serve, type ServeOptions, type Serving } from "./serve.js";
+export { connectNats, RECONNECT_OPTIONS } from "./connect.js";
+export { logging, recover, timeout, type AttemptLog, type Middleware, type Next } from "./middleware.js";
 export { PROTOCOL_VERSION, SDK_VERSION } from "./constants.js";
 export type {
   AbortCause,

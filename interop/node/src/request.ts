@@ -29,6 +29,8 @@ export interface TaskRequest {
   content_type: string;
   payload: unknown;
   traceparent?: string;
+  /** Protocol 1.1: the dispatcher acknowledges heartbeats sent as requests (absent from 1.0 dispatchers). */
+  heartbeat_ack?: boolean;
 }
 
 export type Decision =

@@ -2,11 +2,15 @@
  * Runs a service as a process: connects to NATS, starts the service, and on SIGTERM or SIGINT drains it and
  * closes the connection, which is what orchestrators expect of a replica being stopped.
  */
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { connectNats } from "./connect.js";
 import type { JetbridgeService } from "./service.js";
 
 export interface ServeOptions {
-  /** Server URL(s); default `$NATS_URL`, else `nats://127.0.0.1:4222`. */
+  /**
+   * Server URL(s); default `$NATS_URL`, else `nats://127.0.0.1:4222`. The connection reconnects forever
+   * ({@link connectNats}), so a server restart or a cluster failover does not stop the service.
+   */
   servers?: string | string[];
   /** Serve on this connection instead of opening one; it is drained and closed on shutdown all the same. */
   connection?: NatsConnection;
@@ -26,8 +30,8 @@ export interface Serving {
 export async function serve(service: JetbridgeService, options: ServeOptions = {}): Promise<Serving> {
   const nc =
     options.connection ??
-    (await connect({
-      servers: options.servers ?? process.env.NATS_URL ?? "nats://127.0.0.1:4222",
+    (await connectNats({
+      ...(options.servers ? { servers: options.servers } : {}),
       name: `${service.name} ${service.version}`,
     }));
   await service.start(nc);

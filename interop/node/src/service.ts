@@ -13,36 +13,47 @@ import {
   NAME_PATTERN,
   SDK_NAME,
   SUBJECT_PATTERN,
-  SUPPORTED_PROTOCOLS,
+  PROTOCOLS_METADATA,
 } from "./constants.js";
 import { Cancelled } from "./errors.js";
 import { Limiter } from "./limiter.js";
-import { errorCounter, type ErrorCounter } from "./micro-stats.js";
+import { EndpointStats } from "./micro-stats.js";
+import { checkPattern, compose, recover, type Middleware, type Use } from "./middleware.js";
 import { encodeReply, type Reply } from "./reply.js";
 import { decodeRequest, unknownTaskTypeReply } from "./request.js";
 import type { HandleOptions, Handler, Logger, ServiceOptions } from "./types.js";
 import { natsWire, respond as respondTo, type Wire } from "./wire.js";
 
 const DEFAULT_DRAIN_GRACE_MS = 25_000;
+const MIN_RESTART_DELAY_MS = 250;
+const MAX_RESTART_DELAY_MS = 30_000;
 
 interface Registration {
   type: string;
   handler: Handler;
   options: HandleOptions;
-  /** Set by start(): records an error reply in this endpoint's micro stats. */
-  countError?: ErrorCounter;
+  /** This endpoint's `nats micro stats` totals. */
+  stats: EndpointStats;
+  /** The handler inside its middleware chain; set by start(). */
+  chained?: Handler;
 }
 
 /**
- * Micro endpoint names allow only letters, digits, `-` and `_`, but task types may hold `:`; the real type is
- * kept in the endpoint metadata `jetbridge.task_type`.
+ * Micro endpoint names allow only letters, digits, `-` and `_`, but task types may hold `:`. SPEC §2: the name is
+ * the type with every other character replaced by `_`; the subject keeps the type exactly and the endpoint
+ * metadata `jetbridge.task_type` carries it.
  */
-function endpointName(type: string, taken: Set<string>): string {
-  const base = type.replace(/[^-\w]/g, "_");
-  let name = base;
-  for (let i = 2; taken.has(name); i++) name = `${base}_${i}`;
-  taken.add(name);
-  return name;
+export function endpointName(type: string): string {
+  return type.replace(/[^-\w]/g, "_");
+}
+
+/** The request's headers as a plain object (first value of each), for middleware. */
+function plainHeaders(msg: ServiceMsg): Record<string, string> {
+  const out: Record<string, string> = {};
+  const h = msg.headers;
+  if (!h) return out;
+  for (const k of h.keys()) out[k] = h.get(k);
+  return out;
 }
 
 export class JetbridgeService {
@@ -53,9 +64,12 @@ export class JetbridgeService {
   private readonly logger: Logger;
   private readonly limiter: Limiter;
   private readonly registrations = new Map<string, Registration>();
+  private readonly uses: Use[] = [];
   private readonly running = new Map<Attempt, Promise<void>>();
   private micro: Service | undefined;
   private wire: Wire | undefined;
+  private nc: NatsConnection | undefined;
+  private restartTimer: NodeJS.Timeout | undefined;
   private draining: Promise<void> | undefined;
 
   constructor(options: ServiceOptions) {
@@ -77,8 +91,30 @@ export class JetbridgeService {
       throw new TypeError(`task type ${JSON.stringify(type)} must match ${NAME_PATTERN.source}`);
     }
     if (this.registrations.has(type)) throw new Error(`task type ${type} already has a handler`);
+    // SPEC §2: two types with one endpoint name cannot share a service.
+    const name = endpointName(type);
+    const clash = [...this.registrations.keys()].find((t) => endpointName(t) === name);
+    if (clash !== undefined) {
+      throw new Error(`task types ${clash} and ${type} would share the micro endpoint name ${name}: serve them from two services`);
+    }
     if (typeof handler !== "function") throw new TypeError("handler must be a function");
-    this.registrations.set(type, { type, handler, options });
+    this.registrations.set(type, { type, handler, options, stats: new EndpointStats() });
+    return this;
+  }
+
+  /**
+   * Adds middleware around every handler (`use(mw)`) or around the task types a pattern selects
+   * (`use("email:*", mw)`: `*`, an exact type, or a prefix ending in `*`). Chains run in the order of the calls,
+   * inside the built-in error recovery; call before {@link start}. Returns the service, for chaining.
+   */
+  use(middleware: Middleware): this;
+  use(pattern: string, middleware: Middleware): this;
+  use(a: string | Middleware, b?: Middleware): this {
+    if (this.micro) throw new Error("middleware must be added before start()");
+    const [pattern, middleware] = typeof a === "string" ? [a, b] : ["*", a];
+    checkPattern(pattern);
+    if (typeof middleware !== "function") throw new TypeError("middleware must be a function (task, next) => ...");
+    this.uses.push({ pattern, middleware });
     return this;
   }
 
@@ -97,11 +133,26 @@ export class JetbridgeService {
     return this.micro?.info();
   }
 
-  /** Subscribes every endpoint on `nc`. The connection stays the caller's: drain() does not close it. */
+  /**
+   * Subscribes every endpoint on `nc`. The connection stays the caller's: drain() does not close it. Give it
+   * `maxReconnectAttempts: -1` (as {@link connectNats} and `serve` do) so that a server restart or a cluster
+   * failover is ridden out: nats.js re-subscribes on reconnect, and replies of attempts that ran meanwhile are
+   * sent once it is back.
+   */
   async start(nc: NatsConnection): Promise<this> {
     if (this.micro) throw new Error("service already started");
     if (this.registrations.size === 0) throw new Error("register at least one handler before start()");
+    this.nc = nc;
     this.wire = natsWire(nc);
+    const chain: Use[] = [{ pattern: "*", middleware: recover(this.logger) }, ...this.uses];
+    for (const r of this.registrations.values()) r.chained = compose(chain, r.type, r.handler);
+    await this.register();
+    return this;
+  }
+
+  /** Creates the micro service and its endpoints on the current connection. */
+  private async register(): Promise<void> {
+    const nc = this.nc!;
     // @nats-io/services pins its own @nats-io/nats-core; the connection interface is the same at runtime.
     const micro = await new Svcm(nc as never).add({
       name: this.name,
@@ -110,16 +161,15 @@ export class JetbridgeService {
       queue: this.options.queue ?? DEFAULT_QUEUE_GROUP,
       metadata: {
         ...this.options.metadata,
-        "jetbridge.protocols": SUPPORTED_PROTOCOLS.join(","),
+        "jetbridge.protocols": PROTOCOLS_METADATA,
         "jetbridge.sdk": SDK_NAME,
       },
     });
     this.micro = micro;
-    const taken = new Set<string>();
     for (const registration of this.registrations.values()) {
       const { type, options } = registration;
       const subject = `${this.subjectPrefix}.${type}`;
-      micro.addEndpoint(endpointName(type, taken), {
+      micro.addEndpoint(endpointName(type), {
         subject,
         metadata: { ...options.metadata, "jetbridge.task_type": type },
         handler: (err, msg) => {
@@ -130,18 +180,45 @@ export class JetbridgeService {
           this.onRequest(msg, registration);
         },
       });
-      registration.countError = errorCounter(micro, subject);
+      registration.stats.attach(micro, subject);
     }
     micro.stopped.then(
-      (err) => err && this.logger.error("jetbridge: service stopped", err),
-      (err) => this.logger.error("jetbridge: service stopped", err),
+      (err) => this.onMicroStopped(micro, err),
+      (err) => this.onMicroStopped(micro, err),
     );
-    return this;
+  }
+
+  /**
+   * The micro service closes itself when one of its subscriptions ends ("required subscription ... stopped").
+   * Unless we are draining or the connection is gone for good, that must not end the service: it is created
+   * again, after a pause that doubles up to 30 s while re-creating keeps failing.
+   */
+  private onMicroStopped(micro: Service, err: unknown): void {
+    if (this.draining || this.micro !== micro || this.nc?.isClosed()) {
+      if (err && !this.draining) this.logger.error("jetbridge: service stopped", err);
+      return;
+    }
+    this.logger.warn("jetbridge: micro service stopped; registering it again", err ?? "");
+    const again = (delayMs: number): void => {
+      this.restartTimer = setTimeout(() => {
+        this.restartTimer = undefined;
+        if (this.draining || this.nc?.isClosed()) return;
+        this.register().then(
+          () => this.logger.warn("jetbridge: micro service registered again"),
+          (e) => {
+            this.logger.error("jetbridge: registering the micro service again failed", e);
+            again(Math.min(delayMs * 2, MAX_RESTART_DELAY_MS));
+          },
+        );
+      }, delayMs);
+    };
+    again(MIN_RESTART_DELAY_MS);
   }
 
   /** SPEC §3.3: reject what cannot run, otherwise run it and reply when it is done. */
   private onRequest(msg: ServiceMsg, endpoint: Registration): void {
-    const reply = (r: Reply) => this.respond(msg, r, endpoint.countError);
+    const received = process.hrtime.bigint();
+    const reply = (r: Reply) => this.respond(msg, r, endpoint.stats, received);
     const decision = decodeRequest(msg.data);
     if (decision.decision === "reject") {
       reply(decision.reply);
@@ -158,8 +235,9 @@ export class JetbridgeService {
       wire: this.wire!,
       request,
       payload,
-      handler: registration.handler,
+      handler: registration.chained ?? registration.handler,
       logger: this.logger,
+      headers: plainHeaders(msg),
       limiter: this.limiter,
     });
     const done = attempt.run().then((r) => {
@@ -169,10 +247,10 @@ export class JetbridgeService {
     this.running.set(attempt, done);
   }
 
-  private respond(msg: ServiceMsg, reply: Reply, countError?: ErrorCounter): void {
+  private respond(msg: ServiceMsg, reply: Reply, stats: EndpointStats, received: bigint): void {
     const encoded = encodeReply(reply, this.wire?.maxPayload ?? Number.MAX_SAFE_INTEGER);
-    const error = encoded.headers[Header.serviceError];
-    if (error !== undefined) countError?.(error);
+    // SPEC protocol 1.1: retry, terminate and rejections are errors in `nats micro stats`.
+    stats.count(Number(process.hrtime.bigint() - received), encoded.headers[Header.serviceError]);
     try {
       if (!respondTo(msg, encoded.data, encoded.headers)) {
         this.logger.warn("jetbridge: request had no reply subject; reply dropped");
@@ -193,6 +271,7 @@ export class JetbridgeService {
   }
 
   private async doDrain(graceMs: number): Promise<void> {
+    clearTimeout(this.restartTimer);
     // stop() drains the endpoint subscriptions: after it, no request will reach onRequest again.
     if (this.micro && !this.micro.isStopped) await this.micro.stop();
     const all = () => Promise.all(this.running.values());

@@ -13,9 +13,10 @@ export type CancelReason = (typeof CANCEL_REASONS)[number];
 
 /**
  * Why a task's signal was aborted: a dispatcher cancel (its reason), the request's `budget_ms` running out
- * (`"budget"`), or the service draining past its grace period (`"drain"`).
+ * (`"timeout"`, SPEC protocol 1.1), the library fencing a lost attempt (`"lost"`), or the service draining past
+ * its grace period (`"drain"`).
  */
-export type AbortCause = CancelReason | "budget" | "drain";
+export type AbortCause = CancelReason | "drain";
 
 /** What a handler may report with an explicit heartbeat (SPEC §5). */
 export interface HeartbeatUpdate {
@@ -48,6 +49,8 @@ export interface Task {
   readonly contentType: string;
   /** W3C trace context, when the dispatcher sent one. */
   readonly traceparent: string | undefined;
+  /** The request's NATS headers (SPEC §3.1: `Jetbridge-Task-Id`, `traceparent`...), first value of each. */
+  readonly headers: Readonly<Record<string, string>>;
   /**
    * Aborted when the dispatcher cancels this attempt, when `budgetMs` runs out, or when the service drains
    * past its grace period; `signal.reason` is then a {@link Cancelled} error saying which.

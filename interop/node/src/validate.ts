@@ -100,7 +100,10 @@ const taskRequestMembers: Record<string, Check> = {
 
 /** The first way `body` breaks task_request.schema.json, or null. */
 export function taskRequestProblem(body: Obj): string | null {
-  const problem = checkMembers(body, taskRequestMembers, { traceparent: string(TRACEPARENT_PATTERN) });
+  const problem = checkMembers(body, taskRequestMembers, {
+    traceparent: string(TRACEPARENT_PATTERN),
+    heartbeat_ack: (v) => (typeof v === "boolean" ? null : "must be a boolean"),
+  });
   if (problem) return problem;
   // The schema's if/then: base64 payloads are base64 text.
   if (body.payload_encoding === "base64") {

@@ -8,11 +8,30 @@ export interface Subscription {
   unsubscribe(): void;
 }
 
+/** How a request ended: answered, "no responders" (status 503), no answer in time, or failed otherwise. */
+export type RequestOutcome = "ack" | "no_responders" | "timeout" | "failed";
+
 export interface Wire {
   /** The server's max_payload (headers included), read when needed because a reconnect may change it. */
   readonly maxPayload: number;
   publish(subject: string, data: Uint8Array, headers?: Record<string, string>): void;
   subscribe(subject: string, onMessage: (data: Uint8Array) => void): Subscription;
+  /** Sends a request and reports how it ended; never rejects. */
+  request(subject: string, data: Uint8Array, timeoutMs: number): Promise<RequestOutcome>;
+  /**
+   * `performance.now()` of the latest reconnect, or -Infinity. Right after a reconnect (a server restart, a
+   * cluster failover) the dispatcher may not have re-subscribed yet, so "no responders" then proves nothing.
+   */
+  readonly reconnectedAt: number;
+}
+
+/** True for nats.js' "no responders" error, whichever copy of nats-core threw it (checked by name). */
+export function isNoResponders(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e && depth < 4; depth++) {
+    if ((e as { name?: unknown }).name === "NoResponders") return true;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return false;
 }
 
 /** NATS' default max_payload, used only until the server has said its own. */
@@ -30,7 +49,24 @@ export function toMsgHdrs(h: Record<string, string> | undefined): MsgHdrs | unde
 
 /** A {@link Wire} over a nats.js connection. */
 export function natsWire(nc: NatsConnection): Wire {
+  let reconnectedAt = -Infinity;
+  void (async () => {
+    // Ends when the connection closes.
+    for await (const s of nc.status()) if (s.type === "reconnect") reconnectedAt = performance.now();
+  })().catch(() => {});
   return {
+    get reconnectedAt() {
+      return reconnectedAt;
+    },
+    async request(subject, data, timeoutMs) {
+      try {
+        await nc.request(subject, data, { timeout: Math.max(1, timeoutMs) });
+        return "ack";
+      } catch (err) {
+        if (isNoResponders(err)) return "no_responders";
+        return (err as { name?: unknown }).name === "TimeoutError" ? "timeout" : "failed";
+      }
+    },
     get maxPayload() {
       return nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
     },

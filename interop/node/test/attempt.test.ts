@@ -61,7 +61,7 @@ describe("task fields", () => {
 });
 
 describe("heartbeats", () => {
-  it("are sent every heartbeat_interval_ms while the handler runs, and stop after", async () => {
+  it("are sent on receipt, then every heartbeat_interval_ms while the handler runs, and stop after", async () => {
     const request = makeRequest({ heartbeat_interval_ms: 20 });
     const wire = new FakeWire();
     const { reply } = run(
@@ -74,7 +74,7 @@ describe("heartbeats", () => {
     );
     await reply;
     const sent = wire.json(request.heartbeat_subject);
-    assert.equal(sent.length, 2);
+    assert.equal(sent.length, 3, "the receipt heartbeat and two timed ones");
     for (const hb of sent) {
       assert.deepEqual(hb, {
         type: "io.jetbridge.v1.heartbeat",
@@ -126,7 +126,7 @@ describe("abort signal", () => {
     const { reply } = run(async (task) => void (reason = await aborted(task.signal)), makeRequest({ budget_ms: 5 }));
     await reply;
     assert.ok(reason instanceof Cancelled);
-    assert.equal(reason.reason, "budget");
+    assert.equal(reason.reason, "timeout");
     assert.equal(reason.byDispatcher, false);
   });
 

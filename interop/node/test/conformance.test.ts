@@ -82,7 +82,7 @@ describe("conformance handler", { skip: skipReason }, () => {
   it("registers jetbridge-conformance with one endpoint per task type", async () => {
     const info = decodeJson((await nc.request("$SRV.INFO.jetbridge-conformance", "", { timeout: 5000 })).data);
     assert.equal(info.version, "1.0.0");
-    assert.equal(info.metadata["jetbridge.protocols"], "1");
+    assert.equal(info.metadata["jetbridge.protocols"], "1,1.1");
     assert.match(info.metadata["jetbridge.sdk"], /^node\/\d+\.\d+\.\d+/);
     const types = info.endpoints.map((e: any) => e.metadata["jetbridge.task_type"]).sort();
     assert.deepEqual(types, [
@@ -163,6 +163,27 @@ describe("conformance handler", { skip: skipReason }, () => {
     const { body } = await reply;
     assert.equal(body.status, "retry");
     assert.equal(body.error.code, "cancelled");
+  });
+
+  it("conf:sleep publishes cancelled with reason timeout when its budget runs out, and still replies", async () => {
+    const r = makeRequest({ task_type: "conf:sleep", budget_ms: 50, payload: { ms: 60000 } });
+    const cancelled = nextEvent(nc, (e) => e.task_id === r.task_id && e.event === "cancelled");
+    await nc.flush();
+    const reply = call(nc, r);
+    assert.equal((await cancelled).reason, "timeout");
+    const { body } = await reply;
+    assert.equal(body.status, "retry");
+    assert.equal(body.error.code, "cancelled");
+  });
+
+  it("contract defaults: conf:sleep ms 0 and steps below 1, conf:retry_after and conf:terminate messages", async () => {
+    assert.deepEqual((await call(nc, makeRequest({ task_type: "conf:sleep", payload: { steps: -3 } }))).body.result, {
+      slept_ms: 0,
+      attempt: 1,
+    });
+    const retry = (await call(nc, makeRequest({ task_type: "conf:retry_after", payload: { ms: 1e15 } }))).body;
+    assert.deepEqual([retry.error.message, retry.retry_after_ms], ["retry later", 604_800_000]);
+    assert.equal((await call(nc, makeRequest({ task_type: "conf:terminate", payload: {} }))).body.error.message, "terminated");
   });
 
   it("conf:big returns bytes, or result_too_large past max_payload", async () => {

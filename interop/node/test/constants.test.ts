@@ -16,7 +16,9 @@ it("patterns are the schemas' patterns", () => {
   assert.equal(C.TIMESTAMP_PATTERN.source, defs.timestamp.pattern);
   assert.equal(C.SUBJECT_PATTERN.source, defs.subject.pattern);
   assert.equal(C.TRACEPARENT_PATTERN.source, request.properties.traceparent.pattern);
-  assert.equal(C.BASE64_PATTERN.source, request.then.properties.payload.pattern);
+  assert.equal(C.BASE64_PATTERN.source, defs.base64.pattern);
+  assert.equal(request.then.properties.payload.$ref, "common.schema.json#/$defs/base64");
+  assert.equal(C.MAX_RETRY_AFTER_MS, defs.retry_after_ms.maximum);
 });
 
 it("limits and enums are the schemas'", () => {

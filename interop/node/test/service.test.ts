@@ -101,12 +101,13 @@ describe("service against nats-server", { skip: skipReason }, () => {
 
   it("sends explicit and automatic heartbeats", async () => {
     const r = makeRequest({ task_type: "test:progress", heartbeat_interval_ms: 50 });
-    const beats = collect(client, r.heartbeat_subject, 2);
+    const beats = collect(client, r.heartbeat_subject, 3);
     await client.flush();
     const reply = send(client, r);
-    const [explicit, automatic] = await beats;
+    const [receipt, explicit, automatic] = await beats;
     progressDone.open();
     const base = { type: "io.jetbridge.v1.heartbeat", protocol: 1, task_id: r.task_id, attempt_token: r.attempt_token };
+    assert.deepEqual(receipt, base, "the first heartbeat goes out on receipt");
     assert.deepEqual(explicit, { ...base, progress: 0.5, message: "half" });
     assert.deepEqual(automatic, base);
     assert.equal(decodeJson((await reply).data).result, "finished");
@@ -165,7 +166,7 @@ describe("service against nats-server", { skip: skipReason }, () => {
     const info = decodeJson((await client.request("$SRV.INFO.node-test", "", { timeout: 5000 })).data);
     assert.equal(info.name, "node-test");
     assert.equal(info.version, "1.2.3");
-    assert.deepEqual(info.metadata, { team: "tests", "jetbridge.protocols": "1", "jetbridge.sdk": "node/0.1.0" });
+    assert.deepEqual(info.metadata, { team: "tests", "jetbridge.protocols": "1,1.1", "jetbridge.sdk": "node/0.1.0" });
     const byType = Object.fromEntries(info.endpoints.map((e: any) => [e.metadata["jetbridge.task_type"], e]));
     assert.deepEqual(Object.keys(byType).sort(), ["test:big", "test:echo", "test:progress", "test:wait"]);
     assert.equal(byType["test:echo"].subject, "jetbridge.task.test:echo");

@@ -15,7 +15,7 @@ import { encodeReply, replyForError, replyForResult, type Reply } from "../src/r
 import { decodeRequest, type TaskRequest } from "../src/request.js";
 import { isObject, taskRequestProblem } from "../src/validate.js";
 import type { Handler, HeartbeatUpdate } from "../src/types.js";
-import { FakeWire } from "./helpers/fake-wire.js";
+import { FakeWire, type Published } from "./helpers/fake-wire.js";
 import { caseBytes, loadVectors, type VectorCase } from "./helpers/vectors.js";
 import { decodeJson, encodeJson } from "./helpers/requests.js";
 
@@ -42,6 +42,8 @@ describe("task_request vectors", () => {
       if (c.expect.decision === "handle") {
         assert.equal(d.decision, "handle");
         if (d.decision !== "handle") return;
+        // Protocol 1.1: whether heartbeats go as requests (absent means false).
+        if (c.expect.heartbeat_ack !== undefined) assert.equal(d.request.heartbeat_ack === true, c.expect.heartbeat_ack);
         const p = c.expect.payload;
         if (p.kind === "json") {
           assert.ok(!(d.payload instanceof Bytes));
@@ -66,7 +68,8 @@ describe("task_request vectors", () => {
       assert.equal(d.reply.headers["Nats-Service-Error"], body.error.message);
       if (want.supported_protocols) assert.deepEqual(body.supported_protocols, want.supported_protocols);
       else assert.equal(body.supported_protocols, undefined);
-      // The token is echoed whenever the request carried a well-formed one (SPEC §4, §6).
+      // The token is echoed only when the request carried a well-formed one (SPEC §4, §6); the vector says which.
+      if (want.attempt_token !== undefined) assert.equal(body.attempt_token, want.attempt_token ?? undefined);
       const sent = c.body?.attempt_token;
       const wellFormed = typeof sent === "string" && /^[A-Za-z0-9_-]{8,64}$/.test(sent);
       assert.equal(body.attempt_token, wellFormed ? sent : undefined);
@@ -129,17 +132,15 @@ describe("heartbeat vectors", () => {
       assert.deepEqual(heartbeatBody(baseRequest.task_id, token, c.intent as HeartbeatUpdate), c.body);
     });
     it(`${c.name}: task.heartbeat publishes the canonical body`, async () => {
-      let release!: () => void;
-      const released = new Promise<void>((r) => (release = r));
-      const { attempt, wire } = attemptFor(async (task) => {
+      // The receipt heartbeat goes first; the explicit one is what the handler's call publishes.
+      const wire = new FakeWire();
+      let hb!: Published;
+      const { attempt } = attemptFor((task) => {
         task.heartbeat(c.intent as HeartbeatUpdate);
-        await released;
-      });
-      const published = wire.next(baseRequest.heartbeat_subject);
-      const run = attempt.run();
-      const hb = await published;
-      release();
-      await run;
+        hb = wire.published.at(-1)!;
+      }, wire);
+      await attempt.run();
+      assert.equal(hb.subject, baseRequest.heartbeat_subject);
       assert.deepEqual(decodeJson(hb.data), c.body);
       assert.equal(hb.headers, undefined);
     });

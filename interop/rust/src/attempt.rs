@@ -1,50 +1,98 @@
 //! Serving one request: decide, run the handler under supervision, reply once.
 
-use std::any::Any;
 use std::future::pending;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::service::Request;
+use async_nats::service::error::Error as MicroError;
 use async_nats::{HeaderMap, Message, Subscriber};
 use futures::StreamExt;
 use tokio::task::JoinError;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::middleware::panic_text;
 use crate::output::{HandlerError, Output};
 use crate::protocol::{
     CancelReason, EncodedReply, ErrorBody, Reply, TaskRequest, decode_cancel, decode_request,
-    error_code,
+    error_code, header,
 };
 use crate::service::{Handler, Shared};
-use crate::task::{AttemptState, Task};
+use crate::stats::EndpointStats;
+use crate::task::{AttemptState, Task, YEAR_MS};
+
+/// Where the stats message of a reply goes: nowhere (no one subscribes). async-nats updates an
+/// endpoint's stats in `respond`, after publishing, and counts an error only for
+/// `respond(Err(..))`, which sends an empty body. So the crate has async-nats count each request
+/// with an empty message to this subject, as a success or an error, and then publishes the real
+/// reply itself: the stats tell the truth (SPEC §2), and whoever has a reply finds it counted.
+const MICRO_STATS_SINK: &str = "_jetbridge.micro_stats.discard";
 
 /// Answers one request; never fails, since there is nobody to report to but the log.
-pub(crate) async fn serve(request: Request, shared: Arc<Shared>) {
-    let stats = shared.stats.get(request.message.subject.as_str());
-    let running = stats.map(|stats| stats.start());
-    let (reply, token) = answer(&request.message.payload, &shared).await;
+pub(crate) async fn serve(mut request: Request, shared: Arc<Shared>) {
+    let received = Instant::now();
+    let stats = shared.stats.get(request.message.subject.as_str()).cloned();
+    let (reply, token) = answer(
+        &request.message.payload,
+        &shared,
+        received,
+        stats.as_deref(),
+    )
+    .await;
     let (reply, encoded) = fit(reply, token.as_deref(), shared.client.max_payload());
-    drop(running);
-    if let Some(stats) = stats {
+    if let Some(stats) = &stats {
         stats.record(&reply);
     }
     drop(reply); // a large result now lives on in `encoded` only
+    respond(&mut request, encoded, &shared.client).await;
+}
+
+/// Has async-nats count the reply (processing time from the request's arrival; an error for a
+/// retry or terminate), then sends it.
+async fn respond(request: &mut Request, encoded: EncodedReply, client: &async_nats::Client) {
     let mut headers = HeaderMap::new();
+    let mut failure = None;
     for (name, value) in &encoded.headers {
         headers.insert(*name, value.as_str());
+        if *name == header::SERVICE_ERROR_CODE {
+            failure.get_or_insert((0, String::new())).0 = value.parse().unwrap_or(500);
+        } else if *name == header::SERVICE_ERROR {
+            failure.get_or_insert((0, String::new())).1 = value.clone();
+        }
     }
-    if let Err(err) = request
-        .respond_with_headers(Ok(encoded.body.into()), headers)
-        .await
-    {
-        warn!(subject = %request.message.subject, error = %err, "jetbridge: reply not sent");
+    let subject = request.message.subject.clone();
+    let Some(reply_to) = request.message.reply.replace(MICRO_STATS_SINK.into()) else {
+        warn!(%subject, "jetbridge: request had no reply subject; reply dropped");
+        return;
+    };
+    let counted = match failure {
+        Some((code, status)) => request.respond(Err(MicroError { code, status })).await,
+        None => request.respond(Ok("".into())).await,
+    };
+    if let Err(err) = counted {
+        debug!(%subject, error = %err, "jetbridge: stats message not sent");
+    }
+    let sent = if headers.is_empty() {
+        client.publish(reply_to, encoded.body.into()).await
+    } else {
+        client
+            .publish_with_headers(reply_to, headers, encoded.body.into())
+            .await
+    };
+    if let Err(err) = sent {
+        warn!(%subject, error = %err, "jetbridge: reply not sent");
     }
 }
 
 /// The reply for a request body, and the attempt token to echo in it.
-async fn answer(body: &[u8], shared: &Shared) -> (Reply, Option<String>) {
+async fn answer(
+    body: &[u8],
+    shared: &Shared,
+    received: Instant,
+    stats: Option<&EndpointStats>,
+) -> (Reply, Option<String>) {
     let request = match decode_request(body) {
         Ok(request) => request,
         Err(rejection) => {
@@ -67,20 +115,29 @@ async fn answer(body: &[u8], shared: &Shared) -> (Reply, Option<String>) {
         );
         return (Reply::Terminate { error }, token);
     };
-    (supervise(handler, request, shared).await, token)
+    (
+        supervise(handler, request, shared, received, stats).await,
+        token,
+    )
 }
 
-/// Runs the handler in its own task, so that a panic becomes a reply rather than a lost
-/// attempt, while this task listens for cancels, watches the budget and sends heartbeats.
-async fn supervise(handler: &Handler, request: TaskRequest, shared: &Shared) -> Reply {
-    let budget_end = Instant::now() + timer_millis(request.budget_ms);
-    let heartbeat_every = timer_millis(request.heartbeat_interval_ms);
-    let state = Arc::new(AttemptState::new(shared.client.clone(), &request));
+/// Supervises one attempt from its arrival: heartbeats (and fencing) and cancels from the
+/// start, also while it waits for a free slot (protocol 1.1 rule 1), then runs the handler in
+/// its own task, so that a panic becomes a reply rather than a lost attempt.
+async fn supervise(
+    handler: &Handler,
+    request: TaskRequest,
+    shared: &Shared,
+    received: Instant,
+    stats: Option<&EndpointStats>,
+) -> Reply {
+    let budget_end = received + timer_millis(request.budget_ms);
+    let state = Arc::new(AttemptState::new(shared.client.clone(), &request, received));
 
     // Subscribed before the handler starts: whatever the handler publishes (a heartbeat, an
     // event) reaches the server after this subscription, so a dispatcher that reacts to it
     // with a cancel is heard.
-    let mut cancels = match shared
+    let cancels = match shared
         .client
         .subscribe(request.cancel_subject.clone())
         .await
@@ -91,37 +148,65 @@ async fn supervise(handler: &Handler, request: TaskRequest, shared: &Shared) -> 
             None
         }
     };
-    let mut heartbeats = (!heartbeat_every.is_zero()).then(|| {
-        let mut interval =
-            tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
-        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        interval
-    });
+    let beats = tokio::spawn(state.clone().keep_alive());
+    let watch = tokio::spawn(watch(
+        state.clone(),
+        cancels,
+        budget_end,
+        shared.hard_stop.clone(),
+    ));
+
+    let slot = tokio::select! {
+        biased;
+        () = state.cancelled() => None,
+        slot = shared.slots.clone().acquire_owned() => Some(slot.expect("the semaphore is never closed")),
+    };
+    let reply = match slot {
+        // Cancelled, or out of budget, before it could start: running it now could only
+        // produce a stale reply.
+        None => {
+            let why = state.reason().map_or("cancelled", CancelReason::as_str);
+            HandlerError::retry(
+                error_code::CANCELLED,
+                format!("not started: attempt cancelled: {why}"),
+            )
+            .into_reply()
+        }
+        Some(slot) => {
+            let running = stats.map(EndpointStats::start);
+            let outcome =
+                tokio::spawn(handler(Task::new(request, budget_end, state.clone()))).await;
+            drop(running);
+            drop(slot);
+            reply_for(outcome)
+        }
+    };
+    // Dropping the cancel subscriber (in `watch`) unsubscribes it.
+    beats.abort();
+    watch.abort();
+    reply
+}
+
+/// Turns the attempt's cancel messages, its budget running out (reason `Timeout`, protocol 1.1
+/// rule 3) and a drain's timeout into cancellation, until aborted.
+async fn watch(
+    state: Arc<AttemptState>,
+    mut cancels: Option<Subscriber>,
+    budget_end: Instant,
+    hard_stop: CancellationToken,
+) {
     let budget = tokio::time::sleep_until(budget_end);
     tokio::pin!(budget);
-
-    let mut run = tokio::spawn(handler(Task::new(request, budget_end, state.clone())));
-    let outcome = loop {
+    loop {
         tokio::select! {
-            outcome = &mut run => break outcome,
             message = next_message(&mut cancels) => match message {
                 Some(message) => on_cancel_message(&message, &state),
                 None => cancels = None,
             },
-            () = &mut budget, if !state.is_cancelled() => state.cancel(CancelReason::BudgetExhausted),
-            () = shared.hard_stop.cancelled(), if !state.is_cancelled() => state.cancel(CancelReason::Draining),
-            () = tick(&mut heartbeats), if state.dispatcher_waiting() => {
-                if let Err(err) = state.heartbeat(None, None).await {
-                    warn!(error = %err, "jetbridge: heartbeat not sent");
-                }
-            }
+            () = &mut budget, if !state.is_cancelled() => state.cancel(CancelReason::Timeout),
+            () = hard_stop.cancelled(), if !state.is_cancelled() => state.cancel(CancelReason::Draining),
         }
-    };
-    if let Some(mut cancels) = cancels {
-        // Best effort: the subscription dies with the connection anyway.
-        let _ = cancels.unsubscribe().await;
     }
-    reply_for(outcome)
 }
 
 fn on_cancel_message(message: &Message, state: &AttemptState) {
@@ -154,21 +239,9 @@ fn reply_for(outcome: Result<Result<Output, HandlerError>, JoinError>) -> Reply 
     }
 }
 
-/// The text a panic was raised with, when it was raised with text.
-fn panic_text(payload: &(dyn Any + Send)) -> &str {
-    if let Some(text) = payload.downcast_ref::<&str>() {
-        text
-    } else if let Some(text) = payload.downcast_ref::<String>() {
-        text
-    } else {
-        "(no message)"
-    }
-}
-
 /// A duration from the request for a timer, capped so that adding it to now cannot overflow
 /// whatever a request says; a year is forever for an attempt.
 fn timer_millis(ms: u64) -> Duration {
-    const YEAR_MS: u64 = 365 * 24 * 60 * 60 * 1000;
     Duration::from_millis(ms.min(YEAR_MS))
 }
 
@@ -176,16 +249,6 @@ fn timer_millis(ms: u64) -> Duration {
 async fn next_message(subscriber: &mut Option<Subscriber>) -> Option<Message> {
     match subscriber {
         Some(subscriber) => subscriber.next().await,
-        None => pending().await,
-    }
-}
-
-/// The next tick of an optional interval; never completes without one.
-async fn tick(interval: &mut Option<Interval>) {
-    match interval {
-        Some(interval) => {
-            interval.tick().await;
-        }
         None => pending().await,
     }
 }

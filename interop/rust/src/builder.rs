@@ -1,6 +1,6 @@
 //! [`ServiceBuilder`]: what a service serves and how, and its registration as a micro service.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use async_nats::service::ServiceExt as _;
 use async_nats::service::endpoint::Endpoint;
 
 use crate::error::{Error, nats};
+use crate::middleware::{self, Middleware};
 use crate::output::{HandlerError, Output};
 use crate::protocol::validate::{is_name, is_subject};
 use crate::service::{Handler, Service};
@@ -42,6 +43,8 @@ pub struct ServiceBuilder {
     concurrency: usize,
     drain_timeout: Duration,
     handlers: BTreeMap<String, Handler>,
+    /// In registration order; a pattern of `None` applies to every task type.
+    middleware: Vec<(Option<String>, Arc<dyn Middleware>)>,
 }
 
 impl ServiceBuilder {
@@ -55,6 +58,7 @@ impl ServiceBuilder {
             concurrency: DEFAULT_CONCURRENCY,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             handlers: BTreeMap::new(),
+            middleware: Vec::new(),
         }
     }
 
@@ -72,6 +76,31 @@ impl ServiceBuilder {
         self
     }
 
+    /// Adds middleware around every handler. Middleware run in the order they were added, the
+    /// first outermost; those of [`ServiceBuilder::middleware_for`] run inside these. A panic
+    /// anywhere in the chain becomes a `retry` with code `handler_error` ([`CatchPanic`] is
+    /// always outermost). Built in: [`Logging`], [`Timeout`], [`CatchPanic`].
+    ///
+    /// [`CatchPanic`]: crate::middleware::CatchPanic
+    /// [`Logging`]: crate::middleware::Logging
+    /// [`Timeout`]: crate::middleware::Timeout
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middleware.push((None, Arc::new(middleware)));
+        self
+    }
+
+    /// Adds middleware around the handlers of the task types matching `pattern`, in which `*`
+    /// stands for any run of characters: `email:*`, `image:resize`.
+    pub fn middleware_for(
+        mut self,
+        pattern: impl Into<String>,
+        middleware: impl Middleware,
+    ) -> Self {
+        self.middleware
+            .push((Some(pattern.into()), Arc::new(middleware)));
+        self
+    }
+
     /// The subject prefix: a handler for type `t` listens on `<prefix>.<t>`. Default
     /// [`DEFAULT_SUBJECT_PREFIX`]; change it only to match a dispatcher route table.
     pub fn subject_prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -80,7 +109,8 @@ impl ServiceBuilder {
     }
 
     /// How many attempts run at once, over all task types. Default [`DEFAULT_CONCURRENCY`].
-    /// Requests beyond it wait in the NATS client until an attempt finishes.
+    /// Requests beyond it wait for a free slot, heartbeated from the moment they arrive; one
+    /// cancelled, or whose budget runs out, while it waits is answered without running.
     pub fn concurrency(mut self, limit: usize) -> Self {
         self.concurrency = limit;
         self
@@ -126,7 +156,14 @@ impl ServiceBuilder {
             .into_iter()
             .map(|route| (route.subject, route.stats))
             .collect();
-        let handlers = self.handlers.into_iter().collect();
+        let handlers = self
+            .handlers
+            .into_iter()
+            .map(|(task_type, handler)| {
+                let chain = chain_for(&self.middleware, &task_type);
+                (task_type, middleware::wrap(handler, chain))
+            })
+            .collect();
         Ok(Service::launch(
             micro,
             client,
@@ -139,12 +176,11 @@ impl ServiceBuilder {
     }
 
     fn routes(&self) -> Vec<Route> {
-        let mut names = HashSet::new();
         self.handlers
             .keys()
             .map(|task_type| Route {
                 task_type: task_type.clone(),
-                endpoint_name: endpoint_name(task_type, &mut names),
+                endpoint_name: endpoint_name(task_type),
                 subject: format!("{}.{task_type}", self.subject_prefix),
                 stats: Arc::default(),
             })
@@ -159,7 +195,10 @@ impl ServiceBuilder {
         routes: &[Route],
     ) -> Result<async_nats::service::Service, Error> {
         let mut metadata = self.metadata.clone();
-        metadata.insert(META_PROTOCOLS.to_owned(), "1".to_owned());
+        metadata.insert(
+            META_PROTOCOLS.to_owned(),
+            crate::protocol::PROTOCOLS_ADVERTISED.to_owned(),
+        );
         metadata.insert(
             META_SDK.to_owned(),
             format!("rust/{}", env!("CARGO_PKG_VERSION")),
@@ -195,6 +234,16 @@ impl ServiceBuilder {
                 "task type {bad:?} is not a name (^[a-zA-Z0-9_:-]+$)"
             )));
         }
+        let mut names: HashMap<String, &str> = HashMap::new();
+        for task_type in self.handlers.keys() {
+            if let Some(other) = names.insert(endpoint_name(task_type), task_type) {
+                return Err(Error::Config(format!(
+                    "task types {other:?} and {task_type:?} would share the endpoint name {:?}: \
+                     one service cannot serve both",
+                    endpoint_name(task_type)
+                )));
+            }
+        }
         if !is_subject(&self.subject_prefix) {
             return Err(Error::Config(format!(
                 "subject prefix {:?} is not a subject",
@@ -206,6 +255,21 @@ impl ServiceBuilder {
         }
         Ok(())
     }
+}
+
+/// The middleware for `task_type`: every-type middleware first, then the matching patterns,
+/// each group in registration order.
+fn chain_for(
+    registered: &[(Option<String>, Arc<dyn Middleware>)],
+    task_type: &str,
+) -> Vec<Arc<dyn Middleware>> {
+    let global = registered.iter().filter(|(pattern, _)| pattern.is_none());
+    let matching = registered.iter().filter(|(pattern, _)| {
+        pattern
+            .as_deref()
+            .is_some_and(|pattern| middleware::matches(pattern, task_type))
+    });
+    global.chain(matching).map(|(_, m)| m.clone()).collect()
 }
 
 /// Adds an endpoint per route, then waits until the server has every subscription.
@@ -241,17 +305,19 @@ struct Route {
     stats: Arc<EndpointStats>,
 }
 
-/// A micro endpoint name for a task type: micro names allow only `A-Z a-z 0-9 - _`, so `:`
-/// becomes `_`, with a suffix in the unlikely case that two types then collide.
-fn endpoint_name(task_type: &str, taken: &mut HashSet<String>) -> String {
-    let base = task_type.replace(':', "_");
-    let mut name = base.clone();
-    let mut n = 1;
-    while !taken.insert(name.clone()) {
-        n += 1;
-        name = format!("{base}-{n}");
-    }
-    name
+/// A micro endpoint name for a task type (SPEC §2): micro names allow only `A-Z a-z 0-9 - _`,
+/// so every other character (`:` above all) becomes `_`. The subject keeps the type as it is.
+fn endpoint_name(task_type: &str) -> String {
+    task_type
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -259,10 +325,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoint_names_are_micro_names_and_unique() {
-        let mut taken = HashSet::new();
-        assert_eq!(endpoint_name("email:new", &mut taken), "email_new");
-        assert_eq!(endpoint_name("email_new", &mut taken), "email_new-2");
-        assert_eq!(endpoint_name("resize", &mut taken), "resize");
+    fn patterns_match_task_types() {
+        assert!(middleware::matches("email:*", "email:new"));
+        assert!(middleware::matches("email:*", "email:"));
+        assert!(!middleware::matches("email:*", "image:resize"));
+        assert!(middleware::matches("*:resize", "image:resize"));
+        assert!(middleware::matches("a*b*c", "a-x-b-y-c"));
+        assert!(!middleware::matches("a*b*c", "a-x-c"));
+        assert!(middleware::matches("exact", "exact"));
+        assert!(!middleware::matches("exact", "exactly"));
+    }
+
+    #[test]
+    fn endpoint_names_are_micro_names() {
+        assert_eq!(endpoint_name("email:new"), "email_new");
+        assert_eq!(endpoint_name("resize"), "resize");
+        assert_eq!(endpoint_name("x:y/z~1"), "x_y_z_1");
+    }
+
+    #[test]
+    fn task_types_sharing_an_endpoint_name_are_refused() {
+        let noop = |_: Task| async { Ok(Output::Json(serde_json::Value::Null)) };
+        let builder = ServiceBuilder::new("svc".into(), "1.0.0".into())
+            .handler("a:b", noop)
+            .handler("a_b", noop);
+        let err = builder.validate().unwrap_err().to_string();
+        assert!(err.contains("\"a:b\"") && err.contains("\"a_b\""), "{err}");
     }
 }

@@ -14,6 +14,10 @@ pub enum Error {
     Nats(async_nats::Error),
     /// A heartbeat was asked for with an invalid progress.
     Heartbeat(HeartbeatError),
+    /// The dispatcher no longer runs this attempt: a heartbeat found no responder or none was
+    /// acknowledged within the heartbeat timeout (protocol 1.1). The attempt is cancelled with
+    /// reason `Lost`.
+    Lost,
 }
 
 impl fmt::Display for Error {
@@ -22,6 +26,7 @@ impl fmt::Display for Error {
             Error::Config(why) => write!(f, "invalid jetbridge service configuration: {why}"),
             Error::Nats(err) => write!(f, "nats: {err}"),
             Error::Heartbeat(err) => err.fmt(f),
+            Error::Lost => f.write_str("attempt lost: the dispatcher no longer runs it"),
         }
     }
 }
@@ -29,7 +34,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Config(_) => None,
+            Error::Config(_) | Error::Lost => None,
             Error::Nats(err) => Some(err.as_ref()),
             Error::Heartbeat(err) => Some(err),
         }

@@ -37,6 +37,7 @@
 mod attempt;
 mod builder;
 mod error;
+pub mod middleware;
 mod output;
 pub mod protocol;
 mod service;
@@ -48,6 +49,7 @@ pub use builder::{
     DEFAULT_CONCURRENCY, DEFAULT_DRAIN_TIMEOUT, DEFAULT_SUBJECT_PREFIX, QUEUE_GROUP, ServiceBuilder,
 };
 pub use error::Error;
+pub use middleware::{Middleware, Next};
 pub use output::{HandlerError, Output};
 pub use protocol::{CancelReason, Payload};
 pub use service::Service;

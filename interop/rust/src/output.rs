@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::protocol::{ErrorBody, Payload, Reply};
+use crate::protocol::{ErrorBody, MAX_RETRY_AFTER_MS, Payload, Reply};
 
 /// A handler's successful result. It has the same two forms as a task's payload:
 /// `Output::Json(value)` or `Output::Bytes { data, content_type }`.
@@ -102,7 +102,11 @@ impl HandlerError {
         match self.kind {
             Kind::Retry { after } => Reply::Retry {
                 error: self.error,
-                retry_after_ms: after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                retry_after_ms: after.map(|d| {
+                    u64::try_from(d.as_millis())
+                        .unwrap_or(u64::MAX)
+                        .min(MAX_RETRY_AFTER_MS)
+                }),
             },
             Kind::Terminate => Reply::Terminate { error: self.error },
         }

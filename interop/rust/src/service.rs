@@ -10,7 +10,7 @@ use async_nats::service::endpoint::Endpoint;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::{SelectAll, select_all};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,7 +35,8 @@ pub(crate) struct Shared {
     pub(crate) stats: HashMap<String, Arc<EndpointStats>>,
     /// Cancelled when a drain runs out of time: running attempts are then cancelled.
     pub(crate) hard_stop: CancellationToken,
-    slots: Arc<Semaphore>,
+    /// One permit per attempt allowed to run at once.
+    pub(crate) slots: Arc<Semaphore>,
     attempts: TaskTracker,
 }
 
@@ -135,20 +136,14 @@ impl Service {
 
 /// Takes requests from all endpoints until the service drains, then serves what is left.
 ///
-/// One loop for all endpoints, so that a free slot goes to whichever request comes first: a
-/// loop per endpoint would hold a slot per idle endpoint.
+/// Every request is taken at once, whether or not a slot is free: its attempt heartbeats from
+/// its arrival and waits for a slot itself (protocol 1.1 rule 1). One loop for all endpoints.
 async fn serve_requests(
     mut requests: SelectAll<Endpoint>,
     shared: Arc<Shared>,
     stop_taking: CancellationToken,
 ) {
     loop {
-        // A slot first, then a request: a request taken is a request started.
-        let slot = tokio::select! {
-            biased;
-            () = stop_taking.cancelled() => break,
-            slot = shared.slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-        };
         let request = tokio::select! {
             biased;
             () = stop_taking.cancelled() => break,
@@ -157,7 +152,7 @@ async fn serve_requests(
                 None => return,
             },
         };
-        spawn_attempt(&shared, request, slot);
+        spawn_attempt(&shared, request);
     }
     for endpoint in requests.iter_mut() {
         if let Err(err) = endpoint.stop().await {
@@ -166,24 +161,13 @@ async fn serve_requests(
     }
     // The server may already have routed requests to us; they are ours to answer.
     while let Some(request) = requests.next().await {
-        let slot = shared
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        spawn_attempt(&shared, request, slot);
+        spawn_attempt(&shared, request);
     }
 }
 
-fn spawn_attempt(
-    shared: &Arc<Shared>,
-    request: async_nats::service::Request,
-    slot: OwnedSemaphorePermit,
-) {
+fn spawn_attempt(shared: &Arc<Shared>, request: async_nats::service::Request) {
     let shared_for_attempt = shared.clone();
-    shared.attempts.spawn(async move {
-        attempt::serve(request, shared_for_attempt).await;
-        drop(slot);
-    });
+    shared
+        .attempts
+        .spawn(attempt::serve(request, shared_for_attempt));
 }

@@ -1,7 +1,9 @@
 //! [`Task`]: one attempt as a handler sees it.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
+
+use async_nats::RequestErrorKind;
 
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
@@ -31,19 +33,44 @@ pub(crate) struct AttemptState {
     task_id: String,
     attempt_token: String,
     heartbeat_subject: String,
+    /// Zero when the dispatcher wants no heartbeats.
+    heartbeat_interval: Duration,
+    /// Protocol 1.1 `heartbeat_ack`: heartbeats are requests, and the attempt fences itself
+    /// when the dispatcher stops acknowledging them.
+    heartbeat_ack: bool,
     token: CancellationToken,
+    /// Cancelled when the dispatcher no longer reads heartbeats: on any cancel but a drain's.
+    beats_done: CancellationToken,
     reason: OnceLock<CancelReason>,
+    /// Keeps at most one heartbeat request outstanding.
+    sending: tokio::sync::Mutex<()>,
+    /// The send time of the newest acknowledged heartbeat; the receipt time at first.
+    acked_at: Mutex<Instant>,
 }
 
+/// Why a heartbeat fenced the attempt, when it did.
+const NO_RESPONDERS: &str =
+    "heartbeat had no responders: the dispatcher no longer runs this attempt";
+const NOT_ACKNOWLEDGED: &str = "no heartbeat acknowledged within the heartbeat timeout";
+
 impl AttemptState {
-    pub(crate) fn new(client: async_nats::Client, request: &TaskRequest) -> Self {
+    pub(crate) fn new(
+        client: async_nats::Client,
+        request: &TaskRequest,
+        received: Instant,
+    ) -> Self {
         Self {
             client,
             task_id: request.task_id.clone(),
             attempt_token: request.attempt_token.clone(),
             heartbeat_subject: request.heartbeat_subject.clone(),
+            heartbeat_interval: Duration::from_millis(request.heartbeat_interval_ms.min(YEAR_MS)),
+            heartbeat_ack: request.heartbeat_ack,
             token: CancellationToken::new(),
+            beats_done: CancellationToken::new(),
             reason: OnceLock::new(),
+            sending: tokio::sync::Mutex::new(()),
+            acked_at: Mutex::new(received),
         }
     }
 
@@ -51,7 +78,32 @@ impl AttemptState {
     pub(crate) fn cancel(&self, reason: CancelReason) {
         // Set before cancelling, so a handler woken by the token always finds a reason.
         let _ = self.reason.set(reason);
+        if reason != CancelReason::Draining {
+            self.beats_done.cancel();
+        }
         self.token.cancel();
+    }
+
+    /// Fences the attempt (protocol 1.1 rule 2): the dispatcher has let it go, so it is
+    /// cancelled as the dispatcher's cancel would: with reason lost.
+    pub(crate) fn fence(&self, why: &str) {
+        tracing::warn!(task_id = %self.task_id, why, "jetbridge: attempt fenced");
+        self.cancel(CancelReason::Lost);
+    }
+
+    /// Completes once heartbeats are no longer read.
+    pub(crate) async fn beats_done(&self) {
+        self.beats_done.cancelled().await;
+    }
+
+    /// When the attempt fences itself unless a heartbeat is acknowledged before.
+    pub(crate) fn fence_at(&self) -> Instant {
+        *self.acked_at.lock().expect("acked_at lock") + 3 * self.heartbeat_interval
+    }
+
+    /// Completes once the attempt is cancelled.
+    pub(crate) fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.token.cancelled()
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
@@ -66,24 +118,110 @@ impl AttemptState {
         &self.attempt_token
     }
 
-    /// Whether the dispatcher still reads this attempt's heartbeats and reply: not after it
-    /// cancelled the attempt nor after the budget ran out.
-    pub(crate) fn dispatcher_waiting(&self) -> bool {
-        matches!(self.reason(), None | Some(CancelReason::Draining))
-    }
-
+    /// Sends a heartbeat with progress, as [`Task::heartbeat`] does: under `heartbeat_ack` it
+    /// waits its turn while another heartbeat is outstanding.
     pub(crate) async fn heartbeat(
         &self,
         progress: Option<f64>,
         message: Option<&str>,
     ) -> Result<(), Error> {
+        self.send_heartbeat(progress, message, false).await
+    }
+
+    /// Sends one heartbeat: a publish for a 1.0 dispatcher; under `heartbeat_ack` a request
+    /// that waits for the ack at most one interval (and never past the fencing time). A
+    /// periodic heartbeat due while another is outstanding is skipped (SPEC §5.2). Returns
+    /// [`Error::Lost`] once the attempt is fenced.
+    async fn send_heartbeat(
+        &self,
+        progress: Option<f64>,
+        message: Option<&str>,
+        periodic: bool,
+    ) -> Result<(), Error> {
         let body = encode_heartbeat(&self.task_id, &self.attempt_token, progress, message)?;
-        self.client
-            .publish(self.heartbeat_subject.clone(), body.into())
-            .await
-            .map_err(nats)
+        if !self.heartbeat_ack {
+            return self
+                .client
+                .publish(self.heartbeat_subject.clone(), body.into())
+                .await
+                .map_err(nats);
+        }
+        let _one = if periodic {
+            match self.sending.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return Ok(()),
+            }
+        } else {
+            self.sending.lock().await
+        };
+        let sent = Instant::now();
+        let wait = self
+            .heartbeat_interval
+            .min(self.fence_at().saturating_duration_since(sent));
+        if wait.is_zero() {
+            self.fence(NOT_ACKNOWLEDGED);
+            return Err(Error::Lost);
+        }
+        let request = self
+            .client
+            .request(self.heartbeat_subject.clone(), body.into());
+        match tokio::time::timeout(wait, request).await {
+            Ok(Ok(_)) => {
+                let mut acked_at = self.acked_at.lock().expect("acked_at lock");
+                *acked_at = (*acked_at).max(sent);
+                Ok(())
+            }
+            Ok(Err(err)) if err.kind() == RequestErrorKind::NoResponders => {
+                self.fence(NO_RESPONDERS);
+                Err(Error::Lost)
+            }
+            // Unacknowledged: the fencing time, not this heartbeat, decides.
+            Ok(Err(err)) if err.kind() == RequestErrorKind::TimedOut => Ok(()),
+            Err(_elapsed) => Ok(()),
+            Ok(Err(err)) => Err(nats(err)),
+        }
+    }
+
+    /// Heartbeats at once, then every interval, and fences the attempt when the heartbeat
+    /// timeout passes without an ack, until the dispatcher no longer reads heartbeats.
+    pub(crate) async fn keep_alive(self: Arc<Self>) {
+        if self.heartbeat_interval.is_zero() {
+            return;
+        }
+        let mut next = Instant::now();
+        loop {
+            let wake = if self.heartbeat_ack {
+                next.min(self.fence_at())
+            } else {
+                next
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => {}
+                () = self.beats_done() => return,
+            }
+            let now = Instant::now();
+            if self.heartbeat_ack && now >= self.fence_at() {
+                self.fence(NOT_ACKNOWLEDGED);
+                return;
+            }
+            if now < next {
+                continue;
+            }
+            next = now + self.heartbeat_interval;
+            tokio::select! {
+                sent = self.send_heartbeat(None, None, true) => match sent {
+                    Err(Error::Lost) => return,
+                    Err(err) => tracing::warn!(task_id = %self.task_id, error = %err, "jetbridge: heartbeat not sent"),
+                    Ok(()) => {}
+                },
+                () = self.beats_done() => return,
+            }
+        }
     }
 }
+
+/// A year in milliseconds: longer than any attempt, and safe to add to an instant.
+pub(crate) const YEAR_MS: u64 = 365 * 24 * 60 * 60 * 1000;
 
 impl Task {
     pub(crate) fn new(
@@ -96,6 +234,11 @@ impl Task {
             budget_end,
             attempt,
         }
+    }
+
+    /// The attempt's shared state, for the crate's middleware.
+    pub(crate) fn state(&self) -> Arc<AttemptState> {
+        self.attempt.clone()
     }
 
     /// The task id: stable across attempts, so use it as an idempotency key.
@@ -196,7 +339,8 @@ impl Task {
     /// Sends a heartbeat now, with optional progress (a fraction from 0 to 1) and message.
     ///
     /// The service already sends bare heartbeats as often as the dispatcher asks; call this to
-    /// report progress, which the dispatcher stores on the task.
+    /// report progress, which the dispatcher stores on the task. Returns [`Error::Lost`] when
+    /// the dispatcher no longer runs this attempt.
     pub async fn heartbeat(
         &self,
         progress: Option<f64>,
@@ -205,8 +349,10 @@ impl Task {
         self.attempt.heartbeat(progress, message).await
     }
 
-    /// Cancelled when the dispatcher cancels the attempt, when the budget runs out, or when the
-    /// service drains and its drain timeout has passed. Clone it to hand to sub-tasks.
+    /// Cancelled when the dispatcher cancels the attempt, when the budget runs out (reason
+    /// `Timeout`), when the attempt fences itself because the dispatcher stopped acknowledging
+    /// its heartbeats (reason `Lost`), or when the service drains and its drain timeout has
+    /// passed. Clone it to hand to sub-tasks.
     pub fn cancellation_token(&self) -> &CancellationToken {
         &self.attempt.token
     }

@@ -96,7 +96,7 @@ async fn requests_are_answered_and_registered() {
         .await
         .expect("micro INFO reply");
     let info: Value = serde_json::from_slice(&info.payload).unwrap();
-    assert_eq!(info["metadata"]["jetbridge.protocols"], "1");
+    assert_eq!(info["metadata"]["jetbridge.protocols"], "1,1.1");
     assert_eq!(
         info["metadata"]["jetbridge.sdk"],
         format!("rust/{}", env!("CARGO_PKG_VERSION"))

@@ -38,6 +38,7 @@ from ._errors import (
 )
 from ._producer import Producer, TaskSpec
 from ._protocol import PROTOCOL_VERSION, Bytes
+from ._schedule import Schedules, ScheduleView
 from ._service import Service, Task, serve
 from ._signing import Signer, Verifier
 from ._task import TaskRecord, TaskResult, TaskState
@@ -47,7 +48,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PROTOCOL_VERSION", "Bytes", "ConfigError", "ConflictError", "CorruptTaskError", "DuplicateTaskError", "HandlerSignal",
     "JetbridgeError", "PayloadTooLargeError", "Producer", "ProtocolError", "QueueFullError", "QueueNotFoundError",
-    "Retry", "Service", "Signer", "Task", "TaskError", "TaskNotFoundError", "TaskRecord", "TaskResult", "TaskSpec",
+    "Retry", "Schedules", "ScheduleView", "Service", "Signer", "Task", "TaskError", "TaskNotFoundError", "TaskRecord", "TaskResult", "TaskSpec",
     "TaskState", "Terminate", "TransportError", "UnsupportedProtocolError", "Verifier", "serve",
 ]
 

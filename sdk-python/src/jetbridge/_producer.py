@@ -121,6 +121,7 @@ class Producer:
         self, task_type: str, payload: Any = None, *, queue: str | None = None, task_id: str | None = None,
         dedup_key: str | None = None, deadline: datetime | timedelta | None = None,
         max_tries: int = DEFAULT_MAX_TRIES, content_type: str | None = None,
+        delay: timedelta | float | None = None, at: datetime | str | None = None,
     ) -> str:
         """Enqueue one task and return its id.
 
@@ -134,6 +135,8 @@ class Producer:
             deadline: after this the task is not started any more (absolute, or from now).
             max_tries: attempts at most (0: no limit); the queue's limit caps it.
             content_type: for bytes payloads.
+            delay, at: run it this long from now (seconds or timedelta), or at this time (aware datetime or RFC
+                3339): it waits in state ``scheduled``, holding no slot, and can be cancelled or rescheduled.
 
         Raises:
             ConfigError, PayloadTooLargeError, DuplicateTaskError, QueueNotFoundError, QueueFullError,
@@ -141,7 +144,18 @@ class Producer:
         """
         spec = TaskSpec(type=task_type, payload=payload, queue=queue, task_id=task_id, dedup_key=dedup_key,
                         deadline=deadline, max_tries=max_tries, content_type=content_type)
+        if delay is not None or at is not None:
+            from ._delay import due_ns, enqueue_delayed
+
+            return await enqueue_delayed(self, spec, due_ns(delay, at, now_ns()))
         return await self._enqueue(spec)
+
+    async def reschedule(self, task_id: str, *, delay: timedelta | float | None = None,
+                         at: datetime | str | None = None) -> TaskRecord:
+        """Move a delayed task that is still waiting to a new due time (see :mod:`jetbridge._delay`)."""
+        from ._delay import due_ns, reschedule
+
+        return await reschedule(self, task_id, due_ns(delay, at, now_ns()))
 
     async def enqueue_many(self, tasks: Iterable[TaskSpec], *, chunk: int = 500) -> list[str | JetbridgeError]:
         """Enqueue many tasks, pipelined; returns, in order, each id or its error.

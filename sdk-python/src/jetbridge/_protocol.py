@@ -1,4 +1,4 @@
-"""The wire protocol v1 codec: the four messages of ``protocol/SPEC.md`` and how each side reads them.
+"""The wire protocol v1 codec (revision 1.1): the four messages of ``protocol/SPEC.md`` and how each side reads them.
 
 This module is the Python reading of ``protocol/schemas`` and is tested against every case in
 ``protocol/vectors``; the dispatcher (``bridge``) and the SDK's handler service both use it, so there is one
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, TypeVar
@@ -29,18 +30,34 @@ CANCEL_TYPE: Final = "io.jetbridge.v1.cancel"
 JSON_CONTENT_TYPE: Final = "application/json"
 OCTET_STREAM: Final = "application/octet-stream"
 
-# The same patterns as protocol/schemas/common.schema.json.
-TIMESTAMP_PATTERN: Final = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+PROTOCOLS_METADATA: Final = "1,1.1"  # micro metadata jetbridge.protocols: 1.1 handler rules (SPEC §2)
+MAX_RETRY_AFTER_MS: Final = 604_800_000  # 7 days (SPEC §4); libraries clamp larger requests to it
+
+# The same patterns as protocol/schemas/common.schema.json. The timestamp pattern also checks that the date
+# exists (month lengths, leap years), so schema and codec accept exactly the same strings (SPEC §3.2).
+_DATE: Final = (
+    r"(?:[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
+    r"|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)"
 )
+_TIME: Final = (
+    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+)
+TIMESTAMP_PATTERN: Final = f"^{_DATE}{_TIME}$"
+BASE64_PATTERN: Final = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$"
+_BASE64 = re.compile(BASE64_PATTERN)
+
+
+def _strict(pattern: str) -> str:
+    """The schema pattern for Python's ``re``, whose ``$`` also matches before a final newline (ECMA's does not)."""
+    return pattern.removesuffix("$") + r"\Z"
 TOKEN_PATTERN: Final = r"^[A-Za-z0-9_-]{8,64}$"
 SUBJECT_PATTERN: Final = r"^[^\s*>.]+(\.[^\s*>.]+)*$"
 TRACEPARENT_PATTERN: Final = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=names.MAX_NAME_LENGTH, pattern=names.NAME_PATTERN)]
-Token = Annotated[str, msgspec.Meta(pattern=TOKEN_PATTERN)]
-Timestamp = Annotated[str, msgspec.Meta(pattern=TIMESTAMP_PATTERN)]
-Subject = Annotated[str, msgspec.Meta(min_length=1, pattern=SUBJECT_PATTERN)]
+Token = Annotated[str, msgspec.Meta(pattern=_strict(TOKEN_PATTERN))]
+Timestamp = Annotated[str, msgspec.Meta(pattern=_strict(TIMESTAMP_PATTERN))]
+Subject = Annotated[str, msgspec.Meta(min_length=1, pattern=_strict(SUBJECT_PATTERN))]
 ContentType = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Encoding = Literal["json", "base64"]
@@ -76,7 +93,8 @@ class TaskRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     payload_encoding: Encoding
     content_type: ContentType
     payload: msgspec.Raw
-    traceparent: Annotated[str, msgspec.Meta(pattern=TRACEPARENT_PATTERN)] | msgspec.UnsetType = msgspec.UNSET
+    traceparent: Annotated[str, msgspec.Meta(pattern=_strict(TRACEPARENT_PATTERN))] | msgspec.UnsetType = msgspec.UNSET
+    # Protocol 1.1: the dispatcher acks heartbeats sent as requests (SPEC §5.2); left out when false.
     heartbeat_ack: bool = False
 
     def decoded_payload(self) -> Any:
@@ -101,7 +119,7 @@ class _TaskReply(msgspec.Struct, frozen=True, kw_only=True):
     content_type: ContentType | None = None
     result: Any = None
     error: ReplyError | None = None
-    retry_after_ms: NonNegative | None = None
+    retry_after_ms: Annotated[int, msgspec.Meta(ge=0, le=MAX_RETRY_AFTER_MS)] | None = None
     supported_protocols: list[Annotated[int, msgspec.Meta(ge=1)]] | None = None
 
 
@@ -136,8 +154,12 @@ class Rejection(Exception):
         self.code = code
         self.service_code = service_code
         self.message = message
+        # The request's token when it is a valid token, else None: an invalid one is never echoed (SPEC §3.3).
+        self.attempt_token: str | None = None
 
     def reply(self, attempt_token: str | None = None) -> tuple[bytes, dict[str, str]]:
+        """The rejection reply; it echoes ``attempt_token`` (default: the request's, when valid)."""
+        attempt_token = attempt_token or self.attempt_token
         if self.code == "unsupported_protocol":
             return _encode_reply(
                 {"status": "retry", "error": {"code": self.code, "message": self.message},
@@ -152,6 +174,37 @@ _any_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
 
+_REQUEST_INTEGERS: Final = ("protocol", "attempt", "max_attempts", "budget_ms", "heartbeat_interval_ms")
+_REPLY_INTEGERS: Final = ("protocol", "retry_after_ms")
+_TOKEN = re.compile(TOKEN_PATTERN)
+
+
+def _integral(doc: dict[str, Any], members: tuple[str, ...]) -> bool:
+    """Rewrite integer members written with a zero fraction (1.0, 6e4) as integers, as JSON Schema reads them.
+
+    SPEC §1.1: a number is an integer when its value is integral, whatever its notation. msgspec (like Go's and
+    Rust's JSON libraries) refuses 1.0 for an int, so the rare body that uses it is normalised and decoded again.
+    Returns whether anything changed.
+    """
+    changed = False
+    for member in members:
+        value = doc.get(member)
+        if type(value) is float and value.is_integer():
+            doc[member] = int(value)
+            changed = True
+    return changed
+
+
+def _is_integer(value: Any, wanted: int) -> bool:
+    """``value`` is the JSON number ``wanted`` (1 and 1.0 yes; true, "1" and 1.5 no)."""
+    return type(value) in (int, float) and value == wanted
+
+
+def _token_of(doc: Any) -> str | None:
+    token = doc.get("attempt_token") if isinstance(doc, dict) else None
+    return token if isinstance(token, str) and _TOKEN.fullmatch(token) else None
+
+
 def decode_request(data: bytes) -> TaskRequest:
     """Read a request as a handler must (SPEC §3.3); raises :class:`Rejection` with the reply to send."""
     try:
@@ -162,13 +215,26 @@ def decode_request(data: bytes) -> TaskRequest:
         raise Rejection("terminate", "bad_request", 400, "bad request: body is nested too deeply") from None
     if not isinstance(doc, dict):
         raise Rejection("terminate", "bad_request", 400, "bad request: body is not a JSON object")
+    try:
+        return _decode_request_doc(data, doc)
+    except Rejection as rejection:
+        rejection.attempt_token = _token_of(doc)
+        raise
+
+
+def _decode_request_doc(data: bytes, doc: dict[str, Any]) -> TaskRequest:
     version = doc.get("protocol")
-    if type(version) is not int or version not in SUPPORTED_PROTOCOLS:
+    if not any(_is_integer(version, v) for v in SUPPORTED_PROTOCOLS):
         raise Rejection("retry", "unsupported_protocol", 505, f"unsupported protocol version {version!r}")
     try:
         request = _request_decoder.decode(data)
     except msgspec.ValidationError as exc:
-        raise Rejection("terminate", "bad_request", 400, f"bad request: {exc}") from None
+        try:
+            if not _integral(doc, _REQUEST_INTEGERS):
+                raise
+            request = _request_decoder.decode(_encoder.encode(doc))
+        except msgspec.ValidationError:
+            raise Rejection("terminate", "bad_request", 400, f"bad request: {exc}") from None
     if request.payload_encoding == "base64":
         try:
             request.decoded_payload()
@@ -260,6 +326,7 @@ def encode_error(
     service_code = "400" if status == "terminate" else "500"
     headers = {names.H_SERVICE_ERROR: _header_safe(message), names.H_SERVICE_ERROR_CODE: service_code}
     if status == "retry" and retry_after_ms is not None:
+        retry_after_ms = min(retry_after_ms, MAX_RETRY_AFTER_MS)  # clamped, never refused (SPEC §4)
         fields["retry_after_ms"] = retry_after_ms
         headers[names.H_SERVICE_ERROR_CODE] = "429"
         headers[names.H_RETRY_AFTER] = str(retry_after_ms)
@@ -295,7 +362,7 @@ def interpret_reply(headers: Mapping[str, str] | None, data: bytes) -> Outcome:
     headers = headers or {}
     body_problem = ""
     try:
-        reply = _reply_decoder.decode(data)
+        reply = _decode_reply(data)
     except msgspec.DecodeError as exc:
         body_problem = _why_not_a_reply(data, exc)
     except RecursionError:
@@ -308,6 +375,24 @@ def interpret_reply(headers: Mapping[str, str] | None, data: bytes) -> Outcome:
     if names.H_SERVICE_ERROR in headers or names.H_SERVICE_ERROR_CODE in headers:
         return _outcome_of_headers(headers)
     return Outcome("protocol_error", error_code="protocol_error", message=f"protocol error: {body_problem}")
+
+
+def _decode_reply(data: bytes) -> _TaskReply:
+    """The typed reply; integers written as 1.0 are integers (SPEC §1.1), so a failure is retried normalised."""
+    try:
+        return _reply_decoder.decode(data)
+    except msgspec.ValidationError:
+        doc = _any_decoder.decode(data)
+        if not isinstance(doc, dict):
+            raise
+        changed = _integral(doc, _REPLY_INTEGERS)
+        protocols = doc.get("supported_protocols")
+        if isinstance(protocols, list):
+            changed = changed or any(type(v) is float for v in protocols)
+            doc["supported_protocols"] = [int(v) if type(v) is float and v.is_integer() else v for v in protocols]
+        if not changed:
+            raise
+        return _reply_decoder.decode(_encoder.encode(doc))
 
 
 def _why_not_a_reply(data: bytes, exc: Exception) -> str:
@@ -356,7 +441,7 @@ def _outcome_of_headers(headers: Mapping[str, str]) -> Outcome:
     retry_after: int | None = None
     raw_after = headers.get(names.H_RETRY_AFTER)
     if raw_after is not None and _is_number(raw_after.strip()):
-        retry_after = int(raw_after)
+        retry_after = min(int(raw_after), MAX_RETRY_AFTER_MS)
     number = int(code) if _is_number(code) else None
     if number is not None and 400 <= number <= 499 and number not in (408, 429):
         return Outcome("terminate", error_code=code, message=message)
@@ -400,7 +485,13 @@ def decode_cancel(data: bytes) -> Cancel:
 
 def _decode(decoder: msgspec.json.Decoder[T], data: bytes, what: str) -> T:
     try:
-        return decoder.decode(data)
+        try:
+            return decoder.decode(data)
+        except msgspec.ValidationError:
+            doc = _any_decoder.decode(data)
+            if not (isinstance(doc, dict) and _integral(doc, ("protocol",))):
+                raise
+            return decoder.decode(_encoder.encode(doc))  # "protocol": 1.0 is 1 (SPEC §1.1)
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"invalid {what}: {exc}") from None
     except RecursionError:
@@ -408,6 +499,9 @@ def _decode(decoder: msgspec.json.Decoder[T], data: bytes, what: str) -> T:
 
 
 def _b64decode(text: str) -> bytes:
+    """Canonical standard base64 with padding only (SPEC §3.2): the schema pattern, then the decoder."""
+    if not _BASE64.fullmatch(text):
+        raise ValueError("invalid base64: not canonical standard base64 with padding")
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:

@@ -3,7 +3,9 @@
 A :class:`Service` registers one micro endpoint per task type (subject ``<prefix>.<type>``, queue group
 ``jetbridge``), so replicas share the load and ``nats micro ls|info|stats`` show it. nats-py calls an endpoint's
 handler for one message at a time, so each request is started as its own task, up to ``concurrency`` at once.
-While a handler runs the service heartbeats for it, listens for a cancel, and bounds it by the attempt's budget.
+From the moment a request is received (SPEC §5.1) the service heartbeats for it, also while it waits for a
+worker; it listens for a cancel, bounds it by the attempt's budget (a ``timeout`` cancel), and with the 1.1
+``heartbeat_ack`` fences the attempt (a ``lost`` cancel) when its heartbeats stop being acknowledged (§5.2).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from nats.micro.request import Request
 from . import _names as names
 from . import _protocol as proto
 from ._errors import ConfigError, ProtocolError, Retry, Terminate
+from ._heartbeat import Heartbeats
 from ._inflight import InFlight
+from ._stats import MicroStats
 from ._timeutil import NS, parse_ns
 
 log = structlog.get_logger("jetbridge.service")
@@ -71,8 +75,9 @@ class Task:
         self.headers = headers
         self.traceparent = request.traceparent if isinstance(request.traceparent, str) else headers.get(names.H_TRACEPARENT)
         self.cancel_reason: str | None = None
-        self._started = time.monotonic()
+        self._started = time.monotonic()  # receipt: the budget and the heartbeat clock start here
         self._scope: anyio.CancelScope | None = None
+        self._beats = Heartbeats(service.nc, request, on_lost=lambda: self._cancel("lost"))
 
     @property
     def token(self) -> str:
@@ -86,8 +91,7 @@ class Task:
         """Say the attempt is alive, optionally with progress (0 to 1) and a message the dispatcher stores."""
         if progress is not None and not 0 <= progress <= 1:
             raise ValueError(f"progress must be between 0 and 1, got {progress}")
-        body = proto.encode_heartbeat(self.id, self.token, progress, message[:1024] if message else message)
-        await self._service.nc.publish(self._request.heartbeat_subject, body)
+        await self._beats.beat(progress, message[:1024] if message else message)
 
     def _cancel(self, reason: str) -> None:
         if self.cancel_reason is None:
@@ -120,11 +124,12 @@ class Service:
         self.version = version
         self.prefix = prefix
         self.description = description
-        self.metadata = {"jetbridge.protocols": "1", "jetbridge.sdk": f"python/{SDK_VERSION}", **(metadata or {})}
+        self.metadata = {"jetbridge.protocols": proto.PROTOCOLS_METADATA, "jetbridge.sdk": f"python/{SDK_VERSION}", **(metadata or {})}
         self.drain_timeout = drain_timeout
         self._handlers: dict[str, Callable[[Task], Awaitable[Any]]] = {}
         self._limiter = anyio.Semaphore(concurrency)
         self._micro: nats.micro.service.Service | None = None
+        self._stats = MicroStats(None)
         self._cancellable: dict[str, Task] = {}
         self._cancel_subs: dict[str, Subscription] = {}
         self._tg: TaskGroup | None = None
@@ -152,6 +157,10 @@ class Service:
             raise ConfigError(f"task type {task_type!r} is invalid: use letters, digits, '_', '-' and ':'")
         if task_type in self._handlers:
             raise ConfigError(f"task type {task_type!r} already has a handler")
+        clash = [t for t in self._handlers if endpoint_name(t) == endpoint_name(task_type)]
+        if clash:
+            raise ConfigError(f"task types {clash[0]!r} and {task_type!r} would share the micro endpoint name "
+                              f"{endpoint_name(task_type)!r}: serve them from two services")
         if self._micro is not None:
             raise ConfigError("add handlers before the service starts")
         if inspect.iscoroutinefunction(fn):
@@ -174,9 +183,10 @@ class Service:
             for task_type in self._handlers:
                 subject = f"{self.prefix}.{task_type}"
                 await self._micro.add_endpoint(
-                    name=task_type.replace(":", "_") if task_type != "*" else "catchall", subject=subject,
-                    handler=functools.partial(self._on_request, self._handlers[task_type]),
+                    name=endpoint_name(task_type), subject=subject,
+                    handler=functools.partial(self._on_request, endpoint_name(task_type), self._handlers[task_type]),
                     metadata={"jetbridge.task_type": task_type})
+            self._stats = MicroStats(self._micro)
             task_status.started(self)
             await self._stop.wait()
             await self._micro.stop()
@@ -190,64 +200,78 @@ class Service:
         """Stop taking requests and drain (see :meth:`run`)."""
         self._stop.set()
 
-    async def _on_request(self, fn: Callable[[Task], Awaitable[Any]], request: Request) -> None:
+    async def _on_request(self, endpoint: str, fn: Callable[[Task], Awaitable[Any]], request: Request) -> None:
         # Start every request at once: one waiting for a free slot (in _call) heartbeats and can be cancelled,
         # instead of sitting unseen in the subscription while the dispatcher declares it lost.
         assert self._tg is not None
         self.in_flight.enter()
-        self._tg.start_soon(self._serve, fn, request._msg)
+        self._tg.start_soon(self._serve, endpoint, fn, request._msg, time.perf_counter_ns())
 
-    async def _serve(self, fn: Callable[[Task], Awaitable[Any]], msg: Msg) -> None:
+    async def _serve(self, endpoint: str, fn: Callable[[Task], Awaitable[Any]], msg: Msg, received_ns: int) -> None:
+        error: str | None = "request failed"
         try:
-            await self._attempt(fn, msg)
+            error = await self._attempt(fn, msg)
         except Exception as exc:  # noqa: BLE001 - a bad request must never take the service down
             log.exception("request_failed", subject=msg.subject, error=repr(exc))
         finally:
             self.in_flight.leave()
+            self._stats.record(endpoint, time.perf_counter_ns() - received_ns, error)
 
     async def _reply(self, msg: Msg, reply: tuple[bytes, dict[str, str]]) -> None:
         if msg.reply:
             body, headers = reply
             await self.nc.publish(msg.reply, body, headers=headers or None)
 
-    async def _attempt(self, fn: Callable[[Task], Awaitable[Any]], msg: Msg) -> None:
+    async def _attempt(self, fn: Callable[[Task], Awaitable[Any]], msg: Msg) -> str | None:
+        """Run one request to its reply; returns the error the micro stats record (None for success)."""
         try:
             request = proto.decode_request(msg.data)
         except proto.Rejection as rejection:
             log.warning("request_rejected", subject=msg.subject, code=rejection.code, reason=rejection.message)
             await self._reply(msg, rejection.reply())
-            return
+            return rejection.message
         task = Task(request, self, dict(msg.headers or {}))
         reply = await self._run_handler(fn, task, request)
         body, headers = reply
-        if len(body) + 1024 > self.nc.max_payload:
+        if wire_size(body, headers) > self.nc.max_payload:  # headers count too (SPEC §8)
             reply = proto.encode_error(
                 "terminate", "result_too_large",
                 f"the result of task {task.id} is {len(body)} bytes, over the server's max_payload "
                 f"{self.nc.max_payload}: return a reference to large results instead",
                 attempt_token=task.token)
         await self._reply(msg, reply)
+        return reply[1].get(names.H_SERVICE_ERROR)  # retry and terminate replies carry it: micro errors
 
     async def _run_handler(
         self, fn: Callable[[Task], Awaitable[Any]], task: Task, request: proto.TaskRequest,
     ) -> tuple[bytes, dict[str, str]]:
         """Run ``fn`` for one attempt: bounded by its budget, heartbeating, cancellable. Returns the reply."""
-        await self._watch_cancels(request.cancel_subject)
         self._cancellable[task.token] = task
         try:
             async with anyio.create_task_group() as beats:
-                if request.heartbeat_interval_ms > 0:
-                    beats.start_soon(self._heartbeats, task, request.heartbeat_interval_ms / 1000)
+                if task._beats.enabled:
+                    beats.start_soon(task._beats.beat)  # the receipt heartbeat: first, before any wait
+                    beats.start_soon(task._beats.run)
+                beats.start_soon(self._budget, task)
+                await self._watch_cancels(request.cancel_subject)
                 reply = await self._call(fn, task)
                 beats.cancel_scope.cancel()
         finally:
             self._cancellable.pop(task.token, None)
         return reply
 
+    @staticmethod
+    async def _budget(task: Task) -> None:
+        """Budget exhaustion is a cancel with reason ``timeout`` (SPEC §3.3); the reply is still sent."""
+        await anyio.sleep(task.remaining())
+        task._cancel("timeout")
+
     async def _call(self, fn: Callable[[Task], Awaitable[Any]], task: Task) -> tuple[bytes, dict[str, str]]:
         try:
-            with anyio.CancelScope(deadline=anyio.current_time() + task.budget) as scope:
+            with anyio.CancelScope() as scope:
                 task._scope = scope
+                if task.cancel_reason is not None:  # fenced or out of budget before it got here
+                    scope.cancel()
                 async with self._limiter:  # at most `concurrency` handlers run at once
                     result = await fn(task)
             if scope.cancelled_caught:
@@ -284,13 +308,21 @@ class Service:
         if task is not None and msg.subject.endswith(cancel.attempt_token):
             task._cancel(cancel.reason)
 
-    async def _heartbeats(self, task: Task, interval: float) -> None:
-        while True:
-            await anyio.sleep(interval)
-            try:
-                await task.heartbeat()
-            except Exception:  # noqa: BLE001 - reconnecting: the next beat may get through
-                pass
+
+
+def endpoint_name(task_type: str) -> str:
+    """The micro endpoint name of a task type: characters outside ``[A-Za-z0-9_-]`` become ``_`` (SPEC §2)."""
+    if task_type == "*":
+        return "catchall"
+    return "".join(c if c.isascii() and (c.isalnum() or c in "_-") else "_" for c in task_type)
+
+
+def wire_size(body: bytes, headers: dict[str, str]) -> int:
+    """What the server counts against max_payload: the NATS header block plus the body (SPEC §8)."""
+    if not headers:
+        return len(body)
+    block = "NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    return len(block.encode()) + len(body)
 
 
 async def serve(service: Service, *, on_ready: Callable[[], object] | None = None) -> None:

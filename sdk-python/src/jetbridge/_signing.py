@@ -1,7 +1,8 @@
 """ed25519 task signatures, compatible with choria asyncjobs.
 
 asyncjobs signs ``"<id>:<queue>:<type>:<max_tries>:<created UnixNano>:<deadline UnixNano or 0>:<base64 payload>"``
-with an ed25519 key and stores the hex signature (128 characters) in the task's ``signature`` member. Producers
+with an ed25519 key and stores the hex signature (128 characters) in the task's ``signature`` member (asyncjobs
+v0.3.0's ``Task.signatureMessage``; tests/asyncjobs checks both directions against that release's own code). Producers
 sign with a :class:`Signer`; a dispatcher configured with a public key verifies with a :class:`Verifier` and
 terminates tasks that are unsigned or tampered with. Needs PyNaCl (``pip install jetbridge-sdk[signing]``).
 """

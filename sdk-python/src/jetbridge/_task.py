@@ -40,6 +40,8 @@ class TaskState(StrEnum):
     BLOCKED = "blocked"
     #: asyncjobs: a dependency failed
     UNREACHABLE = "unreachable"
+    #: enqueued with a delay: waits, holding no slot, until ``due`` (see jetbridge._delay)
+    SCHEDULED = "scheduled"
 
     @property
     def terminal(self) -> bool:
@@ -68,6 +70,36 @@ class TaskResult(msgspec.Struct, omit_defaults=True):
         return self.payload
 
 
+class AttemptEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One attempt in a task's history (short member names: a task may carry twenty of these)."""
+
+    #: attempt number (the task's ``tries`` when it ran)
+    n: int
+    start: str = ""
+    end: str = ""
+    #: duration in milliseconds
+    ms: int = 0
+    #: how it ended: complete, retry, terminate, timeout, lost, protocol_error, ...
+    outcome: str = ""
+    code: str = ""
+    msg: str = ""
+    dispatcher: str = ""
+    #: the handler instance and its language (``python/1.2``), when the reply named them
+    handler: str = ""
+    lang: str = ""
+    progress: float | None = None
+    progress_msg: str = ""
+    #: which replay of a dead letter this attempt belongs to (0: before any replay)
+    replay: int = 0
+
+
+class AttemptHistory(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A bounded history: the first attempts and the latest ones, with a count of those dropped in between."""
+
+    attempts: list[AttemptEntry] = msgspec.field(default_factory=list)
+    dropped: int = 0
+
+
 class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One task as stored on ``CHORIA_AJ.T.<id>``. Member order follows asyncjobs' Go struct."""
 
@@ -92,8 +124,13 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     last_err_code: str = ""
     progress: float | None = None
     progress_message: str = ""
+    #: when a ``scheduled`` task is due (RFC 3339)
+    due: str = ""
     #: Jetbridge: the dispatcher that runs (or last ran) an attempt; asked before another takes an active task over
     dispatcher: str = ""
+    #: bounded attempt history (bridge/history.py) and how often the task was replayed from the dead letters
+    history: AttemptHistory | None = None
+    replays: int = 0
 
     @property
     def task_state(self) -> TaskState:
@@ -105,6 +142,10 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     @property
     def created_ns(self) -> int:
         return parse_ns(self.created)
+
+    @property
+    def due_ns(self) -> int | None:
+        return parse_ns(self.due) if self.due else None
 
     @property
     def deadline_ns(self) -> int | None:

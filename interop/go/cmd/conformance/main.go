@@ -38,7 +38,8 @@ func run() error {
 	}
 	instance := env("JETBRIDGE_INSTANCE", "go-"+nuid.Next())
 
-	nc, err := nats.Connect(env("NATS_URL", nats.DefaultURL), nats.Name("jetbridge-conformance-go "+instance))
+	nc, err := nats.Connect(env("NATS_URL", nats.DefaultURL), nats.Name("jetbridge-conformance-go "+instance),
+		nats.MaxReconnects(-1)) // ride out any server restart (SPEC §2)
 	if err != nil {
 		return err
 	}

@@ -35,7 +35,7 @@ func run() error {
 	if url == "" {
 		url = nats.DefaultURL
 	}
-	nc, err := nats.Connect(url, nats.Name("resize"))
+	nc, err := nats.Connect(url, nats.Name("resize"), nats.MaxReconnects(-1))
 	if err != nil {
 		return err
 	}

@@ -1,5 +1,5 @@
 /** An in-memory {@link Wire}: publishes reach local subscribers synchronously, and tests can await a subject. */
-import type { Subscription, Wire } from "../../src/wire.js";
+import type { RequestOutcome, Subscription, Wire } from "../../src/wire.js";
 
 export interface Published {
   subject: string;
@@ -9,6 +9,11 @@ export interface Published {
 
 export class FakeWire implements Wire {
   maxPayload = 1024 * 1024;
+  reconnectedAt = -Infinity;
+  /** How requests end (heartbeats of 1.1 attempts); the default acknowledges every one at once. */
+  answer: (subject: string, data: Uint8Array) => RequestOutcome | Promise<RequestOutcome> = () => "ack";
+  /** Requests sent so far (they are in `published` too). */
+  readonly requests: Published[] = [];
   readonly published: Published[] = [];
   private readonly subs = new Map<string, Set<(data: Uint8Array) => void>>();
   private readonly waiters: Array<{ subject: string; resolve: (p: Published) => void }> = [];
@@ -21,6 +26,12 @@ export class FakeWire implements Wire {
       this.waiters.splice(this.waiters.indexOf(w), 1);
       w.resolve(p);
     }
+  }
+
+  async request(subject: string, data: Uint8Array, _timeoutMs: number): Promise<RequestOutcome> {
+    this.requests.push({ subject, data, headers: undefined });
+    this.publish(subject, data);
+    return this.answer(subject, data);
   }
 
   subscribe(subject: string, onMessage: (data: Uint8Array) => void): Subscription {

@@ -18,10 +18,22 @@ export const skipReason: string | false = existsSync(natsServerBin)
 
 export interface NatsServer {
   url: string;
+  port: number;
   stop(): Promise<void>;
+  /** Kills the server (SIGKILL) and starts it again on the same port and store; resolves once it is ready. */
+  restart(): Promise<void>;
 }
 
-function freePort(): Promise<number> {
+export interface NatsServerOptions {
+  /** Default: a free port. */
+  port?: number;
+  /** JetStream on (default true); a cluster of two without server names runs without it. */
+  jetstream?: boolean;
+  /** Extra nats-server arguments, for example `--cluster` and `--routes`. */
+  args?: string[];
+}
+
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();
@@ -33,12 +45,9 @@ function freePort(): Promise<number> {
   });
 }
 
-export async function startNatsServer(): Promise<NatsServer> {
-  const port = await freePort();
-  const storeDir = mkdtempSync(join(tmpdir(), "jetbridge-node-test-"));
-  const child: ChildProcess = spawn(natsServerBin, ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir], {
-    stdio: ["ignore", "ignore", "pipe"],
-  });
+/** Spawns nats-server and resolves once its log says "Server is ready". */
+async function spawnReady(args: string[]): Promise<{ child: ChildProcess; exited: Promise<void> }> {
+  const child: ChildProcess = spawn(natsServerBin, args, { stdio: ["ignore", "ignore", "pipe"] });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   await new Promise<void>((resolve, reject) => {
     let log = "";
@@ -55,12 +64,29 @@ export async function startNatsServer(): Promise<NatsServer> {
     child.once("exit", (code) => reject(new Error(`nats-server exited with ${code} before it was ready:\n${log}`)));
     child.once("error", reject);
   });
+  return { child, exited };
+}
+
+export async function startNatsServer(options: NatsServerOptions = {}): Promise<NatsServer> {
+  const port = options.port ?? (await freePort());
+  const storeDir = mkdtempSync(join(tmpdir(), "jetbridge-node-test-"));
+  const args = ["-a", "127.0.0.1", "-p", String(port), ...(options.args ?? [])];
+  if (options.jetstream ?? true) args.push("-js", "-sd", storeDir);
+  let running = await spawnReady(args);
+  const kill = async (signal: NodeJS.Signals) => {
+    running.child.kill(signal);
+    await running.exited;
+  };
   return {
     url: `nats://127.0.0.1:${port}`,
+    port,
     async stop() {
-      child.kill("SIGTERM");
-      await exited;
+      await kill("SIGTERM");
       rmSync(storeDir, { recursive: true, force: true });
+    },
+    async restart() {
+      await kill("SIGKILL"); // a crash: clients see the connection drop, not a goodbye
+      running = await spawnReady(args);
     },
   };
 }

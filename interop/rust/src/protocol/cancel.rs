@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use super::validate::{Object, char_len_in, is_name, is_token};
+use super::validate::{Object, as_integer, char_len_in, is_name, is_token};
 use super::{PROTOCOL_VERSION, message_type};
 
 /// Why an attempt was cancelled.
@@ -18,20 +18,20 @@ pub enum CancelReason {
     Operator,
     /// The task's deadline passed.
     Deadline,
-    /// The attempt's deadline passed.
+    /// The attempt's deadline passed: the dispatcher said so, or `budget_ms` ran out here
+    /// first (protocol 1.1 counts budget exhaustion as this cancel).
     Timeout,
     /// The dispatcher is shutting down and its grace period ran out.
     Shutdown,
-    /// The dispatcher heard no heartbeat in time.
+    /// The dispatcher heard no heartbeat in time, or (protocol 1.1) this attempt fenced itself
+    /// because the dispatcher stopped acknowledging its heartbeats.
     Lost,
-    /// `budget_ms` ran out before the handler returned: its reply would no longer be read.
-    BudgetExhausted,
     /// This service is draining and its drain timeout ran out.
     Draining,
 }
 
 impl CancelReason {
-    /// The reason as the protocol spells it (`budget` and `drain` for this crate's own).
+    /// The reason as the protocol spells it (`drain` for this crate's own).
     pub fn as_str(self) -> &'static str {
         match self {
             CancelReason::Operator => "operator",
@@ -39,14 +39,13 @@ impl CancelReason {
             CancelReason::Timeout => "timeout",
             CancelReason::Shutdown => "shutdown",
             CancelReason::Lost => "lost",
-            CancelReason::BudgetExhausted => "budget",
             CancelReason::Draining => "drain",
         }
     }
 
     /// Whether the cancel came from the dispatcher, which has then stopped waiting for the reply.
     pub fn is_from_dispatcher(self) -> bool {
-        !matches!(self, CancelReason::BudgetExhausted | CancelReason::Draining)
+        !matches!(self, CancelReason::Draining)
     }
 
     fn from_wire(reason: &str) -> Option<Self> {
@@ -84,7 +83,7 @@ pub fn decode_cancel(body: &[u8]) -> Option<Cancel> {
     };
     let str_member = |key: &str| obj.get(key).and_then(Value::as_str);
     let valid_header = str_member("type") == Some(message_type::CANCEL)
-        && obj.get("protocol").and_then(Value::as_u64) == Some(PROTOCOL_VERSION);
+        && obj.get("protocol").and_then(as_integer) == Some(PROTOCOL_VERSION);
     let task_id = str_member("task_id").filter(|id| is_name(id))?;
     let attempt_token = str_member("attempt_token").filter(|token| is_token(token))?;
     let reason = str_member("reason").and_then(CancelReason::from_wire)?;

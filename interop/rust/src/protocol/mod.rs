@@ -18,6 +18,13 @@ pub use request::{Payload, Rejection, TaskRequest, decode_request};
 /// The protocol version this crate speaks (SPEC §1).
 pub const PROTOCOL_VERSION: u64 = 1;
 
+/// The protocol versions this crate speaks, as the micro metadata `jetbridge.protocols` lists
+/// them: 1.1 is 1 plus optional request members, so bodies still say `"protocol": 1`.
+pub const PROTOCOLS_ADVERTISED: &str = "1,1.1";
+
+/// The largest `retry_after_ms` (7 days); a longer delay is sent as this.
+pub const MAX_RETRY_AFTER_MS: u64 = 604_800_000;
+
 /// Every version this crate speaks; sent back in `supported_protocols` (SPEC §3.3).
 pub const SUPPORTED_PROTOCOLS: &[u64] = &[PROTOCOL_VERSION];
 
@@ -58,4 +65,6 @@ pub mod error_code {
     pub const HANDLER_ERROR: &str = "handler_error";
     /// [`Task::json`](crate::Task::json) could not decode the payload into the handler's type.
     pub const BAD_PAYLOAD: &str = "bad_payload";
+    /// The attempt was cancelled (or its budget ran out) before a worker was free to run it.
+    pub const CANCELLED: &str = "cancelled";
 }

@@ -85,9 +85,11 @@ impl Reply {
                 error,
                 retry_after_ms: Some(ms),
             } => {
+                // Clamped to the schema's maximum, whoever built the reply.
+                let ms = (*ms).min(super::MAX_RETRY_AFTER_MS);
                 let mut body = error_body("retry", error);
-                body.insert("retry_after_ms".into(), (*ms).into());
-                (body, error_headers(error, "429", Some(*ms)))
+                body.insert("retry_after_ms".into(), ms.into());
+                (body, error_headers(error, "429", Some(ms)))
             }
             Reply::Terminate { error } => (
                 error_body("terminate", error),

@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::reply::{ErrorBody, Reply};
 use super::validate::{
-    Invalid, Object, char_len_in, integer_at_least, is_base64_text, is_name, is_subject, is_token,
-    is_traceparent, required, string, string_matching, timestamp,
+    Invalid, Object, as_integer, char_len_in, integer_at_least, is_base64_text, is_name,
+    is_subject, is_token, is_traceparent, required, string, string_matching, timestamp,
 };
 use super::{PROTOCOL_VERSION, error_code, message_type};
 
@@ -47,6 +47,9 @@ pub struct TaskRequest {
     pub heartbeat_subject: String,
     /// 0 means heartbeats are optional.
     pub heartbeat_interval_ms: u64,
+    /// Protocol 1.1 `heartbeat_ack`: send heartbeats as requests and fence the attempt when
+    /// they go unacknowledged. Absent (a 1.0 dispatcher) means false.
+    pub heartbeat_ack: bool,
     pub cancel_subject: String,
     pub content_type: String,
     pub payload: Payload,
@@ -137,7 +140,7 @@ pub fn decode_request(body: &[u8]) -> Result<TaskRequest, Rejection> {
 /// `Err` holds how the version looked, for the error message.
 fn check_protocol(obj: &Object) -> Result<(), String> {
     match obj.get("protocol") {
-        Some(v) if v.as_u64() == Some(PROTOCOL_VERSION) => Ok(()),
+        Some(v) if as_integer(v) == Some(PROTOCOL_VERSION) => Ok(()),
         Some(v) => Err(v.to_string()),
         None => Err("(missing)".to_owned()),
     }
@@ -188,6 +191,11 @@ fn parse_fields(mut obj: Object) -> Result<TaskRequest, Invalid> {
         heartbeat_subject: string_matching(obj, "heartbeat_subject", is_subject, "a subject")?
             .to_owned(),
         heartbeat_interval_ms: integer_at_least(obj, "heartbeat_interval_ms", 0)?,
+        heartbeat_ack: match obj.get("heartbeat_ack") {
+            None => false,
+            Some(Value::Bool(ack)) => *ack,
+            Some(_) => return Err("heartbeat_ack must be a boolean".to_owned()),
+        },
         cancel_subject: string_matching(obj, "cancel_subject", is_subject, "a subject")?.to_owned(),
         content_type: content_type.to_owned(),
         payload,

@@ -90,7 +90,8 @@ fn matches_timestamp_pattern(s: &[u8]) -> bool {
         b'd' => c.is_ascii_digit(),
         _ => c == want,
     });
-    if !head_ok {
+    // Seconds 00 to 59: the RFC 3339 parser would take a leap second 60, the schema does not.
+    if !head_ok || &head[17..19] > b"59".as_slice() {
         return false;
     }
     if let Some(fraction) = rest.strip_prefix(b".") {
@@ -103,7 +104,10 @@ fn matches_timestamp_pattern(s: &[u8]) -> bool {
     match rest {
         b"Z" => true,
         [sign, h1, h2, b':', m1, m2] => {
-            matches!(sign, b'+' | b'-') && [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit())
+            matches!(sign, b'+' | b'-')
+                && [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit())
+                && [*h1, *h2] <= *b"23"
+                && [*m1, *m2] <= *b"59"
         }
         _ => false,
     }
@@ -136,9 +140,19 @@ pub(crate) fn string_matching<'a>(
     }
 }
 
+/// A non-negative integer as JSON Schema counts integers: `1` and `1.0` alike (a number with
+/// a zero fractional part), which JSON libraries that keep floats apart would refuse.
+pub(crate) fn as_integer(value: &Value) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        let f = value.as_f64()?;
+        // 2^64 as f64; below it every integral f64 converts exactly.
+        (f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f)).then_some(f as u64)
+    })
+}
+
 /// A required integer member of at least `min`.
 pub(crate) fn integer_at_least(obj: &Object, key: &str, min: u64) -> Result<u64, Invalid> {
-    match required(obj, key)?.as_u64() {
+    match as_integer(required(obj, key)?) {
         Some(n) if n >= min => Ok(n),
         _ => Err(format!("{key} must be an integer >= {min}")),
     }
@@ -173,6 +187,15 @@ mod tests {
         assert!(!is_name(""));
         assert!(!is_name("my.task.id"));
         assert!(!is_name(&"x".repeat(257)));
+    }
+
+    #[test]
+    fn integers_are_counted_as_json_schema_does() {
+        assert_eq!(as_integer(&serde_json::json!(1)), Some(1));
+        assert_eq!(as_integer(&serde_json::json!(1.0)), Some(1));
+        assert_eq!(as_integer(&serde_json::json!(1.5)), None);
+        assert_eq!(as_integer(&serde_json::json!(-1)), None);
+        assert_eq!(as_integer(&serde_json::json!("1")), None);
     }
 
     #[test]

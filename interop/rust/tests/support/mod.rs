@@ -1,4 +1,5 @@
 //! A throwaway nats-server for integration tests, and task requests to send it.
+#![allow(dead_code)] // each test crate uses its own part of this module
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -12,7 +13,9 @@ use tokio::process::{Child, Command};
 /// A nats-server with JetStream on a free loopback port, killed and cleaned up on drop.
 pub struct NatsServer {
     pub url: String,
-    _child: Child,
+    child: Child,
+    binary: PathBuf,
+    port: u16,
     store: PathBuf,
 }
 
@@ -33,36 +36,20 @@ impl NatsServer {
         let port = free_port();
         let store =
             std::env::temp_dir().join(format!("jetbridge-rust-{}-{port}", std::process::id()));
-        let mut child = Command::new(&binary)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(&store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("nats-server starts");
-
-        // The server logs to stderr; it is up once it says so.
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
-        let ready = async {
-            while let Some(line) = lines.next_line().await.expect("read nats-server log") {
-                if line.contains("Server is ready") {
-                    return;
-                }
-            }
-            panic!("nats-server exited before it was ready");
-        };
-        tokio::time::timeout(Duration::from_secs(20), ready)
-            .await
-            .expect("nats-server ready within 20 s");
-        // Keep reading so that a chatty server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-
+        let child = spawn(&binary, port, &store).await;
         Some(Self {
             url: format!("nats://127.0.0.1:{port}"),
-            _child: child,
+            child,
+            binary,
+            port,
             store,
         })
+    }
+
+    /// Kills the server and starts a new one on the same port, as an operator's restart would.
+    pub async fn restart(&mut self) {
+        self.child.kill().await.expect("kill nats-server");
+        self.child = spawn(&self.binary, self.port, &self.store).await;
     }
 
     pub async fn connect(&self) -> async_nats::Client {
@@ -76,6 +63,35 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.store);
     }
+}
+
+/// Starts nats-server and waits until it says it is ready.
+async fn spawn(binary: &PathBuf, port: u16, store: &PathBuf) -> Child {
+    let mut child = Command::new(binary)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nats-server starts");
+
+    // The server logs to stderr; it is up once it says so.
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
+    let ready = async {
+        while let Some(line) = lines.next_line().await.expect("read nats-server log") {
+            if line.contains("Server is ready") {
+                return;
+            }
+        }
+        panic!("nats-server exited before it was ready");
+    };
+    tokio::time::timeout(Duration::from_secs(20), ready)
+        .await
+        .expect("nats-server ready within 20 s");
+    // Keep reading so that a chatty server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    child
 }
 
 fn free_port() -> u16 {

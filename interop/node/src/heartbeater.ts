@@ -1,0 +1,131 @@
+/**
+ * Sends one attempt's heartbeats under the protocol 1.1 rules (SPEC §5): the first at once on receipt (before
+ * the request waits for a free worker), then every `heartbeat_interval_ms` until the attempt ends.
+ *
+ * When the request carries `heartbeat_ack: true`, heartbeats are requests and the attempt fences itself: it
+ * is declared lost as soon as a heartbeat gets "no responders" (the dispatcher no longer listens for this
+ * attempt) or no heartbeat sent in the last `3 × heartbeat_interval_ms` was acknowledged. Without it (a 1.0
+ * dispatcher) heartbeats are plain publishes and nothing is fenced.
+ */
+import { heartbeatBody } from "./heartbeat.js";
+import type { TaskRequest } from "./request.js";
+import type { HeartbeatUpdate, Logger } from "./types.js";
+import type { Wire } from "./wire.js";
+
+/** setTimeout's ceiling; longer intervals are simply never reached by the timer. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Heartbeat timeout in heartbeat intervals (SPEC §5: the lease is 3 × heartbeat_interval_ms). */
+const TIMEOUT_INTERVALS = 3;
+
+export interface HeartbeaterOptions {
+  wire: Wire;
+  request: TaskRequest;
+  logger: Logger;
+  /** Called once when the attempt is fenced, with why. */
+  onLost: (message: string) => void;
+}
+
+export class Heartbeater {
+  private readonly interval: number;
+  private readonly acked: boolean;
+  private ticker: NodeJS.Timeout | undefined;
+  private fenceTimer: NodeJS.Timeout | undefined;
+  /** performance.now() at which the newest acknowledged heartbeat was sent; starts at receipt. */
+  private ackedAt = performance.now();
+  private outstanding = false;
+  /** An explicit heartbeat that waits for the outstanding request to end. */
+  private queued: Uint8Array | undefined;
+  private stopped = false;
+
+  constructor(private readonly options: HeartbeaterOptions) {
+    this.interval = options.request.heartbeat_interval_ms;
+    this.acked = options.request.heartbeat_ack === true && this.interval > 0;
+  }
+
+  /** Sends the receipt heartbeat and starts the clock. With an interval of 0 heartbeats are optional: none. */
+  start(): void {
+    if (this.interval <= 0) return;
+    this.beat();
+    this.ticker = setInterval(() => this.beat(), Math.min(this.interval, MAX_TIMER_MS));
+    if (this.acked) this.armFence();
+  }
+
+  /**
+   * Sends a heartbeat now. Automatic ones carry no progress (which never clears stored progress). With acks, at
+   * most one request is outstanding (SPEC §5.2): a periodic heartbeat due meanwhile is skipped, and an explicit
+   * one waits and goes out as the next request as soon as the outstanding one has ended.
+   */
+  beat(update?: HeartbeatUpdate): void {
+    if (this.stopped) return;
+    const { request } = this.options;
+    // Built first, so that an invalid progress throws at the handler's call.
+    const data = new TextEncoder().encode(JSON.stringify(heartbeatBody(request.task_id, request.attempt_token, update)));
+    if (!this.acked) {
+      this.publish(data);
+      return;
+    }
+    if (this.outstanding) {
+      if (update !== undefined) this.queued = data;
+      return;
+    }
+    this.send(data);
+  }
+
+  private publish(data: Uint8Array): void {
+    const { request, wire, logger } = this.options;
+    try {
+      wire.publish(request.heartbeat_subject, data);
+    } catch (err) {
+      logger.warn(`jetbridge: heartbeat for task ${request.task_id} not sent`, err);
+    }
+  }
+
+  /** Sends one heartbeat as a request and applies the 1.1 fencing rules to how it ends. */
+  private send(data: Uint8Array): void {
+    const { request, wire } = this.options;
+    this.outstanding = true;
+    const sentAt = performance.now();
+    void wire.request(request.heartbeat_subject, data, this.interval).then((outcome) => {
+      this.outstanding = false;
+      if (this.stopped) return;
+      if (outcome === "ack") {
+        if (sentAt > this.ackedAt) this.ackedAt = sentAt;
+        this.armFence();
+      } else if (outcome === "no_responders") {
+        // Right after a reconnect the dispatcher may not have re-subscribed yet: count it as a missing ack,
+        // which the heartbeat timeout still bounds (so the fence is never later than the dispatcher's timeout).
+        if (wire.reconnectedAt <= this.ackedAt) {
+          this.fence("heartbeat got no responders: the dispatcher no longer tracks this attempt");
+          return;
+        }
+      }
+      const next = this.queued;
+      this.queued = undefined;
+      if (next) this.send(next);
+    });
+  }
+
+  /** Stops every timer; later heartbeats are dropped (the dispatcher would call them stale). */
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.ticker);
+    clearTimeout(this.fenceTimer);
+  }
+
+  private armFence(): void {
+    clearTimeout(this.fenceTimer);
+    const due = this.ackedAt + TIMEOUT_INTERVALS * this.interval - performance.now();
+    this.fenceTimer = setTimeout(
+      () => this.fence(`no heartbeat acknowledged for ${TIMEOUT_INTERVALS * this.interval} ms`),
+      Math.min(Math.max(0, due), MAX_TIMER_MS),
+    );
+  }
+
+  private fence(message: string): void {
+    if (this.stopped) return;
+    this.stop();
+    this.options.logger.warn(`jetbridge: task ${this.options.request.task_id} attempt lost: ${message}`);
+    this.options.onLost(message);
+  }
+}

@@ -1,0 +1,304 @@
+//! Protocol 1.1 against a real nats-server: the receipt heartbeat, heartbeats with acks and
+//! self-fencing, truthful `nats micro stats`, and riding out a server restart.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use jetbridge::{CancelReason, HandlerError, Output, Service, Task};
+use serde_json::{Value, json};
+use support::{NatsServer, request, task_request};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// A handler that waits until it is cancelled and replies with the reason as a result, so
+/// that a test sees both the reason and that the late reply was still sent.
+async fn report_cancel(task: Task) -> Result<Output, HandlerError> {
+    task.cancelled().await;
+    let reason = task.cancel_reason().expect("a reason once cancelled");
+    Ok(Output::Json(json!({ "cancelled": reason.as_str() })))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_for_a_slot_is_heartbeated_from_receipt() {
+    let Some(server) = NatsServer::start().await else {
+        return;
+    };
+    let client = server.connect().await;
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let (release_tx, release) = oneshot::channel::<()>();
+    let release = std::sync::Mutex::new(Some(release));
+    let release = std::sync::Arc::new(release);
+    let service = Service::builder("jetbridge-receipt", "1.0.0")
+        .concurrency(1)
+        .handler("work", move |task: Task| {
+            let started = started_tx.clone();
+            let release = release.lock().unwrap().take();
+            async move {
+                started.send(task.attempt_token().to_owned()).unwrap();
+                if let Some(release) = release {
+                    let _ = release.await;
+                }
+                Ok(Output::Json(Value::Null))
+            }
+        })
+        .start(client.clone())
+        .await
+        .expect("service starts");
+
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move {
+            request(
+                &client,
+                "jetbridge.task.work",
+                &task_request("work", "tokenFirst1", Value::Null, 0),
+            )
+            .await
+        }
+    });
+    assert_eq!(started.recv().await.unwrap(), "tokenFirst1");
+
+    // An interval of a minute: only the receipt heartbeat can come in time.
+    let mut beats = client.subscribe("test.hb.tokenQueued").await.unwrap();
+    client.flush().await.unwrap();
+    let queued = tokio::spawn({
+        let client = client.clone();
+        async move {
+            request(
+                &client,
+                "jetbridge.task.work",
+                &task_request("work", "tokenQueued", Value::Null, 60_000),
+            )
+            .await
+        }
+    });
+    let beat = tokio::time::timeout(Duration::from_secs(10), beats.next())
+        .await
+        .expect("a receipt heartbeat within 10 s")
+        .unwrap();
+    let body: Value = serde_json::from_slice(&beat.payload).unwrap();
+    assert_eq!(body["attempt_token"], "tokenQueued");
+    assert!(beat.reply.is_none(), "a request without heartbeat_ack");
+    assert!(
+        started.try_recv().is_err(),
+        "started before a slot was free"
+    );
+
+    release_tx.send(()).unwrap();
+    assert_eq!(first.await.unwrap().1["status"], "ok");
+    assert_eq!(queued.await.unwrap().1["status"], "ok");
+    service.drain().await.expect("drain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_are_requests_and_fence_the_attempt() {
+    let Some(server) = NatsServer::start().await else {
+        return;
+    };
+    let client = server.connect().await;
+    let service = Service::builder("jetbridge-fence", "1.0.0")
+        .handler("work", report_cancel)
+        .start(client.clone())
+        .await
+        .expect("service starts");
+
+    // Acknowledged heartbeats keep the attempt running: ten intervals, where three
+    // unacknowledged ones would have fenced it.
+    let mut acked = client.subscribe("test.hb.tokenAcked1").await.unwrap();
+    client.flush().await.unwrap();
+    let mut body = task_request("work", "tokenAcked1", Value::Null, 20);
+    body["heartbeat_ack"] = json!(true);
+    let running = tokio::spawn({
+        let client = client.clone();
+        async move { request(&client, "jetbridge.task.work", &body).await }
+    });
+    for _ in 0..10 {
+        let beat = tokio::time::timeout(Duration::from_secs(10), acked.next())
+            .await
+            .expect("a heartbeat within 10 s")
+            .unwrap();
+        client
+            .publish(beat.reply.expect("a heartbeat request"), "".into())
+            .await
+            .unwrap();
+    }
+    // Then nobody listens: the next heartbeat finds no responders and fences the attempt.
+    drop(acked);
+    let (_, reply) = running.await.unwrap();
+    assert_eq!(reply["status"], "ok");
+    assert_eq!(reply["result"], json!({ "cancelled": "lost" }));
+
+    // A responder that never acknowledges: fenced after three intervals.
+    let _silent = client.subscribe("test.hb.tokenSilent").await.unwrap();
+    client.flush().await.unwrap();
+    let mut body = task_request("work", "tokenSilent", Value::Null, 30);
+    body["heartbeat_ack"] = json!(true);
+    let sent = Instant::now();
+    let (_, reply) = request(&client, "jetbridge.task.work", &body).await;
+    assert_eq!(reply["result"], json!({ "cancelled": "lost" }));
+    assert!(
+        sent.elapsed() >= Duration::from_millis(90),
+        "{:?}",
+        sent.elapsed()
+    );
+    service.drain().await.expect("drain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_exhaustion_cancels_with_timeout_and_the_reply_is_sent() {
+    let Some(server) = NatsServer::start().await else {
+        return;
+    };
+    let client = server.connect().await;
+    let service = Service::builder("jetbridge-budget", "1.0.0")
+        .handler("work", report_cancel)
+        .start(client.clone())
+        .await
+        .expect("service starts");
+    let mut body = task_request("work", "tokenBudget", Value::Null, 0);
+    body["budget_ms"] = json!(50);
+    let (_, reply) = request(&client, "jetbridge.task.work", &body).await;
+    assert_eq!(
+        reply["result"],
+        json!({ "cancelled": CancelReason::Timeout.as_str() })
+    );
+    service.drain().await.expect("drain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn micro_stats_count_failures_and_real_processing_time() {
+    let Some(server) = NatsServer::start().await else {
+        return;
+    };
+    let client = server.connect().await;
+    let service = Service::builder("jetbridge-truth", "1.0.0")
+        .handler("work", |task: Task| async move {
+            match task.attempt() {
+                1 => Err(HandlerError::retry("busy", "try later")
+                    .after(Duration::from_secs(30 * 86_400))),
+                2 => Err(HandlerError::terminate("broken", "give up")),
+                3 => {
+                    tokio::time::sleep(Duration::from_millis(200)).await; // the time measured
+                    Ok(Output::Json(Value::Null))
+                }
+                _ => Ok(Output::Json(Value::Null)),
+            }
+        })
+        .start(client.clone())
+        .await
+        .expect("service starts");
+
+    for attempt in 1..=4 {
+        let mut body = task_request("work", &format!("tokenTruth{attempt}"), Value::Null, 0);
+        body["attempt"] = json!(attempt);
+        let (headers, reply) = request(&client, "jetbridge.task.work", &body).await;
+        if attempt == 1 {
+            // retry_after_ms is clamped to 7 days (protocol 1.1 rule 6).
+            assert_eq!(reply["retry_after_ms"], 604_800_000);
+            assert_eq!(headers["Jetbridge-Retry-After-Ms"], "604800000");
+        }
+    }
+    // A rejection, with an invalid token that is not echoed (protocol 1.1 rule 5).
+    let mut bad = task_request("work", "tokenTruth5", Value::Null, 0);
+    bad["attempt_token"] = json!("not a token!");
+    let (_, reply) = request(&client, "jetbridge.task.work", &bad).await;
+    assert_eq!(reply["error"]["code"], "bad_request");
+    assert!(reply.get("attempt_token").is_none(), "{reply}");
+
+    let stats = client
+        .request("$SRV.STATS.jetbridge-truth", "".into())
+        .await
+        .expect("micro STATS reply");
+    let stats: Value = serde_json::from_slice(&stats.payload).unwrap();
+    let endpoint = &stats["endpoints"][0];
+    assert_eq!(endpoint["num_requests"], 5, "{stats}");
+    assert_eq!(endpoint["num_errors"], 3, "{stats}");
+    assert!(
+        endpoint["processing_time"].as_u64().unwrap() >= 200_000_000,
+        "{stats}"
+    );
+    assert_eq!(
+        endpoint["data"],
+        json!({"running": 0, "ok": 2, "retry": 1, "terminate": 2})
+    );
+    service.drain().await.expect("drain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_rides_out_a_server_restart() {
+    let Some(mut server) = NatsServer::start().await else {
+        return;
+    };
+    let connect = |url: String| async move {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let client = async_nats::ConnectOptions::new()
+            .reconnect_delay_callback(|_| Duration::from_millis(20))
+            .event_callback(move |event| {
+                let events = events_tx.clone();
+                async move {
+                    let _ = events.send(event);
+                }
+            })
+            .connect(url)
+            .await
+            .expect("connect");
+        (client, events)
+    };
+    let (service_client, mut service_events) = connect(server.url.clone()).await;
+    let (client, mut client_events) = connect(server.url.clone()).await;
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let (release_tx, release) = tokio::sync::watch::channel(false);
+    let service = Service::builder("jetbridge-restart", "1.0.0")
+        .handler("work", move |task: Task| {
+            let started = started_tx.clone();
+            let mut release = release.clone();
+            async move {
+                started.send(()).unwrap();
+                release.wait_for(|go| *go).await.unwrap();
+                Ok(Output::Json(json!(task.attempt())))
+            }
+        })
+        .start(service_client.clone())
+        .await
+        .expect("service starts");
+
+    let running = tokio::spawn({
+        let client = client.clone();
+        async move {
+            request(
+                &client,
+                "jetbridge.task.work",
+                &task_request("work", "tokenRestart1", Value::Null, 0),
+            )
+            .await
+        }
+    });
+    started.recv().await.unwrap();
+
+    server.restart().await;
+    for events in [&mut service_events, &mut client_events] {
+        while !matches!(events.recv().await, Some(async_nats::Event::Connected)) {}
+    }
+    // Both clients have subscribed again once the server answers a flush of each.
+    service_client.flush().await.unwrap();
+    client.flush().await.unwrap();
+    release_tx.send(true).unwrap();
+    let (_, reply) = running.await.unwrap();
+    assert_eq!(
+        reply["status"], "ok",
+        "the attempt across the restart: {reply}"
+    );
+    let (_, reply) = request(
+        &client,
+        "jetbridge.task.work",
+        &task_request("work", "tokenRestart2", Value::Null, 0),
+    )
+    .await;
+    assert_eq!(
+        reply["status"], "ok",
+        "an attempt after the restart: {reply}"
+    );
+    service.drain().await.expect("drain");
+}
