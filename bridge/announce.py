@@ -50,10 +50,13 @@ async def announce(dispatcher: Dispatcher) -> None:
     async def on_status(request: Request) -> None:
         await request.respond(json.dumps(status(dispatcher, started)).encode())
 
-    service = await nats.micro.add_service(dispatcher.nc, name=SERVICE_NAME, version=bridge_version(),
-                                           description="Jetbridge dispatcher", metadata=metadata)
-    try:
+    # Shielded: registering flushes the connection, and a flush cancelled half-way leaves nats-py (2.16) a cancelled
+    # PONG future whose completion raises InvalidStateError in its reader, silencing the whole connection.
+    with anyio.CancelScope(shield=True):
+        service = await nats.micro.add_service(dispatcher.nc, name=SERVICE_NAME, version=bridge_version(),
+                                               description="Jetbridge dispatcher", metadata=metadata)
         await service.add_endpoint(name="status", subject=STATUS_SUBJECT.format(id=dispatcher.id), handler=on_status)
+    try:
         log.debug("announced", dispatcher=dispatcher.id, service=SERVICE_NAME)
         await anyio.sleep_forever()
     finally:
