@@ -129,6 +129,7 @@ def queue_purge(ctx: typer.Context, name: str, force: Annotated[bool, typer.Opti
     from .tasks import purge_queue
 
     async def go(p: Producer, nc: Any) -> int:
+        await QueueAdmin(p._rq).info(name)  # a missing queue is said plainly, before anything changes
         with Progress(console=err_console, transient=True) as bar:
             job = bar.add_task(f"purging {name}", total=None)
             return await purge_queue(nc, p._rq, name, lambda done, total: bar.update(job, completed=done, total=total))

@@ -224,6 +224,16 @@ def task_watch(ctx: typer.Context, task_id: str, as_json: JsonOpt = False) -> No
     """Follow one task's state changes until it ends."""
     from .watch import watch_events
 
-    with_producer(ctx, lambda p, nc: watch_events(nc, task_id=task_id, as_json=as_json, until_terminal=True))
+    async def go(p: Producer, nc: Client) -> TaskRecord | None:
+        record = await p.get(task_id)  # an unknown id is an error, not an endless wait
+        if record.task_state.terminal:
+            return record
+        await watch_events(nc, task_id=task_id, as_json=as_json, until_terminal=True)
+        return None
+
+    finished = with_producer(ctx, go)
+    if finished is not None:
+        err_console.print(f"task {task_id} had already finished ({finished.state})")
+        print_json(task_dict(finished)) if as_json else show_task(finished)
 
 

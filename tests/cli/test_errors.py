@@ -88,7 +88,11 @@ async def test_a_fresh_server_answers_without_errors(own_server: NatsServer, tmp
     assert listed.code == 0 and "no tasks yet" in listed.stderr, listed.output
     for args, words in ((["task", "get", "nope"], "task nope not found"),
                         (["queue", "info", "NOPE"], "queue NOPE does not exist"),
-                        (["enqueue", "t", "--queue", "NOPE"], "does not exist")):
+                        (["enqueue", "t", "--queue", "NOPE"], "does not exist"),
+                        (["queue", "purge", "NOPE", "--force"], "queue NOPE does not exist"),
+                        (["queue", "add", "a.b"], "is invalid"),
+                        (["task", "watch", "nope"], "task nope not found"),
+                        (["task", "retry", "nope"], "task nope not found")):
         run = await jb(*args, "--server", url, cwd=tmp_path)
         assert run.code == 2 and words in run.stderr, run.output
 
