@@ -120,3 +120,12 @@ async def test_a_store_without_a_leader_is_unavailable_then_retried(tmp_path: Pa
         await nc.close()
         for s in servers:
             s.stop()
+
+
+def test_the_wire_codec_refuses_names_with_a_trailing_newline() -> None:
+    import msgspec
+    from jetbridge._protocol import Name
+
+    assert msgspec.json.decode(b'"abc"', type=Name) == "abc"
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(b'"abc\\n"', type=Name)
