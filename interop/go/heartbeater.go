@@ -104,9 +104,20 @@ func (h *heartbeater) send(ctx context.Context, progress *float64, message strin
 // context is cancelled with reason lost.
 var ErrAttemptLost = errors.New("jetbridge: attempt lost: the dispatcher no longer runs it")
 
-// keepAlive sends a bare heartbeat at once and then every heartbeat
-// interval, and checks the fencing time, until stop is called or ctx ends
-// (the dispatcher ignores heartbeats after that).
+// FirstHeartbeatDelay bounds the wait for an attempt's first heartbeat: it
+// goes out min(FirstHeartbeatDelay, heartbeat interval) after the request
+// arrived (SPEC §5.1), so an attempt that replies sooner costs no
+// heartbeat at all.
+const FirstHeartbeatDelay = 250 * time.Millisecond
+
+// firstBeatAt is when the first heartbeat of an attempt is due.
+func (h *heartbeater) firstBeatAt() time.Time {
+	return h.received.Add(min(FirstHeartbeatDelay, h.r.heartbeatInterval))
+}
+
+// keepAlive sends a bare heartbeat shortly after receipt (firstBeatAt) and
+// then every heartbeat interval, and checks the fencing time, until stop is
+// called or ctx ends (the dispatcher ignores heartbeats after that).
 func (h *heartbeater) keepAlive(ctx context.Context) (stop func()) {
 	if h.r.heartbeatInterval <= 0 {
 		return func() {}
@@ -115,8 +126,8 @@ func (h *heartbeater) keepAlive(ctx context.Context) (stop func()) {
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
-		next := time.Now()
-		timer := time.NewTimer(0)
+		next := h.firstBeatAt()
+		timer := time.NewTimer(time.Until(next))
 		defer timer.Stop()
 		for {
 			wake := next

@@ -251,3 +251,22 @@ async def test_the_service_rides_out_a_server_restart_and_finishes_its_attempt(o
             await client.close()
     assert proto.interpret_reply(replies[0].headers, replies[0].data).result == {"wait": True}
     assert proto.interpret_reply(fresh.headers, fresh.data).result == {"n": 1}
+
+
+async def test_explicit_heartbeats_never_wait_for_an_ack(nc: Client, unique: str) -> None:
+    """With heartbeat_ack, progress heartbeats go out in the background: a slow dispatcher (here: one that never
+    answers) must not hold the handler, and so a worker slot, for up to an interval per heartbeat."""
+    h = Harness(nc, unique)
+    took: list[float] = []
+
+    async def work(task: jetbridge.Task) -> Any:
+        started = time.monotonic()
+        for i in range(3):
+            await task.heartbeat(i / 3, f"step {i}")
+        took.append(time.monotonic() - started)
+        return None
+
+    async with h.service({"work": work}), HeartbeatListener(nc, "slowacktoken", ack=False):
+        await nc.request(f"{h.prefix}.work", body_for("slowacktoken", heartbeat_interval_ms=5000,
+                                                      heartbeat_ack=True), 10)
+    assert took[0] < 2.5  # an interval is 5 s: waiting for even one ack would take longer

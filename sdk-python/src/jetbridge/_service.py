@@ -93,7 +93,7 @@ class Task:
             raise ValueError(f"progress must be between 0 and 1, got {progress}")
         if self._beats is None:
             self._beats = Heartbeats(self._service.nc, self._request, on_lost=lambda: self._cancel("lost"))
-        await self._beats.beat(progress, message[:1024] if message else message)
+        await self._beats.send(progress, message[:1024] if message else message)
 
     def _cancel(self, reason: str) -> None:
         if self.cancel_reason is None:
@@ -252,9 +252,9 @@ class Service:
         task._beats = hb = Heartbeats(self.nc, request, on_lost=lambda: task._cancel("lost"))
         try:
             async with anyio.create_task_group() as beats:
+                hb.attach(beats)
                 if hb.enabled:
-                    beats.start_soon(hb.beat)  # the receipt heartbeat: first, before any wait
-                    beats.start_soon(hb.run)
+                    beats.start_soon(hb.run)  # from receipt, also while waiting for a worker
                 beats.start_soon(self._budget, task)
                 await self._watch_cancels(request.cancel_subject)
                 reply = await self._call(fn, task)
