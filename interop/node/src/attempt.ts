@@ -87,8 +87,8 @@ export class Attempt {
     const { handler, limiter } = this.options;
     const stop = this.start();
     try {
-      // A late request starts only once the dispatcher acknowledged a heartbeat; if fenced, acquire rejects.
-      await this.heartbeater.confirmLate();
+      // A late request starts only once the dispatcher acknowledged a heartbeat; fenced, it is answered unrun.
+      await this.heartbeater.confirmLate(this.controller.signal);
       if (this.controller.signal.aborted) throw this.controller.signal.reason;
       await limiter?.acquire(this.controller.signal);
     } catch (err) {

@@ -87,14 +87,21 @@ export class Heartbeater {
    * (`attempt_deadline − budget_ms`) may already have been given up, its next attempt running elsewhere (a
    * process paused with it in its socket). Resolves once a heartbeat sent at once is acknowledged; otherwise the
    * attempt is fenced (no responders, no ack within one interval), so its handler must not start. A request that
-   * is not late, or has no acks, resolves at once and sends nothing.
+   * is not late, or has no acks, resolves at once and sends nothing. Also resolves once `signal` aborts (a cancel,
+   * the budget): the attempt will not start then either.
    */
-  async confirmLate(): Promise<void> {
+  async confirmLate(signal: AbortSignal): Promise<void> {
     const { request } = this.options;
     if (!this.acked || !isLate(this.receivedWall, request.attempt_deadline, request.budget_ms, this.interval)) return;
     const data = new TextEncoder().encode(JSON.stringify(heartbeatBody(request.task_id, request.attempt_token)));
-    const outcome = await this.send(data);
-    if (outcome !== "ack") this.fence(`late request: its heartbeat was not acknowledged (${outcome})`);
+    const abort = new Promise<"aborted">((resolve) => {
+      if (signal.aborted) resolve("aborted");
+      else signal.addEventListener("abort", () => resolve("aborted"), { once: true });
+    });
+    const outcome = await Promise.race([this.send(data), abort]);
+    if (outcome !== "ack" && outcome !== "aborted") {
+      this.fence(`late request: its heartbeat was not acknowledged (${outcome})`);
+    }
   }
 
   private publish(data: Uint8Array): void {

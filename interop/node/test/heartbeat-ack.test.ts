@@ -13,7 +13,7 @@ import type { TaskRequest } from "../src/request.js";
 import type { Handler } from "../src/types.js";
 import type { RequestOutcome } from "../src/wire.js";
 import { FakeWire } from "./helpers/fake-wire.js";
-import { makeRequest } from "./helpers/requests.js";
+import { cancelBody, encodeJson, makeRequest } from "./helpers/requests.js";
 
 const noop = { warn() {}, error() {} };
 
@@ -297,5 +297,20 @@ describe("late requests (SPEC §5.2)", () => {
     assert.equal(isLate(0, deadline, 30_000, 6_000), true);
     assert.equal(isLate(0, deadline, 30_000, 7_000), false);
     assert.equal(isLate(0, deadline, 30_000, 0), false);
+  });
+});
+
+describe("late requests and cancels", () => {
+  it("a cancel while a late request waits for its ack answers it at once, unrun", async () => {
+    const request = lateRequest(60_000);
+    const wire = new FakeWire();
+    wire.answer = () => new Promise<RequestOutcome>(() => {}); // the ack never comes
+    let ran = false;
+    const { reply } = run(() => void (ran = true), request, wire);
+    assert.equal(wire.requests.length, 1, "the heartbeat went out at once, on receipt");
+    wire.publish(request.cancel_subject, encodeJson(cancelBody(request)));
+    const r = await reply;
+    assert.equal(ran, false);
+    assert.equal((r.body as any).error.code, "cancelled");
   });
 });
