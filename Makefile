@@ -65,4 +65,4 @@ lint: venv
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .cache .build .jetbridge
+	rm -rf $(VENV) .cache .build .jetbridge dist

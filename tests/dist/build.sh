@@ -14,6 +14,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="$(mkdir -p "${1:-$REPO/dist}" && cd "${1:-$REPO/dist}" && pwd)"
 PY="$(realpath -s "${2:-$REPO/.venv/bin/python}")"
+command -v npm >/dev/null || { echo "make dist: npm is required but not installed" >&2; exit 1; }
+"$PY" -c 'import build' 2>/dev/null || { echo "make dist: $PY has no 'build' module: run make venv" >&2; exit 1; }
 rm -rf "${OUT:?}"/{python,node,rust,go}
 mkdir -p "$OUT"/{python,node,rust,go}
 
