@@ -7,40 +7,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from bridge.embedded import NatsServer
 from tests.dist.guides import REPO, block, with_paths
+from tests.dist.installs import VERSION, Artifacts, InstalledDispatcher, clean_env
 from tests.dist.procs import Running, run
-
-VERSION = "0.1.0"
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment of a user's shell: no venv of the repository active, nothing of it on any path."""
-    env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"}}
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
-                                  if p and not p.startswith(str(REPO)))
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    return {**env, **extra}
-
-
-@dataclass
-class Artifacts:
-    root: Path
-
-    def one(self, relative: str) -> Path:
-        path = self.root / relative
-        assert path.is_file(), f"make dist did not build {relative}: {sorted(self.root.rglob('*'))}"
-        return path
 
 
 @pytest.fixture(scope="package")
@@ -49,19 +25,6 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
     out = tmp_path_factory.mktemp("dist")
     run(f"{REPO}/tests/dist/build.sh {out} {sys.executable}", cwd=REPO, env=os.environ, timeout=600)
     return Artifacts(out)
-
-
-@dataclass
-class InstalledDispatcher:
-    url: str
-    bin: Path
-
-    def enqueue(self, task_type: str, payload: Any, cwd: Path) -> dict[str, Any]:
-        """Enqueues with the installed CLI and waits for the task to end; the task record."""
-        out = run(f"{self.bin}/jetbridge enqueue {task_type} '{json.dumps(payload)}' --wait 120 --json", cwd=cwd,
-                  env=clean_env(NATS_URL=self.url), timeout=180)
-        task: dict[str, Any] = json.loads(out)
-        return task
 
 
 @pytest.fixture(scope="package")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.dist.conftest import VERSION, Artifacts, InstalledDispatcher, clean_env
 from tests.dist.guides import REPO, block, with_paths
+from tests.dist.installs import VERSION, Artifacts, InstalledDispatcher, clean_env
 from tests.dist.procs import Running, run
 
 # A cold build of the Rust handler's dependencies is the long pole (about 2 minutes on 2 busy cores); in `make test`
