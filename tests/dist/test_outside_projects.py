@@ -65,6 +65,11 @@ def test_python_sdk_wheel_alone(artifacts: Artifacts, dispatcher: InstalledDispa
                              "email:send", {"to": "ada@example.com"})
     assert result(task) == {"sent_to": "ada@example.com", "attempt": 1}
 
+    run(with_paths(block("python", "sh", ".venv/bin/pip install '/path/to/"), {f"/path/to/{wheel.name}": wheel}),
+        cwd=project, env=env, timeout=600)
+    signer = ".venv/bin/python -c 'import jetbridge; print(jetbridge.Signer(64 * \"1\").public_key)'"
+    assert len(run(signer, cwd=project, env=env, timeout=60).strip()) == 64
+
 
 def test_node_tarball(artifacts: Artifacts, dispatcher: InstalledDispatcher, tmp_path: Path) -> None:
     """The npm tarball installs with its dependencies and ships the compiled JS and its types."""
