@@ -17,7 +17,7 @@ help:
 	@echo "make interop    the conformance suite against every language's handler"
 	@echo "make bench      benchmarks; JSON on stdout and bench/results/latest.json"
 	@echo "make image      build the dispatcher image and smoke-test it"
-	@echo "make faults     the fault matrix at full scale"
+	@echo "make faults     the fault matrix at full scale (SEED=N replays that history of the checker)"
 	@echo "make dist       what a release would publish (Python, npm, crate, Go module), into dist/"
 
 venv: $(STAMP)
@@ -58,7 +58,7 @@ image: venv
 	bash image/build.sh
 
 faults: venv
-	$(PY) -m pytest -q tests/faults tests/schedules/test_ha.py --full-scale -s
+	$(PY) -m pytest -q tests/faults tests/schedules/test_ha.py --full-scale -s $(if $(SEED),--seed $(SEED))
 
 lint: venv
 	$(VENV)/bin/ruff check bridge sdk-python tests bench interop/conformance interop/python
