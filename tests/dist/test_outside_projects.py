@@ -30,15 +30,22 @@ def needs(tool: str) -> None:
 
 
 def serve_and_enqueue(command: str, ready: str, project: Path, env: dict[str, str], dispatcher: InstalledDispatcher,
-                      task_type: str, payload: object, start_timeout: float = 120) -> dict[str, object]:
-    """Starts the guide's handler, waits for its ready line, and returns the record of one task it completed."""
-    handler = Running(command, cwd=project, env={**env, "NATS_URL": dispatcher.url})
+                      task_type: str, payload: object, start_timeout: float = 120,
+                      drains: bool = False) -> dict[str, object]:
+    """Starts the guide's handler, waits for its ready line, and returns the record of one task it completed.
+
+    ``drains``: the handler is the process itself (not behind ``go run`` or ``cargo run``), and its guide says that
+    SIGTERM drains it and it exits cleanly.
+    """
+    handler = Running(f"exec {command}" if drains else command, cwd=project, env={**env, "NATS_URL": dispatcher.url})
     try:
         handler.wait_for(ready, timeout=start_timeout)
         task = dispatcher.enqueue(task_type, payload, cwd=project)
     finally:
-        handler.stop()
+        code = handler.stop()
     assert task["state"] == "complete", f"{task}\nhandler output:\n{handler.output[-3000:]}"
+    if drains:
+        assert code == 0, f"the handler exited with {code} on SIGTERM:\n{handler.output[-3000:]}"
     return task
 
 
@@ -62,7 +69,7 @@ def test_python_sdk_wheel_alone(artifacts: Artifacts, dispatcher: InstalledDispa
     (project / "mailer.py").write_text(block("python", "python", "# mailer.py"))
 
     task = serve_and_enqueue(".venv/bin/python mailer.py", "mailer ready", project, env, dispatcher,
-                             "email:send", {"to": "ada@example.com"})
+                             "email:send", {"to": "ada@example.com"}, drains=True)
     assert result(task) == {"sent_to": "ada@example.com", "attempt": 1}
 
     run(with_paths(block("python", "sh", ".venv/bin/pip install '/path/to/"), {f"/path/to/{wheel.name}": wheel}),
@@ -86,7 +93,8 @@ def test_node_tarball(artifacts: Artifacts, dispatcher: InstalledDispatcher, tmp
     (project / "handler.js").write_text(block("node", "js", 'import { Terminate, createService, serve } from "jetbridge";'))
 
     command = block("node", "sh", "NATS_URL=nats://127.0.0.1:4222 node handler.js").replace("NATS_URL=nats://127.0.0.1:4222 ", "")
-    task = serve_and_enqueue(command, "greeter: ready", project, env, dispatcher, "greet", {"name": "Ada"})
+    task = serve_and_enqueue(command, "greeter: ready", project, env, dispatcher, "greet", {"name": "Ada"},
+                             drains=True)
     assert result(task) == {"greeting": "Hello, Ada!", "attempt": 1}
 
 
