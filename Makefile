@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 .PHONY: help venv demo test test-python test-langs interop interop-build bench image faults lint typecheck clean dist
 
 help:
-	@echo "make demo       run the dispatcher with handlers in Python and Node on an embedded NATS"
+	@echo "make demo       run the dispatcher with handlers in Python, Node and Go on an embedded NATS"
 	@echo "make test       everything the test suite needs, then the suite"
 	@echo "make interop    the conformance suite against every language's handler"
 	@echo "make bench      benchmarks; JSON on stdout and bench/results/latest.json"

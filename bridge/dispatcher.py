@@ -33,6 +33,7 @@ from jetbridge._timeutil import NS, now_ns
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from .announce import announce
 from .attempts import Attempt, AttemptRunner
 from .history import record_attempt
 from .logs import RateLimitedLog
@@ -174,6 +175,7 @@ class Dispatcher:
             for worker in list(self.workers.values()):
                 self._start_worker(tg, worker)
             tg.start_soon(mover.run)
+            tg.start_soon(announce, self)  # a micro service `jetbridge info` finds (bridge/announce.py)
             tg.start_soon(run_schedules, self)  # cron schedules: every dispatcher fires them (bridge/scheduler.py)
             if self.settings.queue_refresh_interval:
                 tg.start_soon(watch_queues, self, self.settings.queue_refresh_interval)

@@ -107,6 +107,12 @@ class Work:
                 self.rec.line(ev="reply", t=time.time_ns(), result=late, **common)  # sent, though no longer live
                 return late
             raise
+        except (jetbridge.Retry, jetbridge.Terminate):
+            raise  # planned: its end is recorded
+        except Exception as exc:  # an unplanned failure (a publish refused while reconnecting) ends it too
+            if str(exc) != "planned crash":
+                self.rec.line(ev="end", t=time.time_ns(), how="error", error=repr(exc), **common)
+            raise
 
 
 async def main() -> None:

@@ -39,7 +39,7 @@ OCTET_STREAM: Final = "application/octet-stream"
 PROTOCOLS_METADATA: Final = "1,1.1"  # micro metadata jetbridge.protocols: 1.1 handler rules (SPEC §2)
 MAX_RETRY_AFTER_MS: Final = 604_800_000  # 7 days (SPEC §4); libraries clamp larger requests to it
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=names.MAX_NAME_LENGTH, pattern=names.NAME_PATTERN)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=names.MAX_NAME_LENGTH, pattern=_wire.strict(names.NAME_PATTERN))]
 Token = Annotated[str, msgspec.Meta(pattern=_wire.strict(TOKEN_PATTERN))]
 # Checked after decoding (decode_request), so that a bad time gets a readable message, not a regex.
 Timestamp = str
