@@ -48,8 +48,9 @@ demo: venv
 	$(PY) -m bridge.demo
 
 # Wheels and sdists, the npm tarball, the crate and the Go module zip: tests/dist/build.sh says what each is.
+DIST ?= dist
 dist: venv
-	tests/dist/build.sh dist $(PY)
+	tests/dist/build.sh $(DIST) $(PY)
 
 bench: venv
 	$(PY) -m bench

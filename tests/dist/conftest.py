@@ -1,6 +1,6 @@
 """Fixtures of the outside-project tests: the release artifacts, and a dispatcher installed from them.
 
-``make dist``'s script builds the artifacts once per run into a temporary folder. The dispatcher is the
+``make dist`` builds the artifacts once per run, into a temporary folder. The dispatcher is the
 ``jetbridge`` wheel installed, as the top-level README says, into a fresh venv outside the repository, serving
 ``DEFAULT`` on a real nats-server of its own; the handlers of every language's test complete tasks through it.
 """
@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -21,9 +20,9 @@ from tests.dist.procs import Running, run
 
 @pytest.fixture(scope="package")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
-    """What ``make dist`` builds, built by the same script into a temporary folder."""
+    """What ``make dist`` builds, into a temporary folder (so a ``dist/`` of the user's stays as it is)."""
     out = tmp_path_factory.mktemp("dist")
-    run(f"{REPO}/tests/dist/build.sh {out} {sys.executable}", cwd=REPO, env=os.environ, timeout=600)
+    run(f"make --no-print-directory dist DIST={out}", cwd=REPO, env=os.environ, timeout=600)
     return Artifacts(out)
 
 
