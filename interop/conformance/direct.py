@@ -173,6 +173,8 @@ def fresh_request(env: LanguageEnv, **changes: Any) -> dict[str, Any]:
                 budget_ms=30_000, heartbeat_subject=f"conformance.hb.{token}",
                 cancel_subject=f"conformance.cancel.{token}", payload={"direct": True})
     body.update(changes)
+    if "budget_ms" in changes and "attempt_deadline" not in changes:  # sent now: not a late request (SPEC §5.2)
+        body["attempt_deadline"] = stamp(now + timedelta(milliseconds=int(changes["budget_ms"])))
     return body
 
 

@@ -25,8 +25,14 @@ pytestmark = pytest.mark.anyio
 
 
 def body_for(token: str, task_type: str = "work", **overrides: Any) -> bytes:
+    """A request sent just now (one sent long ago is late, SPEC §5.2, and waits for an ack before it starts)."""
+    from jetbridge._timeutil import format_ms, now_ns
+
+    budget_ms = int(overrides.get("budget_ms", 5000))
+    sent = now_ns()
+    times = {"created": format_ms(sent), "attempt_deadline": format_ms(sent + budget_ms * 1_000_000)}
     return request_body(task_type, attempt_token=token, heartbeat_subject=f"hb.{token}",
-                        cancel_subject=f"cancel.{token}", **overrides)
+                        cancel_subject=f"cancel.{token}", **{**times, **overrides})
 
 
 class HeartbeatListener:
