@@ -1,6 +1,6 @@
 """``jetbridge serve``: the HTTP API (asyncjobs-compatible ``/v1``) and the dashboard at ``/``.
 
-Authentication: bearer tokens with roles, from ``JETBRIDGE_API_TOKENS`` or ``--tokens FILE`` (see
+Authentication: bearer tokens with roles, from ``JB_API_TOKENS`` or ``--tokens FILE`` (see
 bridge/web/auth.py). Without tokens the server listens only on a loopback address; anything else is refused.
 """
 
@@ -25,7 +25,7 @@ def serve(
     listen: Annotated[str, typer.Option("--listen", "-l", help="host:port to listen on.")] = "127.0.0.1:8080",
     queue: Annotated[str, typer.Option("--queue", "-q", help="Queue for tasks that name none.")] = "DEFAULT",
     tokens_file: Annotated[str | None, typer.Option("--tokens", help="File of role:token lines "
-                                                    "(else JETBRIDGE_API_TOKENS).")] = None,
+                                                    "(else JB_API_TOKENS).")] = None,
     max_body: Annotated[int, typer.Option(help="Largest request body in bytes.")] = 512 * 1024,
     tls_cert: Annotated[str | None, typer.Option("--http-tls-cert", help="Serve HTTPS with this certificate.")] = None,
     tls_key: Annotated[str | None, typer.Option("--http-tls-key", help="The certificate's key.")] = None,
@@ -37,7 +37,7 @@ def serve(
     tokens = load_tokens(ctx.obj["env"], tokens_file)
     if not tokens.enabled and not is_loopback(host):
         raise ConfigError(f"--listen {listen} is not a loopback address: configure API tokens "
-                          "(JETBRIDGE_API_TOKENS or --tokens) before exposing the API")
+                          "(JB_API_TOKENS or --tokens) before exposing the API")
     if bool(tls_cert) != bool(tls_key):
         raise ConfigError("--http-tls-cert and --http-tls-key go together")
     if max_body < 1024:

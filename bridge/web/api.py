@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from jetbridge._errors import DuplicateTaskError, JetbridgeError, TaskNotFoundError
 from jetbridge._schedule import check_name
@@ -31,6 +31,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 READ, PRODUCE, OPERATE = Depends(need("read")), Depends(need("producer")), Depends(need("operator"))
 #: how long an Idempotency-Key is remembered (asyncjobs: 10 minutes, in memory)
 IDEMPOTENCY_S = 600.0
+
+
+#: path parameters: a task id (a NATS subject token) and a queue or schedule name (asyncjobs' name rule)
+TaskId = Annotated[str, Path(min_length=1, max_length=256, pattern=r"^[^.*>\s]+$", description="task id")]
+Name = Annotated[str, Path(min_length=1, max_length=models.QUEUE_NAME_MAX, pattern=models.NAME)]
+ScheduleName = Annotated[str, Path(pattern=models.SCHEDULE_NAME)]
 
 
 def backend(request: Request) -> Backend:
@@ -125,8 +131,8 @@ async def list_tasks(
     state: Annotated[list[str] | None, Query(max_length=20)] = None,
     queue: Annotated[str | None, Query(max_length=256)] = None,
     type: Annotated[str | None, Query(max_length=256)] = None,
-    created_since: Annotated[str | None, Query(max_length=64)] = None,
-    limit: int = 200,
+    created_since: Annotated[str | None, Query(max_length=64, json_schema_extra=models.DATE_TIME)] = None,
+    limit: Annotated[int, Query(ge=1, description="above 1000 is taken as 1000")] = 200,
     stream: Annotated[str | None, Query(max_length=16)] = None,
     cursor: Annotated[str | None, Query(max_length=32, description="Jetbridge: the previous page's cursor")] = None,
     order: Annotated[str, Query(pattern="^(oldest|newest)$", description="Jetbridge: oldest first (default)")] = "oldest",
@@ -164,7 +170,7 @@ def _created_ns(text: str) -> int:
         return 0
 
 
-@router.post("/v1/tasks", status_code=201, response_model=models.Task, response_model_exclude_none=True,
+@router.post("/v1/tasks", status_code=201, response_model=models.Task, response_model_exclude_unset=True,
              dependencies=[PRODUCE], responses={**ERRORS, 200: {"model": models.Task}}, tags=["tasks"])
 async def create_task(request: Request, body: models.TaskCreateRequest, b: B, response: Response,
                       idempotency_key: Annotated[str | None, Header(max_length=128)] = None) -> dict[str, Any]:
@@ -221,24 +227,24 @@ async def bulk_retry(body: models.BulkRetryRequest, b: B) -> dict[str, Any]:
     return {"results": results}
 
 
-@router.get("/v1/tasks/{id}", response_model=models.Task, response_model_exclude_none=True, dependencies=[READ],
+@router.get("/v1/tasks/{id}", response_model=models.Task, response_model_exclude_unset=True, dependencies=[READ],
             responses=ERRORS, tags=["tasks"])
-async def get_task(id: str, b: B) -> dict[str, Any]:
+async def get_task(id: TaskId, b: B) -> dict[str, Any]:
     """One task, with Jetbridge's attempt ``history``."""
     return models.task_view(await load_task(b, id))
 
 
 @router.delete("/v1/tasks/{id}", status_code=204, dependencies=[OPERATE], responses=ERRORS, tags=["tasks"])
-async def delete_task(id: str, b: B) -> Response:
+async def delete_task(id: TaskId, b: B) -> Response:
     await load_task(b, id)
     await b.producer.delete(id)
     b.index.forget(id)
     return Response(status_code=204)
 
 
-@router.post("/v1/tasks/{id}/retry", response_model=models.Task, response_model_exclude_none=True,
+@router.post("/v1/tasks/{id}/retry", response_model=models.Task, response_model_exclude_unset=True,
              dependencies=[PRODUCE], responses=ERRORS, tags=["tasks"])
-async def retry_task(id: str, b: B) -> dict[str, Any]:
+async def retry_task(id: TaskId, b: B) -> dict[str, Any]:
     await load_task(b, id)
     before = now_ns()
     record = await b.producer.retry(id)
@@ -246,9 +252,9 @@ async def retry_task(id: str, b: B) -> dict[str, Any]:
     return models.task_view(record)
 
 
-@router.post("/v1/tasks/{id}/cancel", response_model=models.Task, response_model_exclude_none=True,
+@router.post("/v1/tasks/{id}/cancel", response_model=models.Task, response_model_exclude_unset=True,
              dependencies=[OPERATE], responses=ERRORS, tags=["tasks"])
-async def cancel_task(id: str, b: B) -> dict[str, Any]:
+async def cancel_task(id: TaskId, b: B) -> dict[str, Any]:
     """Jetbridge: cancel a task (it ends terminated; a running attempt is told to stop)."""
     await load_task(b, id)
     before = now_ns()
@@ -301,19 +307,19 @@ async def create_queue(body: models.QueueCreateRequest, b: B) -> dict[str, Any]:
 
 @router.get("/v1/queues/{name}", response_model=models.QueueInfo, response_model_exclude_none=True,
             dependencies=[READ], responses=ERRORS, tags=["queues"])
-async def get_queue(name: str, b: B) -> dict[str, Any]:
+async def get_queue(name: Name, b: B) -> dict[str, Any]:
     return await _queue(b, name)
 
 
 @router.delete("/v1/queues/{name}", status_code=204, dependencies=[OPERATE], responses=ERRORS, tags=["queues"])
-async def delete_queue(name: str, b: B) -> Response:
+async def delete_queue(name: Name, b: B) -> Response:
     _check_queue_name(name)
     await b.admin.delete(name)
     return Response(status_code=204)
 
 
 @router.post("/v1/queues/{name}/purge", status_code=202, dependencies=[OPERATE], responses=ERRORS, tags=["queues"])
-async def purge_queue(name: str, b: B) -> Response:
+async def purge_queue(name: Name, b: B) -> Response:
     """Drop every waiting item of the queue (the task records stay)."""
     _check_queue_name(name)
     await b.admin.purge(name)
@@ -378,7 +384,7 @@ async def create_schedule(body: models.ScheduleCreateRequest, b: B) -> dict[str,
 
 @router.get("/v1/schedules/{name}", response_model=models.Schedule, response_model_exclude_none=True,
             dependencies=[READ], responses=ERRORS, tags=["schedules"])
-async def get_schedule(name: str, b: B) -> dict[str, Any]:
+async def get_schedule(name: ScheduleName, b: B) -> dict[str, Any]:
     _check_schedule_name(name)
     try:
         return _schedule_view(await b.schedules.get(name))
@@ -387,7 +393,7 @@ async def get_schedule(name: str, b: B) -> dict[str, Any]:
 
 
 @router.delete("/v1/schedules/{name}", status_code=204, dependencies=[OPERATE], responses=ERRORS, tags=["schedules"])
-async def delete_schedule(name: str, b: B) -> Response:
+async def delete_schedule(name: ScheduleName, b: B) -> Response:
     _check_schedule_name(name)
     try:
         await b.schedules.get(name)

@@ -1,6 +1,7 @@
 """Bearer tokens with roles: ``read`` sees, ``producer`` also enqueues and retries, ``operator`` does everything.
 
-Tokens come from ``JETBRIDGE_API_TOKENS`` (``role:token`` entries separated by commas) or a file given with
+Tokens come from ``JB_API_TOKENS`` (``role:token`` entries separated by commas; not ``JETBRIDGE_…``, which
+names dispatcher settings) or a file given with
 ``--tokens`` (one ``role:token`` a line, ``#`` comments). With no token configured the API is open, which
 ``jetbridge serve`` allows only on a loopback address. The dashboard sends the same token as a cookie
 (``jb_token``), set on its sign-in page.
@@ -23,7 +24,7 @@ from .errors import ApiError
 
 ROLES = ("read", "producer", "operator")
 COOKIE = "jb_token"
-_bearer = HTTPBearer(auto_error=False, description="A token from JETBRIDGE_API_TOKENS (role:token).")
+_bearer = HTTPBearer(auto_error=False, description="A token from JB_API_TOKENS (role:token).")
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,8 @@ def parse_tokens(text: str, *, source: str) -> Tokens:
 
 
 def load_tokens(env: dict[str, str], path: str | None) -> Tokens:
-    text = env.get("JETBRIDGE_API_TOKENS", "")
-    source = "JETBRIDGE_API_TOKENS"
+    text = env.get("JB_API_TOKENS", "")
+    source = "JB_API_TOKENS"
     if path:
         try:
             text, source = Path(path).read_text(), path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Any
 
 from jetbridge._errors import ConfigError
@@ -43,10 +44,16 @@ def duration_ns(text: str | None, field: str) -> int | None:
         raise ApiError(400, "invalid_argument", str(exc), reason="invalid_duration", field=field) from None
 
 
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
 def time_ns(text: str | None, field: str) -> int | None:
-    if text is None or text == "":
+    """An RFC 3339 time (with its offset) in nanoseconds; anything else is a 400 naming the field."""
+    if text is None:
         return None
     try:
+        if not _RFC3339.match(text):
+            raise ValueError(text)
         return parse_ns(text)
     except ValueError:
         raise ApiError(400, "invalid_argument", f"{field} {text!r} is not an RFC 3339 time",

@@ -88,6 +88,17 @@ def from_jetbridge(exc: JetbridgeError, *, subject: str = "task") -> ApiError:
     return ApiError(500, "internal", text)
 
 
+def _allowed(request: Request) -> list[str]:
+    """Every method of every route on this path (Starlette names only the first route's)."""
+    from starlette.routing import Match, Route
+
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods or set()
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     """Every error leaves in the envelope: ours, the framework's (404, 405, validation) and the unexpected."""
 
@@ -108,6 +119,10 @@ def install(app: FastAPI) -> None:
         kind = str(first.get("type", ""))
         reason = "invalid_json" if kind in ("json_invalid", "extra_forbidden", "model_attributes_type") or (
             first.get("loc", ("",))[0] == "body") else None
+        if first.get("loc", ("",))[0] == "path":
+            reason = "task_id_invalid" if field == "id" else "name_invalid"
+        if field == "limit":
+            reason = "limit_invalid"  # asyncjobs' reason for a limit below 1
         message = f"{field + ': ' if field else ''}{first.get('msg', 'invalid request')}"
         return envelope(400, "invalid_argument", message, reason, field)
 
@@ -115,6 +130,8 @@ def install(app: FastAPI) -> None:
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODE.get(exc.status_code, "internal" if exc.status_code >= 500 else "invalid_argument")
         headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed(request))
         return envelope(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)

@@ -14,7 +14,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from .. import dlq, pause
 from . import models
-from .api import ERRORS, OPERATE, READ, B, _check_queue_name
+from .api import ERRORS, OPERATE, READ, B, Name, _check_queue_name
 from .convert import list_limit, time_ns
 from .errors import ApiError
 
@@ -26,7 +26,7 @@ async def dead_letters(
     b: B, queue: Annotated[str | None, Query(max_length=256)] = None,
     type: Annotated[str | None, Query(max_length=256)] = None,
     error: Annotated[str | None, Query(max_length=200)] = None,
-    limit: int = 100, cursor: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Annotated[int, Query(ge=1, description="above 1000 is taken as 1000")] = 100, cursor: Annotated[str | None, Query(max_length=32)] = None,
 ) -> dict[str, Any]:
     """Tasks that ended terminated, expired or unreachable, newest first, from the index."""
     q = dlq.query(queue=queue or None, task_type=type or None, text=error or None)
@@ -69,14 +69,14 @@ def _pause_view(p: pause.PauseState) -> dict[str, Any]:
 
 @router.get("/v1/queues/{name}/pause", response_model=models.PauseState, response_model_exclude_none=True,
             dependencies=[READ], responses=ERRORS, tags=["queues"])
-async def pause_state(name: str, b: B) -> dict[str, Any]:
+async def pause_state(name: Name, b: B) -> dict[str, Any]:
     _check_queue_name(name)
     return _pause_view(await pause.state(b.rq, name))
 
 
 @router.post("/v1/queues/{name}/pause", response_model=models.PauseState, response_model_exclude_none=True,
              dependencies=[OPERATE], responses=ERRORS, tags=["queues"])
-async def pause_queue(name: str, b: B, body: models.PauseRequest | None = None) -> dict[str, Any]:
+async def pause_queue(name: Name, b: B, body: models.PauseRequest | None = None) -> dict[str, Any]:
     """Stop dispatching from the queue (until ``until``, or until resumed); tasks keep arriving."""
     _check_queue_name(name)
     body = body or models.PauseRequest(until=None, note="")
@@ -89,7 +89,7 @@ async def pause_queue(name: str, b: B, body: models.PauseRequest | None = None) 
 
 @router.post("/v1/queues/{name}/resume", response_model=models.PauseState, response_model_exclude_none=True,
              dependencies=[OPERATE], responses=ERRORS, tags=["queues"])
-async def resume_queue(name: str, b: B) -> dict[str, Any]:
+async def resume_queue(name: Name, b: B) -> dict[str, Any]:
     _check_queue_name(name)
     return _pause_view(await pause.resume(b.rq, name))
 
@@ -114,6 +114,7 @@ async def events(request: Request, b: B,
             inbox.put_nowait(msg.data)
 
     sub = await b.nc.subscribe(subject, cb=on_msg)
+    await b.nc.flush()  # subscribed at the server before the client sees the stream open
 
     async def stream() -> AsyncIterator[dict[str, str]]:
         try:

@@ -11,23 +11,28 @@ from jetbridge._task import TaskRecord
 from pydantic import BaseModel, ConfigDict, Field
 
 NAME = r"^[a-zA-Z0-9_:-]+$"
+#: a queue name short enough for its stream name (255 characters at most, with the ``CHORIA_AJ_Q_`` prefix)
+QUEUE_NAME_MAX = 200
+#: schedule names: no ``:`` (a KV key token), as jetbridge._schedule.check_name requires
+SCHEDULE_NAME = r"^[a-zA-Z0-9_-]{1,200}$"
+DATE_TIME: dict[str, Any] = {"format": "date-time"}
 
 
 class Strict(BaseModel):
     """Request bodies are decoded strictly: an unknown member is a 400, as in asyncjobs."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class TaskCreateRequest(Strict):
     type: str = Field(min_length=1, max_length=256, pattern=NAME)
-    queue: str | None = Field(None, min_length=1, max_length=256, pattern=NAME,
+    queue: str | None = Field(None, min_length=1, max_length=QUEUE_NAME_MAX, pattern=NAME,
                               description="Jetbridge honours it (asyncjobs ignores it); default: the server's queue")
     payload: Any = None
     payload_base64: str | None = None
-    deadline: str | None = Field(None, description="RFC 3339")
+    deadline: str | None = Field(None, description="RFC 3339", json_schema_extra=DATE_TIME)
     max_tries: int | None = Field(None, ge=0, le=1_000_000)
-    dependencies: list[str] | None = None
+    dependencies: list[str] | None = Field(None, max_length=0, description="not supported by Jetbridge")
     load_dependencies: bool | None = None
     signature: str | None = None
 
@@ -85,7 +90,8 @@ class Task(BaseModel):
 def task_view(t: TaskRecord) -> dict[str, Any]:
     """A stored task as asyncjobs' REST API shows it: empty members left out, ``payload`` base64 or null."""
     d: dict[str, Any] = {"id": t.id, "type": t.type, "state": t.state, "created": t.created,
-                         "payload": base64.b64encode(t.payload).decode() if t.payload is not None else None}
+                         "payload": None if t.payload is None or t.payload == b"null" else
+                         base64.b64encode(t.payload).decode()}  # JSON null is no payload, as for asyncjobs
     optional: dict[str, Any] = {
         "queue": t.queue, "dependencies": t.dependencies, "load_dependencies": t.load_dependencies,
         "deadline": t.deadline, "max_tries": t.max_tries, "tried": t.tried, "tries": t.tries, "last_err": t.last_err,
@@ -143,7 +149,7 @@ class QueueList(BaseModel):
 
 
 class QueueCreateRequest(Strict):
-    name: str = Field(max_length=256)
+    name: str = Field(min_length=1, max_length=QUEUE_NAME_MAX, pattern=NAME)
     max_age: str | None = None
     max_entries: int | None = Field(None, ge=0)
     discard_old: bool | None = None
@@ -170,10 +176,10 @@ class ScheduleList(BaseModel):
 
 
 class ScheduleCreateRequest(Strict):
-    name: str = Field(max_length=256)
-    schedule: str = Field(max_length=200)
-    queue: str = Field(max_length=256)
-    task_type: str = Field(max_length=256)
+    name: str = Field(pattern=SCHEDULE_NAME)
+    schedule: str = Field(min_length=1, max_length=200)
+    queue: str = Field(min_length=1, max_length=QUEUE_NAME_MAX, pattern=NAME)
+    task_type: str = Field(min_length=1, max_length=256, pattern=NAME)
     payload: Any = None
     payload_base64: str | None = None
     deadline_offset: str | None = None
@@ -214,7 +220,7 @@ class Readiness(BaseModel):
 
 
 class PauseRequest(Strict):
-    until: str | None = Field(None, description="RFC 3339; none: until resumed")
+    until: str | None = Field(None, description="RFC 3339; none: until resumed", json_schema_extra=DATE_TIME)
     note: str = Field("", max_length=500)
 
 
