@@ -44,6 +44,8 @@
     if (!window.EventSource) { return; }
     var pending = null;
     var source = new EventSource(live.dataset.events);
+    // Browsers allow six connections per server: a stream left open by a page we left would use one up.
+    window.addEventListener("pagehide", function () { source.close(); });
     source.onopen = function () { if (dot) { dot.classList.add("on"); dot.title = "live"; } };
     source.onerror = function () { if (dot) { dot.classList.remove("on"); dot.title = "reconnecting"; } };
     source.addEventListener("task_state", function () {
