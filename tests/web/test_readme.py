@@ -9,14 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import nats
-import pytest
 from jetbridge._requester import Requester
 
 from bridge.embedded import NatsServer, free_port
 from bridge.queues import QueueAdmin, QueueConfig
 
-pytestmark = pytest.mark.anyio
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
@@ -26,10 +25,14 @@ def sample() -> list[str]:
     return [line for line in block.group(1).splitlines() if line.strip()]
 
 
-async def test_the_api_sample_runs_as_written(own_server: NatsServer) -> None:
-    nc = await nats.connect(own_server.url)
+async def _make_queue(url: str) -> None:
+    nc = await nats.connect(url)
     await QueueAdmin(Requester(nc)).add(QueueConfig(name="EMAIL"))
     await nc.close()
+
+
+def test_the_api_sample_runs_as_written(own_server: NatsServer) -> None:
+    anyio.run(_make_queue, own_server.url)
     serve, *curls = sample()
     assert serve.startswith("jetbridge serve --listen 127.0.0.1:8080") and serve.endswith("&")
     port = free_port()
