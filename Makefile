@@ -12,12 +12,12 @@ PYTEST_ARGS ?=
 .PHONY: help venv demo test test-python test-langs interop interop-build bench image faults lint typecheck clean
 
 help:
-	@echo "make demo       run the dispatcher with handlers in Python and Node on an embedded NATS"
+	@echo "make demo       run the dispatcher with handlers in Python, Node and Go on an embedded NATS"
 	@echo "make test       everything the test suite needs, then the suite"
 	@echo "make interop    the conformance suite against every language's handler"
 	@echo "make bench      benchmarks; JSON on stdout and bench/results/latest.json"
 	@echo "make image      build the dispatcher image and smoke-test it"
-	@echo "make faults     the fault matrix at full scale"
+	@echo "make faults     the fault matrix at full scale (SEED=N replays that history of the checker)"
 
 venv: $(STAMP)
 
@@ -53,7 +53,7 @@ image: venv
 	bash image/build.sh
 
 faults: venv
-	$(PY) -m pytest -q tests/faults tests/schedules/test_ha.py --full-scale -s
+	$(PY) -m pytest -q tests/faults tests/schedules/test_ha.py --full-scale -s $(if $(SEED),--seed $(SEED))
 
 lint: venv
 	$(VENV)/bin/ruff check bridge sdk-python tests bench interop/conformance interop/python

@@ -10,7 +10,6 @@ import importlib
 import json
 import os
 import ssl
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -23,7 +22,7 @@ import structlog
 from jetbridge._errors import ConfigError, TransportError
 from nats.aio.client import Client
 
-from .embedded import NatsServer, free_port
+from .embedded import NatsServer, no_server_error, running_server, start_local_server, stop_local_server
 from .settings import Settings, _redact_url
 
 log = structlog.get_logger("jetbridge.connect")
@@ -235,48 +234,25 @@ async def connect(settings: Settings, **callbacks: Any) -> Client:
     return nc
 
 
-def _marker(data_dir: Path) -> Path:
-    return data_dir / "server.json"
-
-
-def running_embedded(data_dir: Path) -> str | None:
-    """The URL of an embedded server another jetbridge process runs on ``data_dir``, if any."""
-    try:
-        doc = json.loads(_marker(data_dir).read_text())
-        os.kill(int(doc["pid"]), 0)
-        return str(doc["url"])
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def start_embedded(data_dir: Path) -> NatsServer:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    port = 4222
-    try:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", port))
-    except OSError:
-        port = free_port()
-    server = NatsServer(data_dir / "jetstream", port=port).start()
-    assert server.proc is not None
-    _marker(data_dir).write_text(json.dumps({"url": server.url, "pid": server.proc.pid}))
-    print(f"jetbridge: started an embedded nats-server at {server.url} (data in {data_dir.resolve()})",
-          file=sys.stderr)
-    return server
-
-
 @asynccontextmanager
-async def session(settings: Settings) -> AsyncIterator[tuple[Client, Settings]]:
-    """Connect as ``settings`` say; with no server or context, use (or start) the embedded server."""
+async def session(settings: Settings, *, start_server: bool = False) -> AsyncIterator[tuple[Client, Settings]]:
+    """Connect as ``settings`` say; with no server or context, use the data directory's running server.
+
+    With ``start_server`` (``jetbridge run``) a data directory without a running server gets one, at its recorded
+    address, stopped again at the end; otherwise :class:`NoServerError` says how to start one (a server started
+    for one command would vanish with it, and with everything enqueued into it).
+    """
     server: NatsServer | None = None
+    data_dir = Path(settings.data_dir)
     if not settings.server and not settings.context:
-        data_dir = Path(settings.data_dir)
-        url = running_embedded(data_dir)
-        if url is None:
-            server = start_embedded(data_dir)
+        found = running_server(data_dir)
+        if found is not None:
+            url = found[0]
+        elif start_server:
+            server = start_local_server(data_dir)
             url = server.url
+        else:
+            raise no_server_error(data_dir)
         settings = replace(settings, server=url)
     try:
         nc = await connect(settings)
@@ -286,5 +262,4 @@ async def session(settings: Settings) -> AsyncIterator[tuple[Client, Settings]]:
             await nc.drain() if nc.is_connected else await nc.close()
     finally:
         if server is not None:
-            server.stop()
-            _marker(Path(settings.data_dir)).unlink(missing_ok=True)
+            stop_local_server(data_dir, server)

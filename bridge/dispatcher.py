@@ -27,12 +27,13 @@ from jetbridge._errors import (
 )
 from jetbridge._inflight import InFlight
 from jetbridge._requester import Requester
-from jetbridge._store import JetStreamError, TaskStore
+from jetbridge._store import JetStreamError, TaskStore, js_publish
 from jetbridge._task import TaskRecord, TaskState, decode_task
 from jetbridge._timeutil import NS, now_ns
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from .announce import announce
 from .attempts import Attempt, AttemptRunner
 from .history import record_attempt
 from .logs import RateLimitedLog
@@ -174,6 +175,7 @@ class Dispatcher:
             for worker in list(self.workers.values()):
                 self._start_worker(tg, worker)
             tg.start_soon(mover.run)
+            tg.start_soon(announce, self)  # a micro service `jetbridge info` finds (bridge/announce.py)
             tg.start_soon(run_schedules, self)  # cron schedules: every dispatcher fires them (bridge/scheduler.py)
             if self.settings.queue_refresh_interval:
                 tg.start_soon(watch_queues, self, self.settings.queue_refresh_interval)
@@ -276,6 +278,24 @@ class Dispatcher:
         self._foreign_items.warning(task_id=task_id, queue=worker.name, error=why,
                                     hint="a work item must be on its own task's queue subject; item removed")
         await self.settler.item([msg.reply], ItemAction.TERM, reason="work item does not match its task")
+        await self._restore_item(worker, msg.subject)
+
+    async def _restore_item(self, worker: QueueWorker, subject: str) -> None:
+        """A forged item published on a task's own subject replaced that task's real item (a queue keeps one per
+        subject): put the real one back, so the task is not left waiting for the reconciler."""
+        owner = subject.rpartition(".")[2]
+        if subject != names.queue_subject(worker.name, owner) or not names.is_valid_name(owner):
+            return
+        try:
+            task, _ = await self.store.load(owner, direct=self.settler.leader())
+        except (TaskNotFoundError, CorruptTaskError, TransportError, JetStreamError):
+            return
+        if task.queue == worker.name and not task.task_state.terminal:
+            try:
+                await js_publish(self._rq, subject, msgspec.json.encode({"kind": 0, "job": owner}))
+            except (JetStreamError, TransportError) as exc:
+                log.warning("item_restore_failed", task_id=owner, queue=worker.name, error=str(exc),
+                            hint="the reconciler puts it back later")
 
     async def _read_task(self, worker: QueueWorker, msg: Msg, task_id: str) -> tuple[TaskRecord, int] | None:
         """The item's task and its sequence; None when the item was dealt with (dropped, NAKed, quarantined).

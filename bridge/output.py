@@ -70,8 +70,10 @@ def show_task(task: TaskRecord) -> None:
 
 
 def task_table(tasks: list[TaskRecord]) -> None:
-    table = Table("id", "type", "queue", "state", "tries", "created", "last error / result")
+    """Tasks as a table. Ids are never cut (they are copied into other commands); long errors wrap at words."""
+    table = Table("type", "queue", "state", "tries", "created", "last error / result")
+    table.add_column("id", no_wrap=True, min_width=max((len(t.id) for t in tasks), default=2))
+    table.columns.insert(0, table.columns.pop())
     for t in tasks:
-        table.add_row(t.id, t.type, t.queue, t.state, str(t.tries), t.created[:19],
-                      (t.last_err or result_text(t))[:60])
+        table.add_row(t.id, t.type, t.queue, t.state, str(t.tries), t.created[:19], t.last_err or result_text(t)[:200])
     console.print(table)

@@ -7,13 +7,16 @@ jitter and a fixed delay complete the set.
 
 from __future__ import annotations
 
-import math
 import random
-import re
 from dataclasses import dataclass
 from typing import Protocol
 
 from jetbridge._errors import ConfigError
+
+# One duration format everywhere: bridge.durations (re-exported here for existing callers).
+from .durations import parse_duration
+
+__all__ = ["parse_duration", "parse_policy", "PRESETS"]
 
 
 class RetryPolicy(Protocol):
@@ -78,24 +81,6 @@ PRESETS: dict[str, RetryPolicy] = {
     "1m": LinearPolicy("1m", 20, 1.0, 60.0, 0.5),
     "exponential": ExponentialPolicy("exponential"),
 }
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(text: str | float | int, *, what: str = "duration") -> float:
-    """``"250ms"``, ``"5s"``, ``"10m"``, ``"1h"`` or a number of seconds; raises ConfigError naming ``what``."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        if not math.isfinite(text):
-            raise ConfigError(f"{what} must be a finite number of seconds, got {text}")
-        if text < 0:
-            raise ConfigError(f"{what} must not be negative, got {text}")
-        return float(text)
-    m = _DURATION.match(str(text).strip())
-    if m is None:
-        raise ConfigError(f"{what} {text!r} is not a duration: use a number of seconds or e.g. 250ms, 5s, 10m, 1h")
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
 
 def parse_policy(spec: str) -> RetryPolicy:
     """A policy by name: ``default``, ``10m``, ``1h``, ``1m``, ``exponential[:INITIAL[:MAX]]``, ``fixed:DELAY``."""

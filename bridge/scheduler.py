@@ -38,7 +38,7 @@ from jetbridge._schedule import (
 )
 from jetbridge._timeutil import NS, now_ns
 from nats.aio.client import Client
-from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from prometheus_client import CollectorRegistry, Counter
 
@@ -65,9 +65,12 @@ class ScheduleMetrics:
 class ScheduleFirer:
     """Fires every schedule in the bucket; run one per dispatcher (any number at once)."""
 
-    def __init__(self, nc: Client, producer: Producer, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, nc: Client, producer: Producer, registry: CollectorRegistry | None = None,
+                 *, create_bucket: bool = True) -> None:
         self._nc = nc
         self._producer = producer
+        #: create the schedules' bucket when it is missing (off for a least-privilege dispatcher: it waits for one)
+        self._create_bucket = create_bucket
         self.metrics = ScheduleMetrics(registry or CollectorRegistry())
         #: schedule name -> when to look at it next (UTC ns)
         self.wake: dict[str, int] = {}
@@ -80,7 +83,9 @@ class ScheduleFirer:
         kv: KeyValue | None = None
         while kv is None:
             try:
-                kv = await config_bucket(self._nc)
+                kv = await config_bucket(self._nc, create=self._create_bucket)
+            except BucketNotFoundError:
+                await anyio.sleep(5.0)  # no schedule was ever added: `jetbridge schedule add` creates the bucket
             except Exception as exc:  # noqa: BLE001 - the server may be restarting: try again
                 log.warning("schedule_bucket_unavailable", error=repr(exc))
                 await anyio.sleep(1.0)
@@ -240,7 +245,8 @@ async def run_schedules(dispatcher: Any) -> None:
     seed = dispatcher.settings.signing_seed
     producer = Producer(dispatcher.nc, signer=Signer(seed) if seed else None)
     try:
-        await ScheduleFirer(dispatcher.nc, producer, dispatcher.metrics.registry).run()
+        await ScheduleFirer(dispatcher.nc, producer, dispatcher.metrics.registry,
+                            create_bucket=dispatcher.settings.create_queues).run()
     finally:
         with anyio.CancelScope(shield=True):
             await producer.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 
 import anyio
 import structlog
@@ -17,10 +18,11 @@ from .settings import Settings
 log = structlog.get_logger("jetbridge")
 
 
-async def run_dispatcher(settings: Settings) -> None:
+async def run_dispatcher(settings: Settings, *, on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; ``on_ready(url)`` is called once the dispatcher serves (``run --background``)."""
     configure_logging(settings.log_format, settings.log_level)
     metrics = Metrics()
-    async with session(settings) as (nc, settings):
+    async with session(settings, start_server=True) as (nc, settings):
         metrics.nats_connected.set(1 if nc.is_connected else 0)
         log.info("connected", server=describe(settings), max_payload=nc.max_payload)
         dispatcher = Dispatcher(nc, settings, metrics=metrics)
@@ -35,6 +37,8 @@ async def run_dispatcher(settings: Settings) -> None:
                 port = await tg.start(serve_health, settings.metrics_listen, metrics, ready)
                 log.info("metrics_listening", listen=settings.metrics_listen, port=port)
             await tg.start(dispatcher.run)
+            if on_ready is not None:
+                on_ready(describe(settings))
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
                     log.info("signal", signal=signal.Signals(signum).name, action="draining")

@@ -17,11 +17,11 @@ from typing import Any, Literal
 from jetbridge import _names as names
 from jetbridge._errors import ConfigError
 
-from .policy import parse_duration
+from .durations import parse_duration
 from .routes import Route
 
 ENV_PREFIX = "JETBRIDGE_"
-_SUBJECT_RE = re.compile(r"^[^.*>\s]+(\.[^.*>\s]+)*$")
+_SUBJECT_RE = re.compile(r"[^.*>\s]+(\.[^.*>\s]+)*")
 SECRET_KEYS = frozenset({"password", "token", "nkey_seed", "creds", "signing_seed"})
 
 
@@ -129,7 +129,7 @@ class Settings:
         if self.verify_key and not re.fullmatch(r"[0-9a-fA-F]{64}", self.verify_key):
             raise ConfigError("verify_key must be a 64-character hex ed25519 public key")
         _check_inbox_prefix(self.inbox_prefix)
-        if not _SUBJECT_RE.match(self.subject_prefix):
+        if not _SUBJECT_RE.fullmatch(self.subject_prefix):
             raise ConfigError(f"subject_prefix {self.subject_prefix!r} must be a subject without wildcards or spaces, "
                               "e.g. jetbridge.task")
         if self.metrics_listen and ":" not in self.metrics_listen:
@@ -158,7 +158,7 @@ class Settings:
 
 
 def _check_inbox_prefix(prefix: str) -> None:
-    if prefix and not _SUBJECT_RE.match(prefix):
+    if prefix and not _SUBJECT_RE.fullmatch(prefix):
         raise ConfigError(f"inbox_prefix {prefix!r} must be a subject without wildcards, e.g. _INBOX.alice")
 
 

@@ -22,7 +22,7 @@ from typing import TextIO
 import anyio
 from bridge.logs import configure_logging
 
-from . import cases, direct, v11
+from . import cases, direct, failover, v11
 from .env import REPO, LanguageEnv, SetupError, Timing
 from .processes import ReplicaError
 from .registry import Case, CaseFailure
@@ -34,7 +34,7 @@ CASE_FILTER_FILE = "conformance.cases"
 
 
 def all_cases() -> list[Case]:
-    return [*cases.registry.cases, *direct.registry.cases, *v11.registry.cases]
+    return [*cases.registry.cases, *direct.registry.cases, *v11.registry.cases, *failover.registry.cases]
 
 
 @dataclass
@@ -102,6 +102,10 @@ async def run_case(env: LanguageEnv, case: Case) -> Outcome:
     except ReplicaError as exc:
         return outcome(f"replica: {exc}")
     except Exception as exc:  # noqa: BLE001 - an unexpected error fails this case, not the run
+        while isinstance(exc, BaseExceptionGroup) and exc.exceptions and isinstance(exc.exceptions[0], Exception):
+            exc = exc.exceptions[0]  # the error itself, not the task group that carried it
+        if isinstance(exc, CaseFailure):
+            return outcome(str(exc))
         where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         at = f" (at {Path(where.filename).name}:{where.lineno})" if where else ""
         return outcome(f"error: {type(exc).__name__}: {exc}{at}")

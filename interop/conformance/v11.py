@@ -43,7 +43,7 @@ async def _ask(env: LanguageEnv, body: dict[str, Any], replies: list[Msg], timeo
 async def receipt_heartbeat(env: LanguageEnv) -> None:
     """Every request is heartbeated from its receipt, also while it waits for a free worker: 8 more 1.5 s sleeps
     than the two replicas' 2 x 64 workers; the heartbeat interval is a minute, so any heartbeat within the case is
-    a receipt heartbeat, and at least 8 of them must come a second or more before their request starts."""
+    a receipt heartbeat, and at least 8 of them must come well before their request starts."""
     workers = 64 * len(env.replicas)
     count = workers + 8
     scope = f"conformance.receipt.{secrets.token_hex(4)}"
@@ -74,7 +74,9 @@ async def receipt_heartbeat(env: LanguageEnv) -> None:
     if late:
         raise CaseFailure(f"{len(late)} requests were heartbeated only after their handler started, e.g. "
                           f"{sorted(late)[0]} (SPEC §5.1: the first heartbeat goes out on receipt)")
-    waited = [t for t in ids if started[t] - first_beat[t] >= 1.0]
+    # A request that got a worker starts within milliseconds of its heartbeat; one that waited, only when a 1.5 s
+    # sleep ended. Half a second apart tells them apart even on a loaded machine.
+    waited = [t for t in ids if started[t] - first_beat[t] >= 0.5]
     check(len(waited) >= count - workers,
           f"only {len(waited)} requests were heartbeated while waiting for a worker, wanted at least "
           f"{count - workers} ({count} requests for {workers} workers): requests that wait are not heartbeated")
@@ -146,7 +148,7 @@ async def fencing_unacknowledged(env: LanguageEnv) -> None:
     """Three heartbeats (interval 1 s) are acked, then the fake dispatcher stays subscribed but never answers (a
     stopped or cut-off dispatcher): the attempt is fenced once 3 s pass from the newest acked heartbeat."""
     since_ack = await _fencing(env, lambda n: "ack" if n <= 3 else "silent", 1000)
-    check(2.0 <= since_ack < 6.0, f"cancelled {since_ack:.2f}s after the last ack, wanted about 3 s "
+    check(1.5 <= since_ack < 8.0, f"cancelled {since_ack:.2f}s after the last ack, wanted about 3 s "
                                   "(3 x heartbeat_interval_ms from the newest acked heartbeat's send time)")
 
 

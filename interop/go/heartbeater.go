@@ -78,7 +78,7 @@ func (h *heartbeater) send(ctx context.Context, progress *float64, message strin
 	wait := min(h.r.heartbeatInterval, time.Until(h.fenceAt()))
 	if wait <= 0 {
 		h.lost("no heartbeat acknowledged within the heartbeat timeout")
-		return errAttemptLost
+		return ErrAttemptLost
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
@@ -90,7 +90,7 @@ func (h *heartbeater) send(ctx context.Context, progress *float64, message strin
 		}
 	case errors.Is(err, nats.ErrNoResponders):
 		h.lost("heartbeat had no responders: the dispatcher no longer runs this attempt")
-		return errAttemptLost
+		return ErrAttemptLost
 	case errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
 		// Unacknowledged (or no longer wanted): the fencing time, not this
 		// heartbeat, decides.
@@ -99,12 +99,25 @@ func (h *heartbeater) send(ctx context.Context, progress *float64, message strin
 	return err
 }
 
-// errAttemptLost is what Task.Heartbeat returns once the attempt is fenced.
-var errAttemptLost = errors.New("jetbridge: attempt lost: the dispatcher no longer runs it")
+// ErrAttemptLost is what Task.Heartbeat returns once the attempt is fenced:
+// the dispatcher no longer runs it (protocol 1.1, heartbeat_ack), and its
+// context is cancelled with reason lost.
+var ErrAttemptLost = errors.New("jetbridge: attempt lost: the dispatcher no longer runs it")
 
-// keepAlive sends a bare heartbeat at once and then every heartbeat
-// interval, and checks the fencing time, until stop is called or ctx ends
-// (the dispatcher ignores heartbeats after that).
+// FirstHeartbeatDelay bounds the wait for an attempt's first heartbeat: it
+// goes out min(FirstHeartbeatDelay, heartbeat interval) after the request
+// arrived (SPEC §5.1), so an attempt that replies sooner costs no
+// heartbeat at all.
+const FirstHeartbeatDelay = 250 * time.Millisecond
+
+// firstBeatAt is when the first heartbeat of an attempt is due.
+func (h *heartbeater) firstBeatAt() time.Time {
+	return h.received.Add(min(FirstHeartbeatDelay, h.r.heartbeatInterval))
+}
+
+// keepAlive sends a bare heartbeat shortly after receipt (firstBeatAt) and
+// then every heartbeat interval, and checks the fencing time, until stop is
+// called or ctx ends (the dispatcher ignores heartbeats after that).
 func (h *heartbeater) keepAlive(ctx context.Context) (stop func()) {
 	if h.r.heartbeatInterval <= 0 {
 		return func() {}
@@ -113,8 +126,8 @@ func (h *heartbeater) keepAlive(ctx context.Context) (stop func()) {
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
-		next := time.Now()
-		timer := time.NewTimer(0)
+		next := h.firstBeatAt()
+		timer := time.NewTimer(time.Until(next))
 		defer timer.Stop()
 		for {
 			wake := next
@@ -136,7 +149,7 @@ func (h *heartbeater) keepAlive(ctx context.Context) (stop func()) {
 				continue
 			}
 			next = now.Add(h.r.heartbeatInterval)
-			if err := h.send(ctx, nil, "", true); errors.Is(err, errAttemptLost) {
+			if err := h.send(ctx, nil, "", true); errors.Is(err, ErrAttemptLost) {
 				return
 			} else if err != nil {
 				h.s.log.Warn("jetbridge: heartbeat not sent", "task_id", h.r.task.ID, "error", err)

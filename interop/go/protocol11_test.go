@@ -70,7 +70,9 @@ func TestHeartbeatAcknowledged(t *testing.T) {
 		}
 	})
 	a := h.attempt("work", nil)
-	a.body["heartbeat_interval_ms"] = 20
+	// Long enough that acks delayed by a loaded machine still come within
+	// the heartbeat timeout of 3 intervals.
+	a.body["heartbeat_interval_ms"] = 300
 	a.body["heartbeat_ack"] = true
 	acked := make(chan struct{}, 100)
 	sub, err := h.client.Subscribe(a.heartbeatSubject, func(m *nats.Msg) {
@@ -85,9 +87,18 @@ func TestHeartbeatAcknowledged(t *testing.T) {
 		t.Fatal(err)
 	}
 	replies := h.send(a)
-	// Ten intervals: three without an ack would have fenced the attempt.
-	for range 10 {
-		<-acked
+	// Five heartbeats, over four intervals: three without an ack would have
+	// fenced the attempt, which would end it with a reply instead.
+	for range 5 {
+		select {
+		case <-acked:
+		case msg, ok := <-replies:
+			if ok {
+				t.Fatalf("the attempt ended while its heartbeats were acknowledged: %s", msg.Data)
+			}
+			t.FailNow() // the request failed, and said so
+
+		}
 	}
 	close(release)
 	if r, msg := awaitReply(t, replies, a.token); r.Status != "ok" {

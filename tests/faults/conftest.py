@@ -20,6 +20,8 @@ _outcomes = {"passed": 0, "failed": 0}
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--full-scale", action="store_true", default=False,
                      help="run the fault matrix at full scale, including the 100k-task soak (make faults)")
+    parser.addoption("--seed", type=int, default=None,
+                     help="the history checker's seed (test_history.py): replays that history")
     parser.addoption("--soak-tasks", type=int, default=None, help="tasks in the soak (default 100000)")
     parser.addoption("--fault-tasks", type=int, default=None, help="tasks per fault scenario (default 3000 at full "
                                                                    "scale, 300 reduced)")
@@ -55,7 +57,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     timeout = 3600 if _full(config) else 150
     for item in items:
         if "tests/faults/" in item.nodeid.replace("\\", "/"):
-            item.add_marker(pytest.mark.timeout(timeout))
+            # the short history may take its full 3 minutes on a loaded machine when it has something to report
+            short_history = not _full(config) and "test_history.py" in item.nodeid
+            item.add_marker(pytest.mark.timeout(180 if short_history else timeout))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -70,10 +74,12 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def table() -> list[str]:
     header = ("scenario", "tasks", "lost", "dup.completions", "stuck", "wrong end", "dup.exec", "executions",
-              "faults", "recovery s", "wall s", "result", "notes")
+              "overlapping", "unverified", "faults", "recovery s", "wall s", "result", "notes")
     rows = [header] + [
         (r.scenario, str(r.tasks), str(r.lost), str(r.duplicated), str(r.stuck), str(r.wrong), str(r.dup_exec),
-         str(r.executions), str(r.faults), "-" if r.recovery is None else f"{r.recovery:.1f}", f"{r.seconds:.0f}",
+         str(r.executions), "-" if r.overlapping is None else str(r.overlapping),
+         "-" if r.unverified is None else str(r.unverified), str(r.faults),
+         "-" if r.recovery is None else f"{r.recovery:.1f}", f"{r.seconds:.0f}",
          "ok" if r.passed else "FAIL", r.notes) for r in ROWS]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     out = []

@@ -240,9 +240,11 @@ class Observer:
         self._subs: list[Any] = []
 
     async def start(self) -> None:
-        limits = {"pending_msgs_limit": 5_000_000, "pending_bytes_limit": 4 << 30}
-        self._subs = [await self.nc.subscribe(f"{names.EVENT_SUBJECT_PREFIX}.task_state.*", cb=self._on_state, **limits),
-                      await self.nc.subscribe(CONFORMANCE_EVENTS, cb=self._on_handler_event, **limits)]
+        msgs, size = 5_000_000, 4 << 30
+        self._subs = [await self.nc.subscribe(f"{names.EVENT_SUBJECT_PREFIX}.task_state.*", cb=self._on_state,
+                                              pending_msgs_limit=msgs, pending_bytes_limit=size),
+                      await self.nc.subscribe(CONFORMANCE_EVENTS, cb=self._on_handler_event,
+                                              pending_msgs_limit=msgs, pending_bytes_limit=size)]
 
     async def stop(self) -> None:
         for sub in self._subs:
@@ -581,6 +583,9 @@ class Row:
     enqueue_errors: dict[str, int] = field(default_factory=dict)
     log_summary: str = ""
     fault_details: list[str] = field(default_factory=list)
+    #: the history checker's columns: overlapping attempt pairs and attempts given unverified content
+    overlapping: int | None = None
+    unverified: int | None = None
 
 
 ROWS: list[Row] = []
@@ -650,8 +655,11 @@ class Rig:
     """Servers, a connection, queues, dispatcher and handler processes, for one scenario."""
 
     def __init__(self, tmp: Path, servers: list[NatsServer], *, queues: Sequence[str] = ("FQ",), lease: float = 2.0,
-                 replicas: int = 1, dispatcher_env: dict[str, str] | None = None) -> None:
+                 replicas: int = 1, dispatcher_env: dict[str, str] | None = None, max_run_time: float = 30.0,
+                 max_tries: int = -1) -> None:
         self.tmp = tmp
+        self.max_run_time = max_run_time
+        self.max_tries = max_tries
         self.servers = servers
         self.queues = list(queues)
         self.lease = lease
@@ -679,7 +687,8 @@ class Rig:
         rq = Requester(self.nc)
         admin = QueueAdmin(rq, replicas=self.replicas)
         for q in self.queues:
-            await admin.add(QueueConfig(name=q, lease=self.lease, max_run_time=30.0, retry="fixed:0.05",
+            await admin.add(QueueConfig(name=q, lease=self.lease, max_run_time=self.max_run_time, retry="fixed:0.05",
+                                        max_tries=self.max_tries,
                                         replicas=self.replicas, max_concurrent=200))
         self.observer = Observer(self.nc)
         await self.observer.start()

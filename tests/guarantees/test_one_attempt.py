@@ -186,3 +186,19 @@ async def test_heartbeat_free_start_within_first_contact_grace_is_not_lost(h: Ha
     async with h.dispatcher(first_contact_grace=2.0), rogue(h, "cold", cold):
         record = await h.run("cold", max_tries=3)
     assert (record.state, record.tries, seen) == ("complete", 1, [1])
+
+
+async def test_a_forged_item_on_a_tasks_own_subject_does_not_strand_it(h: Harness) -> None:
+    """The forgery replaces the task's real item (a queue keeps one item per subject); dropping the forgery must
+    put the real item back, or the task waits for the reconciler."""
+    gate = Gate()
+    gate.release.set()
+    task_id = await h.producer.enqueue("work", {"n": 1})
+    decoy = await h.producer.enqueue("work", {"n": 2})
+    await put_item(h.nc, h.queue, decoy, subject_id=task_id)  # on task_id's subject, naming the decoy
+    async with h.dispatcher(reconcile_interval=0) as d, h.service({"work": gate.handle}):
+        record = await h.producer.wait(task_id, timeout=20)
+        await h.producer.wait(decoy, timeout=20)
+        await eventually(lambda: metric(d.metrics.dropped_items, queue=h.queue, reason="foreign_item") >= 1)
+    assert (record.state, record.tries) == ("complete", 1)
+    assert sorted(c[0] for c in gate.calls) == sorted([task_id, decoy])

@@ -5,19 +5,20 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from jetbridge import _protocol as proto
 from jetbridge._errors import ProtocolError
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from referencing import Registry, Resource
 
 ROOT = Path(__file__).resolve().parents[2] / "protocol"
 
 
 def _load(name: str) -> dict[str, Any]:
-    return json.loads((ROOT / "vectors" / f"{name}.json").read_text())
+    loaded: dict[str, Any] = json.loads((ROOT / "vectors" / f"{name}.json").read_text())
+    return loaded
 
 
 def _validator(name: str) -> Draft202012Validator:
@@ -35,7 +36,7 @@ def _cases(name: str) -> list[Any]:
 
 def _raw(case: dict[str, Any]) -> bytes:
     if "body_text" in case:
-        return case["body_text"].encode()
+        return str(case["body_text"]).encode()
     return json.dumps(case["body"]).encode()
 
 
@@ -111,7 +112,7 @@ def _produce_reply(intent: dict[str, Any], token: str) -> tuple[bytes, dict[str,
     if "ok_bytes" in intent:
         b = intent["ok_bytes"]
         return proto.encode_ok(proto.Bytes(base64.b64decode(b["base64"]), b["content_type"]), attempt_token=token)
-    status = "retry" if "retry" in intent else "terminate"
+    status: Literal["retry", "terminate"] = "retry" if "retry" in intent else "terminate"
     e = intent[status]
     return proto.encode_error(status, e["code"], e["message"], attempt_token=token,
                               retry_after_ms=e.get("retry_after_ms"))

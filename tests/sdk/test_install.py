@@ -7,6 +7,7 @@ venv has every dependency of both distributions, so only a clean environment sho
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -51,7 +52,9 @@ def test_the_sdk_alone_imports_and_serves(tmp_path: Path, nats_server: NatsServe
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    install = subprocess.run([str(python), "-m", "pip", "install", "-q", str(SDK)], capture_output=True, text=True)
+    source = tmp_path / "sdk-python"  # a copy: pip builds in the source tree, which must stay clean
+    shutil.copytree(SDK, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", str(source)], capture_output=True, text=True)
     if install.returncode != 0:
         pytest.fail(f"pip install sdk-python failed:\n{install.stderr[-2000:]}")
     run = subprocess.run([str(python), "-c", SCRIPT, nats_server.url], capture_output=True, text=True, timeout=120,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import jetbridge
 import pytest
@@ -54,7 +55,8 @@ async def test_dedup_key_within_the_window_names_the_first_task(h: Harness) -> N
     ({"task_type": "t", "payload": object()}, "payload is neither bytes nor JSON"),
     ({"task_type": "t", "deadline": datetime(2030, 1, 1)}, "deadline must be timezone-aware"),
 ])
-async def test_bad_input_is_refused_with_a_clear_error_and_stores_nothing(h: Harness, kwargs: dict, match: str) -> None:
+async def test_bad_input_is_refused_with_a_clear_error_and_stores_nothing(
+        h: Harness, kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(jetbridge.ConfigError, match=match):
         await h.producer.enqueue(**kwargs)
     assert await _waiting(h) == 0

@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import jetbridge
+import nats
 import pytest
 from jetbridge import _protocol as proto
 from nats.aio.client import Client
@@ -53,8 +54,10 @@ class HeartbeatListener:
     async def stop(self) -> None:
         """The attempt ended at the dispatcher: nobody listens any more (heartbeats get no responders)."""
         if self.sub is not None:
-            await self.sub.unsubscribe()
-            await self.nc.flush()
+            # Shielded: a cancelled flush leaves nats-py's PONG queue broken and the connection unusable.
+            with anyio.CancelScope(shield=True):
+                await self.sub.unsubscribe()
+                await self.nc.flush()
             self.sub = None
 
 
@@ -199,3 +202,71 @@ async def test_task_types_that_share_an_endpoint_name_are_refused(nc: Client) ->
     service.add_handler("a:b", lambda task: None)
     with pytest.raises(jetbridge.ConfigError, match="a_b"):
         service.add_handler("a_b", lambda task: None)
+
+
+async def test_the_service_rides_out_a_server_restart_and_finishes_its_attempt(own_server: Any) -> None:
+    """SPEC §2: a handler re-subscribes after a restart, and an attempt running across it still replies."""
+    clients, reconnects = [], []
+    for _ in range(2):  # the handler's connection, and the requester's (the dispatcher's role)
+        reconnected = anyio.Event()
+
+        async def on_reconnect(event: anyio.Event = reconnected) -> None:
+            event.set()
+
+        clients.append(await nats.connect(own_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1,
+                                          reconnected_cb=on_reconnect))
+        reconnects.append(reconnected)
+    nc, requester = clients
+    h = Harness(nc, "restart")
+    running, release = anyio.Event(), anyio.Event()
+
+    async def work(task: jetbridge.Task) -> Any:
+        if task.payload.get("wait"):
+            running.set()
+            await release.wait()
+        return task.payload
+
+    replies: list[Msg] = []
+
+    async def ask() -> None:  # sent before the restart, answered after it
+        replies.append(await requester.request(f"{h.prefix}.work", body_for("acrosstoken1", payload={"wait": True}),
+                                               30))
+
+    try:
+        async with h.service({"work": work}):
+            await nc.flush()  # the server has the service's subscriptions before the other client asks
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ask)
+                with anyio.fail_after(10):
+                    await running.wait()
+                await anyio.to_thread.run_sync(own_server.stop)
+                await anyio.to_thread.run_sync(own_server.start)
+                with anyio.fail_after(20):
+                    for reconnected in reconnects:
+                        await reconnected.wait()
+                release.set()
+            fresh = await requester.request(f"{h.prefix}.work", body_for("aftertoken01", payload={"n": 1}), 10)
+    finally:
+        for client in clients:
+            await client.close()
+    assert proto.interpret_reply(replies[0].headers, replies[0].data).result == {"wait": True}
+    assert proto.interpret_reply(fresh.headers, fresh.data).result == {"n": 1}
+
+
+async def test_explicit_heartbeats_never_wait_for_an_ack(nc: Client, unique: str) -> None:
+    """With heartbeat_ack, progress heartbeats go out in the background: a slow dispatcher (here: one that never
+    answers) must not hold the handler, and so a worker slot, for up to an interval per heartbeat."""
+    h = Harness(nc, unique)
+    took: list[float] = []
+
+    async def work(task: jetbridge.Task) -> Any:
+        started = time.monotonic()
+        for i in range(3):
+            await task.heartbeat(i / 3, f"step {i}")
+        took.append(time.monotonic() - started)
+        return None
+
+    async with h.service({"work": work}), HeartbeatListener(nc, "slowacktoken", ack=False):
+        await nc.request(f"{h.prefix}.work", body_for("slowacktoken", heartbeat_interval_ms=5000,
+                                                      heartbeat_ack=True), 10)
+    assert took[0] < 2.5  # an interval is 5 s: waiting for even one ack would take longer

@@ -41,7 +41,7 @@ pytestmark = pytest.mark.anyio
 QUEUE, OTHER_QUEUE = "EMAIL", "BILLING"
 DISPATCHER_ID, PREFIX, SERVICE, TASK_TYPE = "d1", "jetbridge.task", "email-svc", "email:send"
 PRODUCER_INBOX = "_INBOX.web"
-HANDLER_INBOX = "_INBOX.email-svc"
+HANDLER_INBOX = "_INBOX.email-svc"  # heartbeat acks (protocol 1.1) arrive here
 ROLES = ("admin", "dispatcher", "handler", "producer")
 
 

@@ -1,6 +1,7 @@
 /**
- * Sends one attempt's heartbeats under the protocol 1.1 rules (SPEC §5): the first at once on receipt (before
- * the request waits for a free worker), then every `heartbeat_interval_ms` until the attempt ends.
+ * Sends one attempt's heartbeats under the protocol 1.1 rules (SPEC §5): the first `min(250 ms,
+ * heartbeat_interval_ms)` after receipt (also while the request waits for a free worker; an attempt that replies
+ * sooner sends none), then every `heartbeat_interval_ms` until the attempt ends.
  *
  * When the request carries `heartbeat_ack: true`, heartbeats are requests and the attempt fences itself: it
  * is declared lost as soon as a heartbeat gets "no responders" (the dispatcher no longer listens for this
@@ -14,6 +15,9 @@ import type { Wire } from "./wire.js";
 
 /** setTimeout's ceiling; longer intervals are simply never reached by the timer. */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** The first heartbeat is due this long after receipt at most (SPEC §5.1). */
+export const FIRST_HEARTBEAT_DELAY_MS = 250;
 
 /** Heartbeat timeout in heartbeat intervals (SPEC §5: the lease is 3 × heartbeat_interval_ms). */
 const TIMEOUT_INTERVALS = 3;
@@ -30,6 +34,7 @@ export class Heartbeater {
   private readonly interval: number;
   private readonly acked: boolean;
   private ticker: NodeJS.Timeout | undefined;
+  private first: NodeJS.Timeout | undefined;
   private fenceTimer: NodeJS.Timeout | undefined;
   /** performance.now() at which the newest acknowledged heartbeat was sent; starts at receipt. */
   private ackedAt = performance.now();
@@ -43,11 +48,14 @@ export class Heartbeater {
     this.acked = options.request.heartbeat_ack === true && this.interval > 0;
   }
 
-  /** Sends the receipt heartbeat and starts the clock. With an interval of 0 heartbeats are optional: none. */
+  /** Starts the clock at receipt. With an interval of 0 heartbeats are optional: none. */
   start(): void {
     if (this.interval <= 0) return;
-    this.beat();
-    this.ticker = setInterval(() => this.beat(), Math.min(this.interval, MAX_TIMER_MS));
+    this.first = setTimeout(() => {
+      this.first = undefined;
+      this.beat();
+      this.ticker = setInterval(() => this.beat(), Math.min(this.interval, MAX_TIMER_MS));
+    }, Math.min(FIRST_HEARTBEAT_DELAY_MS, this.interval));
     if (this.acked) this.armFence();
   }
 
@@ -109,6 +117,7 @@ export class Heartbeater {
   /** Stops every timer; later heartbeats are dropped (the dispatcher would call them stale). */
   stop(): void {
     this.stopped = true;
+    clearTimeout(this.first);
     clearInterval(this.ticker);
     clearTimeout(this.fenceTimer);
   }

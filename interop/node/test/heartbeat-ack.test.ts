@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Attempt } from "../src/attempt.js";
+import { FIRST_HEARTBEAT_DELAY_MS } from "../src/heartbeater.js";
 import { Cancelled, Retry } from "../src/errors.js";
 import { Limiter } from "../src/limiter.js";
 import type { TaskRequest } from "../src/request.js";
@@ -33,13 +34,26 @@ function gate(): { promise: Promise<void>; open: () => void } {
   return { promise, open };
 }
 
+/** Resolves after `ms` on Node's timer list: timers due earlier (the first heartbeat's) have fired by then. */
+const after = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
 describe("receipt heartbeat", () => {
-  it("goes out before the handler runs, with no progress", async () => {
+  it("is not sent by an attempt that replies before it is due", async () => {
+    const request = makeRequest({ heartbeat_interval_ms: 60_000 });
+    const { wire, reply } = run(() => "quick", request);
+    await reply;
+    assert.equal(wire.json(request.heartbeat_subject).length, 0);
+  });
+
+  it("goes out min(250 ms, interval) after receipt, with no progress", async () => {
     const request = makeRequest({ heartbeat_interval_ms: 60_000 });
     const wire = new FakeWire();
-    let beforeHandler = -1;
-    await run(() => void (beforeHandler = wire.json(request.heartbeat_subject).length), request, wire).reply;
-    assert.equal(beforeHandler, 1);
+    let seen = -1;
+    await run(async () => {
+      await after(FIRST_HEARTBEAT_DELAY_MS + 50);
+      seen = wire.json(request.heartbeat_subject).length;
+    }, request, wire).reply;
+    assert.equal(seen, 1);
     assert.deepEqual(Object.keys(wire.json(request.heartbeat_subject)[0] as object).sort(), [
       "attempt_token",
       "protocol",
@@ -48,7 +62,7 @@ describe("receipt heartbeat", () => {
     ]);
   });
 
-  it("a request waiting for a free slot is heartbeated at once and while it waits", async () => {
+  it("a request waiting for a free slot is heartbeated while it waits", async () => {
     const limiter = new Limiter(1);
     const wire = new FakeWire();
     const busy = gate();
@@ -56,7 +70,6 @@ describe("receipt heartbeat", () => {
     const waiting = makeRequest({ heartbeat_interval_ms: 10 });
     let ran = false;
     const second = run(() => void (ran = true), waiting, wire, limiter);
-    assert.equal(wire.json(waiting.heartbeat_subject).length, 1, "receipt heartbeat before any slot is free");
     await wire.next(waiting.heartbeat_subject);
     await wire.next(waiting.heartbeat_subject);
     assert.equal(ran, false, "still waiting for the slot, heartbeating all the same");
@@ -78,8 +91,12 @@ describe("heartbeats with heartbeat_ack", () => {
     const acked = makeRequest({ heartbeat_interval_ms: 60_000, heartbeat_ack: true });
     const plain = makeRequest({ heartbeat_interval_ms: 60_000 });
     const wire = new FakeWire();
-    await run(() => null, acked, wire).reply;
-    await run(() => null, plain, wire).reply;
+    const slow = async () => {
+      await after(FIRST_HEARTBEAT_DELAY_MS + 50);
+      return null;
+    };
+    await run(slow, acked, wire).reply;
+    await run(slow, plain, wire).reply;
     assert.deepEqual(
       wire.requests.map((r) => r.subject),
       [acked.heartbeat_subject],

@@ -101,14 +101,13 @@ describe("service against nats-server", { skip: skipReason }, () => {
 
   it("sends explicit and automatic heartbeats", async () => {
     const r = makeRequest({ task_type: "test:progress", heartbeat_interval_ms: 50 });
-    const beats = collect(client, r.heartbeat_subject, 3);
+    const beats = collect(client, r.heartbeat_subject, 2);
     await client.flush();
     const reply = send(client, r);
-    const [receipt, explicit, automatic] = await beats;
+    const [explicit, automatic] = await beats;
     progressDone.open();
     const base = { type: "io.jetbridge.v1.heartbeat", protocol: 1, task_id: r.task_id, attempt_token: r.attempt_token };
-    assert.deepEqual(receipt, base, "the first heartbeat goes out on receipt");
-    assert.deepEqual(explicit, { ...base, progress: 0.5, message: "half" });
+    assert.deepEqual(explicit, { ...base, progress: 0.5, message: "half" }, "the handler's own, at once");
     assert.deepEqual(automatic, base);
     assert.equal(decodeJson((await reply).data).result, "finished");
   });

@@ -48,6 +48,9 @@ pub(crate) struct AttemptState {
     acked_at: Mutex<Instant>,
 }
 
+/// The first heartbeat is due at most this long after receipt (SPEC §5.1).
+pub const FIRST_HEARTBEAT_DELAY: Duration = Duration::from_millis(250);
+
 /// Why a heartbeat fenced the attempt, when it did.
 const NO_RESPONDERS: &str =
     "heartbeat had no responders: the dispatcher no longer runs this attempt";
@@ -182,13 +185,15 @@ impl AttemptState {
         }
     }
 
-    /// Heartbeats at once, then every interval, and fences the attempt when the heartbeat
-    /// timeout passes without an ack, until the dispatcher no longer reads heartbeats.
+    /// Heartbeats from receipt: the first `min(250 ms, interval)` after it (an attempt that
+    /// replies sooner sends none, SPEC §5.1), then every interval; fences the attempt when the
+    /// heartbeat timeout passes without an ack, until the dispatcher no longer reads heartbeats.
     pub(crate) async fn keep_alive(self: Arc<Self>) {
         if self.heartbeat_interval.is_zero() {
             return;
         }
-        let mut next = Instant::now();
+        let received = *self.acked_at.lock().expect("acked_at lock");
+        let mut next = received + FIRST_HEARTBEAT_DELAY.min(self.heartbeat_interval);
         loop {
             let wake = if self.heartbeat_ack {
                 next.min(self.fence_at())

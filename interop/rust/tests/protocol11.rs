@@ -104,17 +104,18 @@ async fn heartbeats_are_requests_and_fence_the_attempt() {
         .await
         .expect("service starts");
 
-    // Acknowledged heartbeats keep the attempt running: ten intervals, where three
-    // unacknowledged ones would have fenced it.
+    // Acknowledged heartbeats keep the attempt running: five heartbeats over four intervals,
+    // where three unacknowledged intervals would have fenced it. The interval is long enough
+    // that acks delayed by a loaded machine still come within the heartbeat timeout.
     let mut acked = client.subscribe("test.hb.tokenAcked1").await.unwrap();
     client.flush().await.unwrap();
-    let mut body = task_request("work", "tokenAcked1", Value::Null, 20);
+    let mut body = task_request("work", "tokenAcked1", Value::Null, 300);
     body["heartbeat_ack"] = json!(true);
     let running = tokio::spawn({
         let client = client.clone();
         async move { request(&client, "jetbridge.task.work", &body).await }
     });
-    for _ in 0..10 {
+    for _ in 0..5 {
         let beat = tokio::time::timeout(Duration::from_secs(10), acked.next())
             .await
             .expect("a heartbeat within 10 s")
@@ -246,6 +247,12 @@ async fn the_service_rides_out_a_server_restart() {
             .expect("connect");
         (client, events)
     };
+    // Waits for the client to lose its server and then connect again (subscribing again on the
+    // way); the initial connection's event comes first.
+    async fn reconnected(events: &mut mpsc::UnboundedReceiver<async_nats::Event>) {
+        while !matches!(events.recv().await, Some(async_nats::Event::Disconnected)) {}
+        while !matches!(events.recv().await, Some(async_nats::Event::Connected)) {}
+    }
     let (service_client, mut service_events) = connect(server.url.clone()).await;
     let (client, mut client_events) = connect(server.url.clone()).await;
     let (started_tx, mut started) = mpsc::unbounded_channel();
@@ -278,9 +285,8 @@ async fn the_service_rides_out_a_server_restart() {
     started.recv().await.unwrap();
 
     server.restart().await;
-    for events in [&mut service_events, &mut client_events] {
-        while !matches!(events.recv().await, Some(async_nats::Event::Connected)) {}
-    }
+    reconnected(&mut service_events).await;
+    reconnected(&mut client_events).await;
     // Both clients have subscribed again once the server answers a flush of each.
     service_client.flush().await.unwrap();
     client.flush().await.unwrap();

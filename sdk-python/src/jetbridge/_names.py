@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 
-#: Task ids, task types and queue names: one subject token (asyncjobs' ``IsValidName``).
+#: Task ids, task types and queue names: one subject token (asyncjobs' ``IsValidName``). This is the schema's
+#: pattern text; Python code matches names with :func:`is_valid_name` (a full match: ``$`` alone would accept a
+#: trailing newline, which then breaks subjects).
 NAME_PATTERN = r"^[a-zA-Z0-9_:-]+$"
-_NAME_RE = re.compile(NAME_PATTERN)
+_NAME_RE = re.compile(r"[a-zA-Z0-9_:-]+")
 MAX_NAME_LENGTH = 256
 
 TASKS_STREAM = "CHORIA_AJ_TASKS"
@@ -62,7 +64,7 @@ H_SCHEDULE_TARGET = "Nats-Schedule-Target"
 
 def is_valid_name(name: object) -> bool:
     """True when ``name`` can be a task id, task type or queue name."""
-    return isinstance(name, str) and 0 < len(name) <= MAX_NAME_LENGTH and _NAME_RE.match(name) is not None
+    return isinstance(name, str) and 0 < len(name) <= MAX_NAME_LENGTH and _NAME_RE.fullmatch(name) is not None
 
 
 def task_subject(task_id: str) -> str:

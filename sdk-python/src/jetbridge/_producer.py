@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import msgspec
@@ -24,6 +25,7 @@ from ._errors import (
     ConfigError,
     ConflictError,
     CorruptTaskError,
+    DuplicateTaskError,
     JetbridgeError,
     PayloadTooLargeError,
     QueueFullError,
@@ -34,11 +36,14 @@ from ._events import decode_event, task_state_event
 from ._protocol import JSON_CONTENT_TYPE, Bytes
 from ._requester import Requester
 from ._signing import Signer
-from ._store import ERR_MAX_MESSAGES, ERR_STREAM_NOT_FOUND, JetStreamError, TaskStore, js_publish
+from ._store import ERR_MAX_MESSAGES, ERR_STREAM_NOT_FOUND, ERR_UNAVAILABLE, JetStreamError, TaskStore, js_publish
 from ._task import TaskRecord, TaskState, encode_task, new_task
 from ._timeutil import NS, now_ns
 
 DEFAULT_MAX_TRIES = 10
+#: the largest try limit: asyncjobs stores max_tries as a Go int (int64)
+MAX_TRIES_LIMIT = 2**63 - 1
+T = TypeVar("T")
 _WORK_ITEM = msgspec.json.Encoder()
 _json = msgspec.json.Encoder()
 
@@ -73,14 +78,21 @@ def _encode_payload(payload: Any, content_type: str | None) -> tuple[bytes, str]
         raise ConfigError(f"payload is neither bytes nor JSON-serialisable: {exc}") from None
 
 
+_LAST_DEADLINE_NS = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()) * NS
+
+
 def _deadline_ns(deadline: datetime | timedelta | None, now: int) -> int | None:
     if deadline is None:
         return None
     if isinstance(deadline, timedelta):
-        return now + int(deadline.total_seconds() * NS)
-    if deadline.tzinfo is None:
+        value = now + int(deadline.total_seconds() * NS)
+    elif deadline.tzinfo is None:
         raise ConfigError("deadline must be timezone-aware (for example datetime.now(timezone.utc) + ...)")
-    return int(deadline.astimezone(UTC).timestamp() * NS)
+    else:
+        value = int(deadline.astimezone(UTC).timestamp() * NS)
+    if value > _LAST_DEADLINE_NS:  # stored as an RFC 3339 time: four-digit years
+        raise ConfigError("deadline is too far in the future: it must be before the year 10000")
+    return value
 
 
 class Producer:
@@ -90,9 +102,11 @@ class Producer:
         nc: a connected nats-py client.
         queue: the queue used when :meth:`enqueue` is not given one.
         signer: signs every task (asyncjobs-compatible ed25519), if set: ``jetbridge.Signer(seed_hex)``.
+        unavailable_timeout: seconds to keep retrying while a store or queue exists but has no leader yet.
     """
 
-    def __init__(self, nc: Client, *, queue: str = "DEFAULT", signer: Signer | None = None) -> None:
+    def __init__(self, nc: Client, *, queue: str = "DEFAULT", signer: Signer | None = None,
+                 unavailable_timeout: float = 10.0) -> None:
         if not names.is_valid_name(queue):
             raise ConfigError(f"queue name {queue!r} is invalid: use letters, digits, '_', '-' and ':'")
         self._nc = nc
@@ -100,6 +114,8 @@ class Producer:
         self._store = TaskStore(self._rq)
         self.queue = queue
         self._signer = signer
+        #: how long a publish is retried while its stream has no leader (see :meth:`_while_unavailable`)
+        self.unavailable_timeout = unavailable_timeout
 
     async def enqueue(
         self, task_type: str, payload: Any = None, *, queue: str | None = None, task_id: str | None = None,
@@ -191,8 +207,10 @@ class Producer:
                 raise ConfigError(f"{label} {value!r} is invalid: use 1-256 letters, digits, '_', '-' and ':'")
         if spec.task_id is not None and not names.is_valid_name(spec.task_id):
             raise ConfigError(f"task id {spec.task_id!r} is invalid: use 1-256 letters, digits, '_', '-' and ':'")
-        if not isinstance(spec.max_tries, int) or spec.max_tries < 0:
-            raise ConfigError(f"max_tries must be a whole number >= 0 (0: no limit), not {spec.max_tries!r}")
+        if not isinstance(spec.max_tries, int) or isinstance(spec.max_tries, bool) or spec.max_tries < 0 \
+                or spec.max_tries > MAX_TRIES_LIMIT:
+            raise ConfigError(f"max_tries must be a whole number from 0 (no limit) to {MAX_TRIES_LIMIT}, "
+                              f"not {spec.max_tries!r}")
         data, ctype = _encode_payload(spec.payload, spec.content_type)
         if len(ctype) > 255:
             raise ConfigError(f"content_type of {len(ctype)} characters is too long: the protocol carries at most 255")
@@ -218,10 +236,52 @@ class Producer:
         await self._nc.publish(names.task_state_event_subject(doc.id), task_state_event(doc))
         return doc.id
 
+    async def _while_unavailable(self, stream: str, what: str, publish: Callable[[], Awaitable[T]]) -> T:
+        """``publish()``, tried again while ``stream`` exists but has no leader to answer (a cluster election).
+
+        A publish that meets no responders was not stored, so trying it again is safe. It is retried for at most
+        :attr:`unavailable_timeout` seconds, then fails saying the stream is unavailable; a stream that does not
+        exist fails at once with ``ERR_STREAM_NOT_FOUND`` as before.
+        """
+        give_up = time.monotonic() + self.unavailable_timeout
+        delay = 0.05
+        while True:
+            try:
+                return await publish()
+            except (JetStreamError, TransportError) as exc:
+                # No responders, or no ack in time: ask whether the stream is there but leaderless.
+                if isinstance(exc, JetStreamError) and exc.err_code not in (ERR_STREAM_NOT_FOUND, ERR_UNAVAILABLE):
+                    raise
+                state = await self._store.stream_state(stream)
+                if state == "missing" or (isinstance(exc, TransportError) and state == "ok"):
+                    raise
+                if time.monotonic() + delay > give_up:
+                    raise TransportError(
+                        f"{what} {stream} is unavailable (it exists but no server leads it yet, e.g. during a "
+                        f"cluster election); retried for {self.unavailable_timeout:g}s: try again later") from None
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
     async def _store_new(self, doc: TaskRecord, queue: str, dedup_key: str | None) -> int:
         """Step one of an enqueue: store the task (a create); returns the sequence to save against."""
+        tried = 0
+
+        async def create() -> int:
+            nonlocal tried
+            tried += 1
+            try:
+                return await self._store.create(doc, dedup_key=dedup_key)
+            except DuplicateTaskError as exc:
+                if tried == 1 or exc.task_id != doc.id:
+                    raise
+                # An earlier try was stored but its ack was lost: the stored task is this one if it matches.
+                stored, seq = await self._store.load(doc.id)
+                if (stored.created_ns, stored.payload) != (doc.created_ns, doc.payload):
+                    raise
+                return seq
+
         try:
-            return await self._store.create(doc, dedup_key=dedup_key)
+            return await self._while_unavailable(names.TASKS_STREAM, "the task store", create)
         except JetStreamError as exc:
             if exc.err_code == ERR_STREAM_NOT_FOUND:
                 raise TransportError(
@@ -230,10 +290,18 @@ class Producer:
             raise TransportError(f"could not store task {doc.id}: {exc}") from None
 
     async def _queue_item(self, doc: TaskRecord, queue: str, seq: int) -> None:
-        """Step two: put the work item on the queue; if that fails, mark the task ``queue_error`` and raise."""
+        """Step two: put the work item on the queue; if that fails, mark the task ``queue_error`` and raise.
+
+        The item's ``Nats-Msg-Id`` is the task id and the stored sequence: a second publish of this very item
+        (a client retry) is deduplicated, while a task created again under a reused id (after ``delete``, within
+        the dedup window) gets its own item instead of one the server drops as a duplicate.
+        """
         item = _WORK_ITEM.encode({"kind": 0, "job": doc.id})
+        msg_id = f"{doc.id}:{seq}"
         try:
-            await js_publish(self._rq, names.queue_subject(queue, doc.id), item, {names.H_MSG_ID: doc.id})
+            await self._while_unavailable(
+                names.queue_stream(queue), "queue",
+                lambda: js_publish(self._rq, names.queue_subject(queue, doc.id), item, {names.H_MSG_ID: msg_id}))
         except (JetStreamError, TransportError) as exc:
             error = self._queue_error(exc, queue, doc.id)
             doc.state = TaskState.QUEUE_ERROR.value
@@ -315,9 +383,16 @@ class Producer:
 
         Raises :class:`ConflictError` when the task is running now (cancel it first).
         """
+        if queue is not None and not names.is_valid_name(queue):
+            raise ConfigError(f"queue name {queue!r} is invalid: use 1-256 letters, digits, '_', '-' and ':'")
         doc, seq = await self._store.load(task_id)
         if doc.task_state is TaskState.ACTIVE:
             raise ConflictError(f"task {task_id} is running now: cancel it first, then retry it")
+        if doc.signature and queue is not None and queue != doc.queue:
+            # The signature covers the queue (asyncjobs' signing message): a moved task would fail verification.
+            raise ConfigError(f"task {task_id} is signed for queue {doc.queue}, and the signature covers the queue: "
+                              f"it cannot move to {queue}; retry it on its own queue, or enqueue a new signed task "
+                              f"on {queue}")
         before = msgspec.structs.replace(doc)
         doc.queue = queue or doc.queue
         doc.state = TaskState.RETRY.value

@@ -8,7 +8,6 @@ codec in Python. Decoding follows the spec's order of checks exactly, because th
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,8 +16,15 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 import msgspec
 
 from . import _names as names
+from . import _wire
 from ._errors import ProtocolError
-from ._timeutil import parse_ns
+from ._wire import (  # noqa: F401 - re-exported: the codec's public constants
+    BASE64_PATTERN,
+    SUBJECT_PATTERN,
+    TIMESTAMP_PATTERN,
+    TOKEN_PATTERN,
+    TRACEPARENT_PATTERN,
+)
 
 T = TypeVar("T")
 PROTOCOL_VERSION: Final = 1
@@ -33,31 +39,11 @@ OCTET_STREAM: Final = "application/octet-stream"
 PROTOCOLS_METADATA: Final = "1,1.1"  # micro metadata jetbridge.protocols: 1.1 handler rules (SPEC §2)
 MAX_RETRY_AFTER_MS: Final = 604_800_000  # 7 days (SPEC §4); libraries clamp larger requests to it
 
-# The same patterns as protocol/schemas/common.schema.json. The timestamp pattern also checks that the date
-# exists (month lengths, leap years), so schema and codec accept exactly the same strings (SPEC §3.2).
-_DATE: Final = (
-    r"(?:[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
-    r"|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)"
-)
-_TIME: Final = (
-    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
-)
-TIMESTAMP_PATTERN: Final = f"^{_DATE}{_TIME}$"
-BASE64_PATTERN: Final = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$"
-_BASE64 = re.compile(BASE64_PATTERN)
-
-
-def _strict(pattern: str) -> str:
-    """The schema pattern for Python's ``re``, whose ``$`` also matches before a final newline (ECMA's does not)."""
-    return pattern.removesuffix("$") + r"\Z"
-TOKEN_PATTERN: Final = r"^[A-Za-z0-9_-]{8,64}$"
-SUBJECT_PATTERN: Final = r"^[^\s*>.]+(\.[^\s*>.]+)*$"
-TRACEPARENT_PATTERN: Final = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
-
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=names.MAX_NAME_LENGTH, pattern=names.NAME_PATTERN)]
-Token = Annotated[str, msgspec.Meta(pattern=_strict(TOKEN_PATTERN))]
-Timestamp = Annotated[str, msgspec.Meta(pattern=_strict(TIMESTAMP_PATTERN))]
-Subject = Annotated[str, msgspec.Meta(min_length=1, pattern=_strict(SUBJECT_PATTERN))]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=names.MAX_NAME_LENGTH, pattern=_wire.strict(names.NAME_PATTERN))]
+Token = Annotated[str, msgspec.Meta(pattern=_wire.strict(TOKEN_PATTERN))]
+# Checked after decoding (decode_request), so that a bad time gets a readable message, not a regex.
+Timestamp = str
+Subject = Annotated[str, msgspec.Meta(min_length=1, pattern=_wire.strict(SUBJECT_PATTERN))]
 ContentType = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Encoding = Literal["json", "base64"]
@@ -93,7 +79,7 @@ class TaskRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     payload_encoding: Encoding
     content_type: ContentType
     payload: msgspec.Raw
-    traceparent: Annotated[str, msgspec.Meta(pattern=_strict(TRACEPARENT_PATTERN))] | msgspec.UnsetType = msgspec.UNSET
+    traceparent: Annotated[str, msgspec.Meta(pattern=_wire.strict(TRACEPARENT_PATTERN))] | msgspec.UnsetType = msgspec.UNSET
     # Protocol 1.1: the dispatcher acks heartbeats sent as requests (SPEC §5.2); left out when false.
     heartbeat_ack: bool = False
 
@@ -101,7 +87,7 @@ class TaskRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
         """The payload: a JSON value, or :class:`Bytes` for base64 payloads."""
         if self.payload_encoding == "json":
             return msgspec.json.decode(self.payload)
-        return Bytes(_b64decode(msgspec.json.decode(self.payload)), self.content_type)
+        return Bytes(_wire.b64decode(msgspec.json.decode(self.payload)), self.content_type)
 
 
 class ReplyError(msgspec.Struct, frozen=True):
@@ -179,25 +165,6 @@ _REPLY_INTEGERS: Final = ("protocol", "retry_after_ms")
 _TOKEN = re.compile(TOKEN_PATTERN)
 
 
-def _integral(doc: dict[str, Any], members: tuple[str, ...]) -> bool:
-    """Rewrite integer members written with a zero fraction (1.0, 6e4) as integers, as JSON Schema reads them.
-
-    SPEC §1.1: a number is an integer when its value is integral, whatever its notation. msgspec (like Go's and
-    Rust's JSON libraries) refuses 1.0 for an int, so the rare body that uses it is normalised and decoded again.
-    Returns whether anything changed.
-    """
-    changed = False
-    for member in members:
-        value = doc.get(member)
-        if type(value) is float and value.is_integer():
-            doc[member] = int(value)
-            changed = True
-    return changed
-
-
-def _is_integer(value: Any, wanted: int) -> bool:
-    """``value`` is the JSON number ``wanted`` (1 and 1.0 yes; true, "1" and 1.5 no)."""
-    return type(value) in (int, float) and value == wanted
 
 
 def _token_of(doc: Any) -> str | None:
@@ -224,13 +191,13 @@ def decode_request(data: bytes) -> TaskRequest:
 
 def _decode_request_doc(data: bytes, doc: dict[str, Any]) -> TaskRequest:
     version = doc.get("protocol")
-    if not any(_is_integer(version, v) for v in SUPPORTED_PROTOCOLS):
+    if not any(_wire.is_integer(version, v) for v in SUPPORTED_PROTOCOLS):
         raise Rejection("retry", "unsupported_protocol", 505, f"unsupported protocol version {version!r}")
     try:
         request = _request_decoder.decode(data)
     except msgspec.ValidationError as exc:
         try:
-            if not _integral(doc, _REQUEST_INTEGERS):
+            if not _wire.integral(doc, _REQUEST_INTEGERS):
                 raise
             request = _request_decoder.decode(_encoder.encode(doc))
         except msgspec.ValidationError:
@@ -240,14 +207,11 @@ def _decode_request_doc(data: bytes, doc: dict[str, Any]) -> TaskRequest:
             request.decoded_payload()
         except (ValueError, TypeError, msgspec.DecodeError):
             raise Rejection("terminate", "bad_request", 400, "bad request: payload is not valid base64") from None
-    for member in ("created", "deadline", "attempt_deadline"):  # the pattern admits dates that do not exist
+    for member in ("created", "deadline", "attempt_deadline"):
         value = getattr(request, member)
-        if value is not None:
-            try:
-                parse_ns(value)
-            except ValueError:
-                raise Rejection("terminate", "bad_request", 400, f"bad request: {member} {value!r} is not a valid "
-                                "time") from None
+        if value is not None and not _wire.is_timestamp(value):
+            raise Rejection("terminate", "bad_request", 400, f"bad request: {member} {value!r} is not a valid time "
+                            "(RFC 3339 as SPEC §3.2 says, e.g. 2026-11-24T10:00:00.123Z)")
     return request
 
 
@@ -385,7 +349,7 @@ def _decode_reply(data: bytes) -> _TaskReply:
         doc = _any_decoder.decode(data)
         if not isinstance(doc, dict):
             raise
-        changed = _integral(doc, _REPLY_INTEGERS)
+        changed = _wire.integral(doc, _REPLY_INTEGERS)
         protocols = doc.get("supported_protocols")
         if isinstance(protocols, list):
             changed = changed or any(type(v) is float for v in protocols)
@@ -416,7 +380,7 @@ def _reply_problem(reply: _TaskReply) -> str:
         if not isinstance(reply.result, str):
             return "a base64 result must be a string"
         try:
-            _b64decode(reply.result)
+            _wire.b64decode(reply.result)
         except ValueError:
             return "result is not valid base64"
     return ""
@@ -426,7 +390,7 @@ def _outcome_of(reply: _TaskReply) -> Outcome:
     if reply.status == "ok":
         result = reply.result
         if reply.result_encoding == "base64":
-            result = Bytes(_b64decode(result), reply.content_type or OCTET_STREAM)
+            result = Bytes(_wire.b64decode(result), reply.content_type or OCTET_STREAM)
         return Outcome("complete", result=result, attempt_token=reply.attempt_token)
     assert reply.error is not None
     return Outcome(
@@ -489,20 +453,10 @@ def _decode(decoder: msgspec.json.Decoder[T], data: bytes, what: str) -> T:
             return decoder.decode(data)
         except msgspec.ValidationError:
             doc = _any_decoder.decode(data)
-            if not (isinstance(doc, dict) and _integral(doc, ("protocol",))):
+            if not (isinstance(doc, dict) and _wire.integral(doc, ("protocol",))):
                 raise
             return decoder.decode(_encoder.encode(doc))  # "protocol": 1.0 is 1 (SPEC §1.1)
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"invalid {what}: {exc}") from None
     except RecursionError:
         raise ProtocolError(f"invalid {what}: nested too deeply") from None
-
-
-def _b64decode(text: str) -> bytes:
-    """Canonical standard base64 with padding only (SPEC §3.2): the schema pattern, then the decoder."""
-    if not _BASE64.fullmatch(text):
-        raise ValueError("invalid base64: not canonical standard base64 with padding")
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"invalid base64: {exc}") from None

@@ -213,14 +213,17 @@ async def fire(producer: Producer, doc: ScheduleDoc, task_id: str) -> bool:
 
 async def _requeue_unqueued(producer: Producer, task_id: str) -> None:
     try:
-        task, _ = await producer._store.load(task_id)
+        task, seq = await producer._store.load(task_id)
     except JetbridgeError:
         return
     fresh = now_ns() - task.created_ns < 90 * NS  # inside the queue's duplicate window (120 s)
     if task.task_state is TaskState.NEW and task.tries == 0 and fresh:
         item = _json.encode({"kind": 0, "job": task_id})
         try:
-            await js_publish(producer._rq, names.queue_subject(task.queue, task_id), item, {names.H_MSG_ID: task_id})
+            # the same message id as Producer._queue_item's for this version: a duplicate of it, never of a task
+            # that had this id before
+            await js_publish(producer._rq, names.queue_subject(task.queue, task_id), item,
+                             {names.H_MSG_ID: f"{task_id}:{seq}"})
         except JetbridgeError:
             pass
         except Exception:  # noqa: BLE001 - the reconciler puts orphans back too; this is the fast path

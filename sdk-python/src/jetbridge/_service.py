@@ -77,7 +77,7 @@ class Task:
         self.cancel_reason: str | None = None
         self._started = time.monotonic()  # receipt: the budget and the heartbeat clock start here
         self._scope: anyio.CancelScope | None = None
-        self._beats = Heartbeats(service.nc, request, on_lost=lambda: self._cancel("lost"))
+        self._beats: Heartbeats | None = None  # set by the service that runs the attempt
 
     @property
     def token(self) -> str:
@@ -91,7 +91,9 @@ class Task:
         """Say the attempt is alive, optionally with progress (0 to 1) and a message the dispatcher stores."""
         if progress is not None and not 0 <= progress <= 1:
             raise ValueError(f"progress must be between 0 and 1, got {progress}")
-        await self._beats.beat(progress, message[:1024] if message else message)
+        if self._beats is None:
+            self._beats = Heartbeats(self._service.nc, self._request, on_lost=lambda: self._cancel("lost"))
+        await self._beats.send(progress, message[:1024] if message else message)
 
     def _cancel(self, reason: str) -> None:
         if self.cancel_reason is None:
@@ -247,13 +249,16 @@ class Service:
     ) -> tuple[bytes, dict[str, str]]:
         """Run ``fn`` for one attempt: bounded by its budget, heartbeating, cancellable. Returns the reply."""
         self._cancellable[task.token] = task
+        task._beats = hb = Heartbeats(self.nc, request, on_lost=lambda: task._cancel("lost"))
         try:
             async with anyio.create_task_group() as beats:
-                if task._beats.enabled:
-                    beats.start_soon(task._beats.beat)  # the receipt heartbeat: first, before any wait
-                    beats.start_soon(task._beats.run)
+                hb.attach(beats)
+                if hb.enabled:
+                    beats.start_soon(hb.run)  # from receipt, also while waiting for a worker
                 beats.start_soon(self._budget, task)
                 await self._watch_cancels(request.cancel_subject)
+                if hb.is_late(time.time_ns()):
+                    await hb.confirm()  # not acknowledged: fenced, and _call replies without running fn
                 reply = await self._call(fn, task)
                 beats.cancel_scope.cancel()
         finally:

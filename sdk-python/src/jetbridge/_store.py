@@ -21,6 +21,8 @@ from ._task import TaskRecord, decode_task, encode_task
 ERR_WRONG_LAST_SEQUENCE = (10071, 10164)
 ERR_NO_MESSAGE = 10037
 ERR_STREAM_NOT_FOUND = 10059
+#: "JetStream system temporarily unavailable": no meta leader (a cluster election)
+ERR_UNAVAILABLE = 10008
 ERR_MAX_MESSAGES = (10077, 10078)
 
 _json = msgspec.json.Decoder()
@@ -90,6 +92,18 @@ async def js_api(requester: Requester, subject: str, body: Any = None, timeout: 
     return reply
 
 
+def _has_quorum(info: dict[str, Any]) -> bool:
+    """Whether a stream's info shows a leader with a quorum of current replicas (always true for R1)."""
+    replicas = int(info.get("config", {}).get("num_replicas") or 1)
+    if replicas <= 1:
+        return True
+    cluster = info.get("cluster") or {}
+    if not cluster.get("leader"):
+        return False
+    current = 1 + sum(1 for r in cluster.get("replicas") or [] if r.get("current") and not r.get("offline"))
+    return current > replicas // 2
+
+
 class TaskStore:
     """Load and compare-and-set save task documents."""
 
@@ -151,7 +165,17 @@ class TaskStore:
                 raise DuplicateTaskError(f"task {doc.id} already exists", task_id=doc.id) from None
             raise
         if ack.duplicate:
-            original = await self._task_id_at(ack.seq)
+            try:
+                original = await self._task_id_at(ack.seq)
+            except JetStreamError as exc:
+                if exc.err_code != ERR_NO_MESSAGE and exc.code != 404:
+                    raise
+                # The first task of this key is gone (deleted, or removed after it finished), but the server still
+                # remembers the key until its dedup window ends: say so rather than fail with the server's 404.
+                raise DuplicateTaskError(
+                    f"dedup key {dedup_key!r} was used within the dedup window by a task that has since been "
+                    f"removed; task {doc.id} was not enqueued: use another key, or enqueue again once the store's "
+                    "dedup window (2 minutes by default) has passed", task_id="") from None
             raise DuplicateTaskError(
                 f"a task with dedup key {dedup_key!r} was enqueued within the dedup window: {original}",
                 task_id=original,
@@ -182,6 +206,20 @@ class TaskStore:
             # e.g. no responders while a replicated store elects its leader: a transient failure, not a missing store
             raise TransportError(f"could not save task {task_id}: {exc}") from None
         return ack.seq
+
+    async def stream_state(self, stream: str | None = None) -> str:
+        """``"ok"``, ``"missing"`` or ``"unavailable"`` (it exists, or may, but no leader answers yet).
+
+        A publish that finds no responders cannot tell a missing stream from one whose leader is being elected;
+        this asks the JetStream API, which can.
+        """
+        try:
+            info = await js_api(self._rq, f"STREAM.INFO.{stream or self.stream}", timeout=2.0)
+        except JetStreamError as exc:
+            return "missing" if exc.err_code == ERR_STREAM_NOT_FOUND else "unavailable"
+        except TransportError:
+            return "unavailable"
+        return "ok" if _has_quorum(info) else "unavailable"
 
     async def delete(self, task_id: str) -> None:
         try:
