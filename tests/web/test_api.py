@@ -215,3 +215,13 @@ async def test_roles(web_auth: Served, bearer: Any, unique: str) -> None:
         assert (await c.post("/v1/queues", json={"name": f"R{unique}"}, headers=bearer("operator"))).status_code == 201
         r = await c.post("/v1/tasks", json={"type": "x", "queue": f"R{unique}"}, headers=bearer("producer"))
         assert r.status_code == 201, r.text
+
+
+async def test_a_chunked_body_over_the_cap_is_refused(web: Served) -> None:
+    async def chunks() -> Any:
+        for _ in range(80):
+            yield b"x" * 8192
+
+    async with httpx.AsyncClient(base_url=web.url) as c:
+        r = await c.post("/v1/tasks", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code in (400, 413) and r.json()["error"]["code"] in ("invalid_argument", "payload_too_large")
