@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import msgspec
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from jetbridge._errors import DuplicateTaskError, JetbridgeError, TaskNotFoundError
+from jetbridge._errors import DuplicateTaskError, JetbridgeError, QueueNotFoundError, TaskNotFoundError
 from jetbridge._schedule import check_name
 from jetbridge._timeutil import NS, format_ns, now_ns
 
@@ -284,7 +284,13 @@ async def _queue(b: Backend, name: str) -> dict[str, Any]:
 @router.get("/v1/queues", response_model=models.QueueList, response_model_exclude_none=True, dependencies=[READ],
             responses=ERRORS, tags=["queues"])
 async def list_queues(b: B) -> dict[str, Any]:
-    return {"queues": [await _queue(b, n) for n in await b.admin.names()]}
+    found = []
+    for name in await b.admin.names():
+        try:
+            found.append(await _queue(b, name))
+        except QueueNotFoundError:
+            continue  # deleted meanwhile, or a stream without its consumer: not a queue to list
+    return {"queues": found}
 
 
 @router.post("/v1/queues", status_code=201, response_model=models.QueueInfo, response_model_exclude_none=True,
