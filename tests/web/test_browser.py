@@ -111,18 +111,25 @@ async def test_replay_a_dead_letter(browser: Any, web: Served, h: Harness, tmp_p
 
 
 async def test_pause_a_queue_and_see_it_paused(browser: Any, web: Served, h: Harness, tmp_path: Path) -> None:
+    """Paused in the dashboard, the queue holds a new task while a dispatcher runs; resumed, the task runs."""
     from selenium.webdriver.common.by import By
 
-    await anyio.to_thread.run_sync(browser.get, f"{web.url}/ui/queues/{h.queue}")
-    assert await anyio.to_thread.run_sync(text_of, browser, "#queue-state") == "running"
-    await anyio.to_thread.run_sync(lambda: browser.find_element(By.ID, "pause").click())
-    await anyio.to_thread.run_sync(waiter(browser), lambda d: text_of(d, "#queue-state") == "paused")
-    async with httpx.AsyncClient(base_url=web.url) as c:
+    async def work(task: jetbridge.Task) -> str:
+        return "ran"
+
+    async with httpx.AsyncClient(base_url=web.url) as c, h.service({f"{h.unique}:p": work}), h.dispatcher():
+        await anyio.to_thread.run_sync(browser.get, f"{web.url}/ui/queues/{h.queue}")
+        assert await anyio.to_thread.run_sync(text_of, browser, "#queue-state") == "running"
+        await anyio.to_thread.run_sync(lambda: browser.find_element(By.ID, "pause").click())
+        await anyio.to_thread.run_sync(waiter(browser), lambda d: text_of(d, "#queue-state") == "paused")
         assert (await c.get(f"/v1/queues/{h.queue}")).json()["paused"] is True
-    await anyio.to_thread.run_sync(browser.get, f"{web.url}/")
-    row = await anyio.to_thread.run_sync(text_of, browser, f'tr[data-queue="{h.queue}"]')
-    assert "paused" in row
-    browser.save_screenshot(str(tmp_path / "overview-paused.png"))
-    await anyio.to_thread.run_sync(browser.get, f"{web.url}/ui/queues/{h.queue}")
-    await anyio.to_thread.run_sync(lambda: browser.find_element(By.ID, "resume").click())
-    await anyio.to_thread.run_sync(waiter(browser), lambda d: text_of(d, "#queue-state") == "running")
+        task = (await c.post("/v1/tasks", json={"type": f"{h.unique}:p", "queue": h.queue})).json()
+        await anyio.to_thread.run_sync(browser.get, f"{web.url}/")
+        row = await anyio.to_thread.run_sync(text_of, browser, f'tr[data-queue="{h.queue}"]')
+        assert "paused" in row
+        browser.save_screenshot(str(tmp_path / "overview-paused.png"))
+        assert (await c.get(f"/v1/tasks/{task['id']}")).json()["state"] == "new"  # held by the pause
+        await anyio.to_thread.run_sync(browser.get, f"{web.url}/ui/queues/{h.queue}")
+        await anyio.to_thread.run_sync(lambda: browser.find_element(By.ID, "resume").click())
+        await anyio.to_thread.run_sync(waiter(browser), lambda d: text_of(d, "#queue-state") == "running")
+        assert (await h.producer.wait(task["id"], timeout=30)).state == "complete"
