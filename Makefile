@@ -9,7 +9,7 @@ LANGS ?= node go rust
 CONFORMANCE_LANGS ?= python node go rust shell
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo test test-python test-langs interop interop-build bench image faults lint typecheck clean
+.PHONY: help venv demo test test-python test-langs interop interop-build bench image faults lint typecheck clean dist
 
 help:
 	@echo "make demo       run the dispatcher with handlers in Python, Node and Go on an embedded NATS"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench      benchmarks; JSON on stdout and bench/results/latest.json"
 	@echo "make image      build the dispatcher image and smoke-test it"
 	@echo "make faults     the fault matrix at full scale (SEED=N replays that history of the checker)"
+	@echo "make dist       what a release would publish (Python, npm, crate, Go module), into dist/"
 
 venv: $(STAMP)
 
@@ -46,6 +47,11 @@ demo: venv
 	@$(MAKE) --no-print-directory interop-build LANGS="node go"
 	$(PY) -m bridge.demo
 
+# Wheels and sdists, the npm tarball, the crate and the Go module zip: tests/dist/build.sh says what each is.
+DIST ?= dist
+dist: venv
+	tests/dist/build.sh $(DIST) $(PY)
+
 bench: venv
 	$(PY) -m bench
 
@@ -60,4 +66,4 @@ lint: venv
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .cache .build .jetbridge
+	rm -rf $(VENV) .cache .build .jetbridge dist

@@ -57,6 +57,9 @@ func (s *Service) run(r *taskRequest, h HandlerFunc, received time.Time, c *coun
 	unwatch := s.watchCancel(r, cancel)
 	defer unwatch()
 	beats := newHeartbeater(s, r, received, cancel)
+	// A late request waits for an acknowledged heartbeat; if the
+	// dispatcher let it go, ctx is fenced and it never starts.
+	beats.confirmLate(ctx)
 	stopBeats := beats.keepAlive(ctx)
 	defer stopBeats()
 	select {

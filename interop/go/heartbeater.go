@@ -51,24 +51,26 @@ func (h *heartbeater) lost(why string) {
 // beat sends a heartbeat with progress, as Task.Heartbeat does: under
 // heartbeat_ack it waits its turn if another heartbeat is outstanding.
 func (h *heartbeater) beat(ctx context.Context, progress *float64, message string) error {
-	return h.send(ctx, progress, message, false)
+	_, err := h.send(ctx, progress, message, false)
+	return err
 }
 
 // send sends one heartbeat: a publish for a 1.0 dispatcher, otherwise a
 // request that waits for the ack at most one interval (and never past the
 // fencing time, nor past ctx). A periodic heartbeat due while another is
-// outstanding is skipped (SPEC §5.2).
-func (h *heartbeater) send(ctx context.Context, progress *float64, message string, periodic bool) error {
+// outstanding is skipped (SPEC §5.2). acked reports whether the dispatcher
+// acknowledged this heartbeat.
+func (h *heartbeater) send(ctx context.Context, progress *float64, message string, periodic bool) (acked bool, err error) {
 	body, err := encodeHeartbeat(h.r.task.ID, h.r.token, progress, message)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if !h.r.heartbeatAck {
-		return h.s.nc.Publish(h.r.heartbeatSubject, body)
+		return false, h.s.nc.Publish(h.r.heartbeatSubject, body)
 	}
 	if periodic {
 		if !h.sending.TryLock() {
-			return nil
+			return false, nil
 		}
 	} else {
 		h.sending.Lock()
@@ -78,7 +80,7 @@ func (h *heartbeater) send(ctx context.Context, progress *float64, message strin
 	wait := min(h.r.heartbeatInterval, time.Until(h.fenceAt()))
 	if wait <= 0 {
 		h.lost("no heartbeat acknowledged within the heartbeat timeout")
-		return ErrAttemptLost
+		return false, ErrAttemptLost
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
@@ -88,15 +90,47 @@ func (h *heartbeater) send(ctx context.Context, progress *float64, message strin
 		if d := int64(sent.Sub(h.received)); d > h.ackedAt.Load() {
 			h.ackedAt.Store(d)
 		}
+		return true, nil
 	case errors.Is(err, nats.ErrNoResponders):
 		h.lost("heartbeat had no responders: the dispatcher no longer runs this attempt")
-		return ErrAttemptLost
+		return false, ErrAttemptLost
 	case errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
 		// Unacknowledged (or no longer wanted): the fencing time, not this
 		// heartbeat, decides.
-		return nil
+		return false, nil
 	}
-	return err
+	return false, err
+}
+
+// late reports whether the request arrived more than the heartbeat timeout
+// after it was sent (attempt_deadline − budget_ms), by this machine's wall
+// clock: the dispatcher may already have given it up (SPEC §5.2, late
+// requests), say because this process was paused with it in its socket.
+func late(received, attemptDeadline time.Time, budget, interval time.Duration) bool {
+	if interval <= 0 {
+		return false
+	}
+	return received.Round(0).Sub(attemptDeadline.Add(-budget)) > 3*interval
+}
+
+// confirmLate makes sure, under heartbeat_ack, that the dispatcher still
+// runs an attempt whose request came late, before the handler's code
+// runs: it sends a heartbeat at once and fences the attempt unless it is
+// acknowledged within one interval. Starting a request the dispatcher gave
+// up would run the task twice at once (its next attempt runs elsewhere).
+func (h *heartbeater) confirmLate(ctx context.Context) {
+	r := h.r
+	if !r.heartbeatAck || !late(h.received, r.task.AttemptDeadline, r.task.Budget, r.heartbeatInterval) {
+		return
+	}
+	acked, err := h.send(ctx, nil, "", false)
+	switch {
+	case acked || errors.Is(err, ErrAttemptLost) || ctx.Err() != nil:
+	case err != nil:
+		h.lost("late request: its heartbeat could not be sent: " + err.Error())
+	default:
+		h.lost("late request: its heartbeat was not acknowledged within the heartbeat interval")
+	}
 }
 
 // ErrAttemptLost is what Task.Heartbeat returns once the attempt is fenced:
@@ -149,7 +183,7 @@ func (h *heartbeater) keepAlive(ctx context.Context) (stop func()) {
 				continue
 			}
 			next = now.Add(h.r.heartbeatInterval)
-			if err := h.send(ctx, nil, "", true); errors.Is(err, ErrAttemptLost) {
+			if _, err := h.send(ctx, nil, "", true); errors.Is(err, ErrAttemptLost) {
 				return
 			} else if err != nil {
 				h.s.log.Warn("jetbridge: heartbeat not sent", "task_id", h.r.task.ID, "error", err)

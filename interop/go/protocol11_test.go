@@ -254,3 +254,114 @@ func TestMicroStatsCountFailures(t *testing.T) {
 		t.Errorf("ping %s", msg.Data)
 	}
 }
+
+// lateAttempt makes a (with heartbeat_ack) look sent ten heartbeat
+// intervals ago: its send time is attempt_deadline − budget_ms, and its
+// deadline is still 30 intervals away.
+func lateAttempt(a *attempt, intervalMs int) {
+	interval := time.Duration(intervalMs) * time.Millisecond
+	a.body["heartbeat_interval_ms"] = intervalMs
+	a.body["heartbeat_ack"] = true
+	a.body["budget_ms"] = 40 * intervalMs
+	a.body["attempt_deadline"] = time.Now().Add(30 * interval).UTC().Format(time.RFC3339Nano)
+}
+
+// A late request whose heartbeat has no responders was given up by the
+// dispatcher: it is fenced before its handler runs (SPEC §5.2, late
+// requests).
+func TestLateRequestNoRespondersNeverStarts(t *testing.T) {
+	h := newHarness(t)
+	started := make(chan struct{}, 1)
+	h.handle("work", func(ctx context.Context, task *Task) (any, error) {
+		started <- struct{}{}
+		return "ran", nil
+	})
+	a := h.attempt("work", nil)
+	lateAttempt(a, 5000)
+	r, msg := awaitReply(t, h.send(a), a.token)
+	if r.Status != "retry" || r.Error.Code != CodeCancelled || !strings.Contains(r.Error.Message, "lost") {
+		t.Errorf("reply %s", msg.Data)
+	}
+	select {
+	case <-started:
+		t.Error("the handler ran for a late request nobody acknowledged")
+	default:
+	}
+}
+
+// A late request whose heartbeat is acknowledged runs normally; the
+// heartbeat goes out before the handler starts.
+func TestLateRequestAckedRuns(t *testing.T) {
+	h := newHarness(t)
+	acked := make(chan struct{}, 100)
+	h.handle("work", func(ctx context.Context, task *Task) (any, error) {
+		select {
+		case <-acked:
+		default:
+			t.Error("the handler started before a heartbeat was acknowledged")
+		}
+		return "ran", nil
+	})
+	a := h.attempt("work", nil)
+	lateAttempt(a, 5000)
+	sub, err := h.client.Subscribe(a.heartbeatSubject, func(m *nats.Msg) {
+		acked <- struct{}{}
+		_ = m.Respond(nil)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := h.client.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if r, msg := awaitReply(t, h.send(a), a.token); r.Status != "ok" || string(r.Result) != `"ran"` {
+		t.Errorf("reply %s", msg.Data)
+	}
+}
+
+// A fresh request under heartbeat_ack that finishes within the first
+// heartbeat delay sends no heartbeat at all.
+func TestFreshRequestNoHeartbeat(t *testing.T) {
+	h := newHarness(t)
+	h.handle("work", func(ctx context.Context, task *Task) (any, error) { return "ran", nil })
+	a := h.attempt("work", nil)
+	a.body["heartbeat_interval_ms"] = 60000
+	a.body["heartbeat_ack"] = true
+	beats, err := h.client.SubscribeSync(a.heartbeatSubject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.client.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now()
+	r, msg := awaitReply(t, h.send(a), a.token)
+	if r.Status != "ok" {
+		t.Errorf("reply %s", msg.Data)
+	}
+	if took := time.Since(sent); took >= FirstHeartbeatDelay {
+		t.Skipf("the reply took %v, so a heartbeat was due: machine too loaded to check", took)
+	}
+	// The reply came after any heartbeat sent before it, on the same
+	// connection; a flush makes sure the client has read that far.
+	if err := h.client.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := beats.Pending(); n != 0 {
+		t.Errorf("%d heartbeats for a fresh request that finished in %v", n, time.Since(sent))
+	}
+}
+
+func TestLate(t *testing.T) {
+	now := time.Now()
+	deadline := now.Add(10 * time.Second) // sent 20s ago with a 30s budget
+	for _, c := range []struct {
+		interval time.Duration
+		want     bool
+	}{{6 * time.Second, true}, {7 * time.Second, false}, {0, false}} {
+		if got := late(now, deadline, 30*time.Second, c.interval); got != c.want {
+			t.Errorf("late with interval %v = %v, want %v", c.interval, got, c.want)
+		}
+	}
+}

@@ -87,6 +87,9 @@ export class Attempt {
     const { handler, limiter } = this.options;
     const stop = this.start();
     try {
+      // A late request starts only once the dispatcher acknowledged a heartbeat; fenced, it is answered unrun.
+      await this.heartbeater.confirmLate(this.controller.signal);
+      if (this.controller.signal.aborted) throw this.controller.signal.reason;
       await limiter?.acquire(this.controller.signal);
     } catch (err) {
       stop();

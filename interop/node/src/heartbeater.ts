@@ -11,7 +11,7 @@
 import { heartbeatBody } from "./heartbeat.js";
 import type { TaskRequest } from "./request.js";
 import type { HeartbeatUpdate, Logger } from "./types.js";
-import type { Wire } from "./wire.js";
+import type { RequestOutcome, Wire } from "./wire.js";
 
 /** setTimeout's ceiling; longer intervals are simply never reached by the timer. */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -38,6 +38,8 @@ export class Heartbeater {
   private fenceTimer: NodeJS.Timeout | undefined;
   /** performance.now() at which the newest acknowledged heartbeat was sent; starts at receipt. */
   private ackedAt = performance.now();
+  /** Date.now() at receipt: a late request is judged by the wall clock the dispatcher stamps it with. */
+  private readonly receivedWall = Date.now();
   private outstanding = false;
   /** An explicit heartbeat that waits for the outstanding request to end. */
   private queued: Uint8Array | undefined;
@@ -77,7 +79,29 @@ export class Heartbeater {
       if (update !== undefined) this.queued = data;
       return;
     }
-    this.send(data);
+    void this.send(data);
+  }
+
+  /**
+   * SPEC §5.2, late requests: with acks, a request received more than the heartbeat timeout after it was sent
+   * (`attempt_deadline − budget_ms`) may already have been given up, its next attempt running elsewhere (a
+   * process paused with it in its socket). Resolves once a heartbeat sent at once is acknowledged; otherwise the
+   * attempt is fenced (no responders, no ack within one interval), so its handler must not start. A request that
+   * is not late, or has no acks, resolves at once and sends nothing. Also resolves once `signal` aborts (a cancel,
+   * the budget): the attempt will not start then either.
+   */
+  async confirmLate(signal: AbortSignal): Promise<void> {
+    const { request } = this.options;
+    if (!this.acked || !isLate(this.receivedWall, request.attempt_deadline, request.budget_ms, this.interval)) return;
+    const data = new TextEncoder().encode(JSON.stringify(heartbeatBody(request.task_id, request.attempt_token)));
+    const abort = new Promise<"aborted">((resolve) => {
+      if (signal.aborted) resolve("aborted");
+      else signal.addEventListener("abort", () => resolve("aborted"), { once: true });
+    });
+    const outcome = await Promise.race([this.send(data), abort]);
+    if (outcome !== "ack" && outcome !== "aborted") {
+      this.fence(`late request: its heartbeat was not acknowledged (${outcome})`);
+    }
   }
 
   private publish(data: Uint8Array): void {
@@ -89,14 +113,14 @@ export class Heartbeater {
     }
   }
 
-  /** Sends one heartbeat as a request and applies the 1.1 fencing rules to how it ends. */
-  private send(data: Uint8Array): void {
+  /** Sends one heartbeat as a request, applies the 1.1 fencing rules to how it ends, and reports that. */
+  private send(data: Uint8Array): Promise<RequestOutcome> {
     const { request, wire } = this.options;
     this.outstanding = true;
     const sentAt = performance.now();
-    void wire.request(request.heartbeat_subject, data, this.interval).then((outcome) => {
+    return wire.request(request.heartbeat_subject, data, this.interval).then((outcome) => {
       this.outstanding = false;
-      if (this.stopped) return;
+      if (this.stopped) return outcome;
       if (outcome === "ack") {
         if (sentAt > this.ackedAt) this.ackedAt = sentAt;
         this.armFence();
@@ -105,12 +129,13 @@ export class Heartbeater {
         // which the heartbeat timeout still bounds (so the fence is never later than the dispatcher's timeout).
         if (wire.reconnectedAt <= this.ackedAt) {
           this.fence("heartbeat got no responders: the dispatcher no longer tracks this attempt");
-          return;
+          return outcome;
         }
       }
       const next = this.queued;
       this.queued = undefined;
-      if (next) this.send(next);
+      if (next) void this.send(next);
+      return outcome;
     });
   }
 
@@ -137,4 +162,13 @@ export class Heartbeater {
     this.options.logger.warn(`jetbridge: task ${this.options.request.task_id} attempt lost: ${message}`);
     this.options.onLost(message);
   }
+}
+
+/**
+ * Whether a request received at `receivedMs` (wall clock) came more than the heartbeat timeout after it was
+ * sent, at `attempt_deadline − budget_ms` (SPEC §5.2). Clock skew only moves the threshold.
+ */
+export function isLate(receivedMs: number, attemptDeadline: string, budgetMs: number, intervalMs: number): boolean {
+  if (intervalMs <= 0) return false;
+  return receivedMs - (Date.parse(attemptDeadline) - budgetMs) > TIMEOUT_INTERVALS * intervalMs;
 }

@@ -6,14 +6,14 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Attempt } from "../src/attempt.js";
-import { FIRST_HEARTBEAT_DELAY_MS } from "../src/heartbeater.js";
+import { FIRST_HEARTBEAT_DELAY_MS, isLate } from "../src/heartbeater.js";
 import { Cancelled, Retry } from "../src/errors.js";
 import { Limiter } from "../src/limiter.js";
 import type { TaskRequest } from "../src/request.js";
 import type { Handler } from "../src/types.js";
 import type { RequestOutcome } from "../src/wire.js";
 import { FakeWire } from "./helpers/fake-wire.js";
-import { makeRequest } from "./helpers/requests.js";
+import { cancelBody, encodeJson, makeRequest } from "./helpers/requests.js";
 
 const noop = { warn() {}, error() {} };
 
@@ -229,5 +229,88 @@ describe("endpoint names", () => {
     assert.equal(endpointName("a-b_C9"), "a-b_C9");
     const svc = createService({ name: "x", version: "1.0.0" }).handle("a:b", () => null);
     assert.throws(() => svc.handle("a_b", () => null), /task types a:b and a_b would share the micro endpoint name a_b/);
+  });
+});
+
+/** A request with acks that looks sent ten intervals ago (attempt_deadline − budget_ms); its deadline is ahead. */
+function lateRequest(intervalMs: number): TaskRequest {
+  const now = Date.now();
+  return makeRequest({
+    heartbeat_interval_ms: intervalMs,
+    heartbeat_ack: true,
+    budget_ms: 40 * intervalMs,
+    attempt_deadline: new Date(now + 30 * intervalMs).toISOString(),
+  });
+}
+
+describe("late requests (SPEC §5.2)", () => {
+  it("a late request whose heartbeat has no responders never runs: retry, cancelled, lost", async () => {
+    const request = lateRequest(60_000);
+    const wire = new FakeWire();
+    wire.answer = () => "no_responders";
+    let ran = false;
+    const reply = await run(() => void (ran = true), request, wire).reply;
+    assert.equal(ran, false);
+    assert.equal(wire.requests.length, 1, "one heartbeat, sent at once");
+    assert.equal(reply.body.status, "retry");
+    assert.equal((reply.body as any).error.code, "cancelled");
+    assert.match((reply.body as any).error.message, /lost/);
+  });
+
+  it("a late request whose heartbeat is not acknowledged within the interval never runs", async () => {
+    const request = lateRequest(60_000);
+    const wire = new FakeWire();
+    wire.answer = () => "timeout";
+    let ran = false;
+    const reply = await run(() => void (ran = true), request, wire).reply;
+    assert.equal(ran, false);
+    assert.equal((reply.body as any).error.code, "cancelled");
+  });
+
+  it("a late request whose heartbeat is acknowledged runs, after the ack", async () => {
+    const request = lateRequest(60_000);
+    const wire = new FakeWire();
+    let acks = 0;
+    wire.answer = () => {
+      acks++;
+      return "ack";
+    };
+    let acksAtStart = -1;
+    const reply = await run(() => {
+      acksAtStart = acks;
+      return "ran";
+    }, request, wire).reply;
+    assert.equal(acksAtStart, 1);
+    assert.equal(reply.body.status, "ok");
+    assert.equal((reply.body as any).result, "ran");
+  });
+
+  it("a fresh request that finishes within 250 ms sends no heartbeat", async () => {
+    const request = makeRequest({ heartbeat_interval_ms: 60_000, heartbeat_ack: true });
+    const { wire, reply } = run(() => "quick", request);
+    assert.equal((await reply).body.status, "ok");
+    assert.equal(wire.published.length, 0);
+  });
+
+  it("isLate compares receipt with attempt_deadline − budget_ms against 3 intervals", () => {
+    const deadline = new Date(10_000).toISOString(); // sent at -20 000 with a 30 s budget
+    assert.equal(isLate(0, deadline, 30_000, 6_000), true);
+    assert.equal(isLate(0, deadline, 30_000, 7_000), false);
+    assert.equal(isLate(0, deadline, 30_000, 0), false);
+  });
+});
+
+describe("late requests and cancels", () => {
+  it("a cancel while a late request waits for its ack answers it at once, unrun", async () => {
+    const request = lateRequest(60_000);
+    const wire = new FakeWire();
+    wire.answer = () => new Promise<RequestOutcome>(() => {}); // the ack never comes
+    let ran = false;
+    const { reply } = run(() => void (ran = true), request, wire);
+    assert.equal(wire.requests.length, 1, "the heartbeat went out at once, on receipt");
+    wire.publish(request.cancel_subject, encodeJson(cancelBody(request)));
+    const r = await reply;
+    assert.equal(ran, false);
+    assert.equal((r.body as any).error.code, "cancelled");
   });
 });

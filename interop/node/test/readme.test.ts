@@ -121,8 +121,8 @@ it("the guide's samples run as written and print what it says", { skip }, async 
   assert.equal(block("interop/node/build.sh").trim(), "interop/node/build.sh");
   assert.ok(existsSync(join(packageRoot, "dist/src/index.js")));
 
-  // 3. The project, installing this package.
-  await run(block("mkdir greeter").replace("/path/to/the/repo", repoRoot), work, env);
+  // 3. The project, installing this package: the folder, since the guide's release tarball is tests/dist's to test.
+  await run(block("mkdir greeter").replace("/path/to/jetbridge-0.1.0.tgz", join(repoRoot, "interop/node")), work, env);
   const project = join(work, "greeter");
 
   // 4. handler.js.

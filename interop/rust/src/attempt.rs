@@ -2,7 +2,7 @@
 
 use std::future::pending;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::service::Request;
 use async_nats::service::error::Error as MicroError;
@@ -155,6 +155,17 @@ async fn supervise(
         budget_end,
         shared.hard_stop.clone(),
     ));
+
+    // A late request starts only once the dispatcher acknowledged a heartbeat (SPEC §5.2); if
+    // it let the attempt go, the attempt is fenced here and never starts.
+    let received_wall = SystemTime::now()
+        .checked_sub(received.elapsed())
+        .unwrap_or(UNIX_EPOCH);
+    tokio::select! {
+        biased;
+        () = state.cancelled() => {}
+        () = state.confirm_late(&request, received_wall) => {}
+    }
 
     let slot = tokio::select! {
         biased;

@@ -55,6 +55,29 @@ pub const FIRST_HEARTBEAT_DELAY: Duration = Duration::from_millis(250);
 const NO_RESPONDERS: &str =
     "heartbeat had no responders: the dispatcher no longer runs this attempt";
 const NOT_ACKNOWLEDGED: &str = "no heartbeat acknowledged within the heartbeat timeout";
+const LATE_NOT_ACKNOWLEDGED: &str =
+    "late request: its heartbeat was not acknowledged within the heartbeat interval";
+
+/// Whether a request received at `received` came more than the heartbeat timeout
+/// (`3 × interval`) after it was sent, at `attempt_deadline − budget_ms` (SPEC §5.2), by the
+/// wall clock: clock skew only moves the threshold.
+pub(crate) fn is_late(
+    received: SystemTime,
+    attempt_deadline: SystemTime,
+    budget_ms: u64,
+    interval: Duration,
+) -> bool {
+    if interval.is_zero() {
+        return false;
+    }
+    let Some(sent) = attempt_deadline.checked_sub(Duration::from_millis(budget_ms.min(YEAR_MS)))
+    else {
+        return false;
+    };
+    received
+        .duration_since(sent)
+        .is_ok_and(|since| since > 3 * interval)
+}
 
 impl AttemptState {
     pub(crate) fn new(
@@ -128,31 +151,59 @@ impl AttemptState {
         progress: Option<f64>,
         message: Option<&str>,
     ) -> Result<(), Error> {
-        self.send_heartbeat(progress, message, false).await
+        self.send_heartbeat(progress, message, false)
+            .await
+            .map(|_acked| ())
+    }
+
+    /// SPEC §5.2, late requests: under `heartbeat_ack`, a request received (at `received`, by
+    /// this machine's wall clock) more than the heartbeat timeout after it was sent may have
+    /// been given up already, its next attempt running elsewhere (say, this process was paused
+    /// with it in its socket). Completes once a heartbeat sent at once is acknowledged, or with
+    /// the attempt fenced: no responders, or no ack within one interval. Sends nothing for a
+    /// request that is not late or has no acks.
+    pub(crate) async fn confirm_late(&self, request: &TaskRequest, received: SystemTime) {
+        if !self.heartbeat_ack
+            || !is_late(
+                received,
+                request.attempt_deadline,
+                request.budget_ms,
+                self.heartbeat_interval,
+            )
+        {
+            return;
+        }
+        match self.send_heartbeat(None, None, false).await {
+            Ok(true) | Err(Error::Lost) => {}
+            Ok(false) => self.fence(LATE_NOT_ACKNOWLEDGED),
+            Err(err) => self.fence(&format!("late request: its heartbeat was not sent: {err}")),
+        }
     }
 
     /// Sends one heartbeat: a publish for a 1.0 dispatcher; under `heartbeat_ack` a request
     /// that waits for the ack at most one interval (and never past the fencing time). A
     /// periodic heartbeat due while another is outstanding is skipped (SPEC §5.2). Returns
-    /// [`Error::Lost`] once the attempt is fenced.
+    /// [`Error::Lost`] once the attempt is fenced, otherwise whether the heartbeat was
+    /// acknowledged.
     async fn send_heartbeat(
         &self,
         progress: Option<f64>,
         message: Option<&str>,
         periodic: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let body = encode_heartbeat(&self.task_id, &self.attempt_token, progress, message)?;
         if !self.heartbeat_ack {
             return self
                 .client
                 .publish(self.heartbeat_subject.clone(), body.into())
                 .await
+                .map(|()| false)
                 .map_err(nats);
         }
         let _one = if periodic {
             match self.sending.try_lock() {
                 Ok(guard) => guard,
-                Err(_) => return Ok(()),
+                Err(_) => return Ok(false),
             }
         } else {
             self.sending.lock().await
@@ -172,15 +223,15 @@ impl AttemptState {
             Ok(Ok(_)) => {
                 let mut acked_at = self.acked_at.lock().expect("acked_at lock");
                 *acked_at = (*acked_at).max(sent);
-                Ok(())
+                Ok(true)
             }
             Ok(Err(err)) if err.kind() == RequestErrorKind::NoResponders => {
                 self.fence(NO_RESPONDERS);
                 Err(Error::Lost)
             }
             // Unacknowledged: the fencing time, not this heartbeat, decides.
-            Ok(Err(err)) if err.kind() == RequestErrorKind::TimedOut => Ok(()),
-            Err(_elapsed) => Ok(()),
+            Ok(Err(err)) if err.kind() == RequestErrorKind::TimedOut => Ok(false),
+            Err(_elapsed) => Ok(false),
             Ok(Err(err)) => Err(nats(err)),
         }
     }
@@ -217,7 +268,7 @@ impl AttemptState {
                 sent = self.send_heartbeat(None, None, true) => match sent {
                     Err(Error::Lost) => return,
                     Err(err) => tracing::warn!(task_id = %self.task_id, error = %err, "jetbridge: heartbeat not sent"),
-                    Ok(()) => {}
+                    Ok(_acked) => {}
                 },
                 () = self.beats_done() => return,
             }
@@ -375,5 +426,27 @@ impl Task {
     /// Why the attempt was cancelled, once it has been.
     pub fn cancel_reason(&self) -> Option<CancelReason> {
         self.attempt.reason()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_means_received_over_three_intervals_after_sent() {
+        let now = SystemTime::now();
+        // Sent 20 s ago with a 30 s budget.
+        let deadline = now + Duration::from_secs(10);
+        assert!(is_late(now, deadline, 30_000, Duration::from_secs(6)));
+        assert!(!is_late(now, deadline, 30_000, Duration::from_secs(7)));
+        assert!(!is_late(now, deadline, 30_000, Duration::ZERO));
+        // Sent "in the future" by this clock: not late.
+        assert!(!is_late(
+            now,
+            now + Duration::from_secs(60),
+            30_000,
+            Duration::from_secs(1)
+        ));
     }
 }

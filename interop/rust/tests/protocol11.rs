@@ -308,3 +308,109 @@ async fn the_service_rides_out_a_server_restart() {
     );
     service.drain().await.expect("drain");
 }
+
+/// A request with heartbeat_ack that looks sent ten intervals ago (`attempt_deadline −
+/// budget_ms`), its deadline still 30 intervals ahead.
+fn late_request(task_type: &str, token: &str, interval_ms: u64) -> Value {
+    let mut body = task_request(task_type, token, Value::Null, interval_ms);
+    body["heartbeat_ack"] = json!(true);
+    body["budget_ms"] = json!(40 * interval_ms);
+    body["attempt_deadline"] = json!(support::rfc3339(
+        std::time::SystemTime::now() + Duration::from_millis(30 * interval_ms)
+    ));
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_requests_start_only_after_an_acknowledged_heartbeat() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::FutureExt;
+
+    let Some(server) = NatsServer::start().await else {
+        return;
+    };
+    let client = server.connect().await;
+    let acks = Arc::new(AtomicUsize::new(0));
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let service = Service::builder("jetbridge-late", "1.0.0")
+        .handler("work", {
+            let acks = acks.clone();
+            move |task: Task| {
+                started_tx
+                    .send((task.attempt_token().to_owned(), acks.load(Ordering::SeqCst)))
+                    .unwrap();
+                async move { Ok(Output::Json(json!("ran"))) }
+            }
+        })
+        .start(client.clone())
+        .await
+        .expect("service starts");
+
+    // (a) Late, and its heartbeat finds no responders: the dispatcher gave it up, so the
+    // handler never runs and the reply is retry/cancelled.
+    let (_, reply) = request(
+        &client,
+        "jetbridge.task.work",
+        &late_request("work", "tokenLateGone", 5_000),
+    )
+    .await;
+    assert_eq!(reply["status"], "retry", "{reply}");
+    assert_eq!(reply["error"]["code"], "cancelled", "{reply}");
+    assert!(
+        reply["error"]["message"].as_str().unwrap().contains("lost"),
+        "{reply}"
+    );
+    assert!(started.try_recv().is_err(), "the handler ran");
+
+    // (b) Late, and its heartbeat is acknowledged: it runs, after the ack.
+    let mut beats = client.subscribe("test.hb.tokenLateAckd").await.unwrap();
+    client.flush().await.unwrap();
+    let responder = tokio::spawn({
+        let client = client.clone();
+        let acks = acks.clone();
+        async move {
+            while let Some(beat) = beats.next().await {
+                acks.fetch_add(1, Ordering::SeqCst);
+                let reply_to = beat.reply.expect("a heartbeat request");
+                client.publish(reply_to, "".into()).await.unwrap();
+            }
+        }
+    });
+    let (_, reply) = request(
+        &client,
+        "jetbridge.task.work",
+        &late_request("work", "tokenLateAckd", 5_000),
+    )
+    .await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(reply["result"], "ran");
+    let (token, acks_at_start) = started.recv().await.unwrap();
+    assert_eq!(token, "tokenLateAckd");
+    assert_eq!(
+        acks_at_start, 1,
+        "started before its heartbeat was acknowledged"
+    );
+    responder.abort();
+
+    // (c) Fresh, and done within the first heartbeat delay: no heartbeat at all.
+    let mut beats = client.subscribe("test.hb.tokenFresh01").await.unwrap();
+    client.flush().await.unwrap();
+    let mut body = task_request("work", "tokenFresh01", Value::Null, 60_000);
+    body["heartbeat_ack"] = json!(true);
+    let sent = Instant::now();
+    let (_, reply) = request(&client, "jetbridge.task.work", &body).await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let took = sent.elapsed();
+    // One connection: a heartbeat sent before the reply would have been delivered before it.
+    if took < Duration::from_millis(250) {
+        assert!(
+            beats.next().now_or_never().is_none(),
+            "a heartbeat for a fresh request done in {took:?}"
+        );
+    } else {
+        eprintln!("reply took {took:?}, so a heartbeat was due: too loaded to check (c)");
+    }
+    service.drain().await.expect("drain");
+}

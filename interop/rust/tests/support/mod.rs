@@ -101,7 +101,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A valid task request for `task_type` with attempt token `token` (8+ characters).
+/// `t` in RFC 3339, as a dispatcher writes `attempt_deadline`.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("a formattable time")
+}
+
+/// A valid task request for `task_type` with attempt token `token` (8+ characters), sent now:
+/// its `attempt_deadline` is `budget_ms` ahead, so it is not late (SPEC §5.2).
 pub fn task_request(
     task_type: &str,
     token: &str,
@@ -119,7 +127,7 @@ pub fn task_request(
         "created": "2026-11-24T10:00:00.000Z",
         "deadline": null,
         "attempt_token": token,
-        "attempt_deadline": "2026-11-24T10:01:00.000Z",
+        "attempt_deadline": rfc3339(std::time::SystemTime::now() + Duration::from_secs(60)),
         "budget_ms": 60000,
         "heartbeat_subject": format!("test.hb.{token}"),
         "heartbeat_interval_ms": heartbeat_interval_ms,
