@@ -85,9 +85,13 @@ async def readyz(b: B) -> JSONResponse:
 @router.get("/v1/info", response_model=models.Info, response_model_exclude_none=True, dependencies=[READ],
             responses=ERRORS, tags=["info"])
 async def info(request: Request, b: B) -> dict[str, Any]:
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    out: dict[str, Any] = {"version": version("jetbridge"),
+    try:
+        running = version("jetbridge")
+    except PackageNotFoundError:  # run from a source tree: asyncjobs says "dev" then
+        running = "dev"
+    out: dict[str, Any] = {"version": running,
                            "auth": "bearer" if request.app.state.tokens.enabled else "none",
                            "features": ["dead_letters", "pause", "handlers", "history", "events", "cursor"]}
     try:
