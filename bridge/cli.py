@@ -41,6 +41,9 @@ from .cli_schedule import schedule_app, task_reschedule  # noqa: E402
 
 app.add_typer(schedule_app, name="schedule")
 cli_tasks.task_app.command("reschedule")(task_reschedule)
+from .cli_serve import serve  # noqa: E402  (issue 19: HTTP API and dashboard)
+
+app.command("serve")(serve)
 
 #: the command line after global options were moved to the front (``run --background`` starts it again)
 _ARGV: list[str] = []

@@ -153,6 +153,34 @@ def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+async def _dashboard(url: str, data: Path, procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    """Issue 19: serve the API and dashboard on these tasks until Ctrl-C (at once when not on a terminal)."""
+    from .embedded import free_port
+
+    port = 8080 if _port_free(8080) else free_port()
+    procs["dashboard"] = _start("dashboard", [sys.executable, "-m", "bridge", "--server", url, "serve", "--listen",
+                                              f"127.0.0.1:{port}", "--queue", "DEMO"], dict(os.environ), ROOT,
+                                data / "logs")
+    console.print(f"[bold]5.[/bold] dashboard and API at [bold]http://127.0.0.1:{port}/[/bold] "
+                  f"(API docs at /docs){' — Ctrl-C to stop' if sys.stdin.isatty() else ''}")
+    if not sys.stdin.isatty() or os.environ.get("DEMO_EXIT"):
+        return
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            return
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 async def main() -> None:
     data = ROOT / ".demo"
     shutil.rmtree(data, ignore_errors=True)
@@ -174,6 +202,7 @@ async def main() -> None:
         console.print(f"all {len(handler_of)} tasks reached a terminal state in {elapsed:.1f}s")
         await producer.close()
         await rq.close()
+        await _dashboard(server.url, data, procs)
     finally:
         _stop(procs)
         await nc.close()

@@ -1,0 +1,118 @@
+"""What the HTTP layer talks to: one NATS connection, the task index, and the SDK's producer, queue admin and
+schedules. One :class:`Backend` per process, built by the app's lifespan (or handed in by tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import structlog
+from jetbridge._producer import Producer
+from jetbridge._requester import Requester
+from jetbridge._schedule import Schedules
+from nats.aio.client import Client
+
+from ..index import TaskIndex
+from ..index_service import LocalView
+from ..index_service import serve as serve_index
+from ..queues import QueueAdmin
+
+log = structlog.get_logger("jetbridge.web")
+
+
+@dataclass
+class Backend:
+    nc: Client
+    #: the queue a task goes to when the request names none (asyncjobs' bound queue)
+    queue: str = "DEFAULT"
+    index: TaskIndex = field(default_factory=TaskIndex)
+    started: float = field(default_factory=time.time)
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.rq = Requester(self.nc)
+        self.producer = Producer(self.nc, queue=self.queue)
+        self.admin = QueueAdmin(self.rq)
+        self.schedules = Schedules(self.nc, producer=self.producer)
+        self.view = LocalView(self.index)
+
+    async def start(self, *, share_index: bool = True) -> None:
+        """Follow the task store (and answer other processes' index queries, as ``dlq keep`` does).
+
+        The stores are created first if missing, as a dispatcher would, so the API works on a fresh server.
+        """
+        await self.admin.ensure_stores()
+        self._tasks.append(asyncio.create_task(self.index.follow(self.nc)))
+        if share_index:
+            self._tasks.append(asyncio.create_task(serve_index(self.nc, lambda: self.index)))
+
+    @property
+    def ready(self) -> bool:
+        return self.nc.is_connected and self.index.caught_up.is_set()
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until the index has read the store; a failure to follow it is raised here rather than hanging."""
+        caught_up = asyncio.ensure_future(self.index.caught_up.wait())
+        await asyncio.wait({caught_up, self._tasks[0]}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not caught_up.done():
+            caught_up.cancel()
+            if self._tasks[0].done():
+                self._tasks[0].result()
+            raise TimeoutError("the task index did not catch up in time")
+
+    async def handlers(self, timeout: float = 0.5) -> list[dict[str, Any]]:
+        """Every NATS micro service instance that answers ``$SRV.INFO``, with its ``$SRV.STATS`` counters."""
+        infos = await self._gather("$SRV.INFO", timeout)
+        stats = {s.get("id"): s for s in await self._gather("$SRV.STATS", timeout)}
+        out = []
+        for info in infos:
+            st = stats.get(info.get("id"), {})
+            by_name = {e.get("name"): e for e in st.get("endpoints") or []}
+            endpoints = []
+            for ep in info.get("endpoints") or []:
+                s = by_name.get(ep.get("name"), {})
+                endpoints.append({"name": str(ep.get("name", "")), "subject": str(ep.get("subject", "")),
+                                  "requests": int(s.get("num_requests", 0)), "errors": int(s.get("num_errors", 0)),
+                                  "average_processing_time": int(s.get("average_processing_time", 0))})
+            meta = info.get("metadata") or {}
+            out.append({"name": str(info.get("name", "")), "id": str(info.get("id", "")),
+                        "version": str(info.get("version", "")),
+                        "language": str(meta.get("language") or meta.get("lang") or "") or None,
+                        "endpoints": endpoints})
+        return sorted(out, key=lambda h: (h["name"], h["id"]))
+
+    async def _gather(self, subject: str, timeout: float) -> list[dict[str, Any]]:
+        """Scatter-gather: every answer to ``subject`` that arrives within ``timeout``."""
+        inbox = self.nc.new_inbox()
+        found: list[dict[str, Any]] = []
+
+        async def on_msg(msg: Any) -> None:
+            try:
+                doc = msgspec.json.decode(msg.data)
+            except msgspec.DecodeError:
+                return
+            if isinstance(doc, dict):
+                found.append(doc)
+
+        sub = await self.nc.subscribe(inbox, cb=on_msg)
+        try:
+            await self.nc.publish(subject, b"", reply=inbox)
+            await self.nc.flush()
+            await asyncio.sleep(timeout)  # a discovery window: answers come from an unknown number of services
+        finally:
+            await sub.unsubscribe()
+        return found
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                pass
+        await self.schedules.close()
+        await self.rq.close()
