@@ -72,11 +72,11 @@ function start(code: string, cwd: string, env: NodeJS.ProcessEnv): Running {
   };
 }
 
-/** Runs shell code to its end; rejects on a non-zero exit. */
-async function run(code: string, cwd: string, env: NodeJS.ProcessEnv): Promise<string> {
+/** Runs shell code to its end; rejects unless it exits with `expected` (0: success). */
+async function run(code: string, cwd: string, env: NodeJS.ProcessEnv, expected = 0): Promise<string> {
   const p = start(code, cwd, env);
   const status = await p.exit;
-  assert.equal(status, 0, `${code.trim()} failed:\n${p.output()}`);
+  assert.equal(status, expected, `${code.trim()} failed:\n${p.output()}`);
   return p.output();
 }
 
@@ -145,7 +145,8 @@ it("the guide's samples run as written and print what it says", { skip }, async 
   assert.ok(id, done);
   const got = await run(block("jetbridge task get <id>").replace("<id>", id), project, env);
   assert.ok(got.includes(id) && /state\s+complete/.test(got), got);
-  const refused = JSON.parse(await run(block(`jetbridge enqueue greet '{"nope": 1}' --wait 30 --json`), project, env));
+  // exit code 1: the waited task ended other than complete (README's exit codes)
+  const refused = JSON.parse(await run(block(`jetbridge enqueue greet '{"nope": 1}' --wait 30 --json`), project, env, 1));
   assert.equal(refused.state, "terminated");
   assert.equal(refused.last_err, 'expected a payload like {"name": "Ada"}');
   assert.equal(refused.last_err_code, "bad_payload");
