@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from jetbridge import _names as names
+from jetbridge._errors import JetbridgeError
 from jetbridge._producer import MAX_TRIES_LIMIT, Producer
 from jetbridge._protocol import Bytes
 from jetbridge._signing import Signer
@@ -22,11 +23,13 @@ from .cli_common import (
     JsonOpt,
     fail,
     task_subject,
+    with_admin,
     with_producer,
     with_session,
 )
 from .durations import format_duration, parse_duration
 from .output import err_console, print_json, show_task, task_dict, task_table
+from .queues import QueueAdmin
 from .settings import Settings
 
 task_app = typer.Typer(help="Inspect and change tasks.", no_args_is_help=True)
@@ -130,7 +133,7 @@ def enqueue(
     if as_json:
         print_json(task_dict(record) if record else {"id": tid})
     elif record is not None:
-        show_task(record)
+        show_task(record, queue_try_limit(ctx, record.queue))
     else:
         print(tid)
     if record is not None and record.task_state is not TaskState.COMPLETE:
@@ -141,7 +144,18 @@ def enqueue(
 def task_get(ctx: typer.Context, task_id: str, as_json: JsonOpt = False) -> None:
     """Show one task."""
     record = with_producer(ctx, lambda p, nc: p.get(task_id))
-    print_json(task_dict(record)) if as_json else show_task(record)
+    print_json(task_dict(record)) if as_json else show_task(record, queue_try_limit(ctx, record.queue))
+
+
+def queue_try_limit(ctx: typer.Context, queue: str) -> int:
+    """The queue's max tries (-1 when it has none or cannot be read): shown with a task's tries."""
+    async def go(admin: QueueAdmin) -> int:
+        try:
+            return (await admin.get(queue)).max_tries
+        except JetbridgeError:
+            return -1
+
+    return with_admin(ctx, go)
 
 
 @task_app.command("cancel")

@@ -45,13 +45,19 @@ def result_text(task: TaskRecord) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def show_task(task: TaskRecord) -> None:
+def try_limit(task: TaskRecord, queue_max_tries: int = -1) -> str:
+    """The try limit that applies: the task's own capped by its queue's (as the dispatcher enforces it)."""
+    bounds = [n for n in (task.max_tries, queue_max_tries) if n > 0]
+    return str(min(bounds)) if bounds else "unlimited"
+
+
+def show_task(task: TaskRecord, queue_max_tries: int = -1) -> None:
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
     rows = [
         ("id", task.id), ("type", task.type), ("queue", task.queue), ("state", task.state),
-        ("tries", f"{task.tries} of {task.max_tries or 'unlimited'}"), ("created", task.created),
+        ("tries", f"{task.tries} of {try_limit(task, queue_max_tries)}"), ("created", task.created),
         ("deadline", task.deadline or ""), ("last tried", task.tried or ""),
         ("last error", f"{task.last_err} [{task.last_err_code}]" if task.last_err else ""),
         ("progress", f"{task.progress:.0%} {task.progress_message}" if task.progress is not None else ""),

@@ -146,3 +146,13 @@ async def test_waiting_for_a_handler_costs_no_writes_and_no_phantom_attempts(h: 
             tg.cancel_scope.cancel()
     assert (record.state, record.tries, record.result and record.result.value()) == ("complete", 1, 1)
     assert seen[3:] == [("active", 1), ("complete", 1)] and len(seen) == 5
+
+
+def test_task_get_shows_the_try_limit_that_applies() -> None:
+    from bridge.output import try_limit
+
+    task = TaskRecord(id="t", type="x", queue="Q", payload=None, max_tries=10, state="retry", tries=2,
+                      created="2026-01-01T00:00:00Z")
+    assert (try_limit(task, 4), try_limit(task, -1), try_limit(task, 20)) == ("4", "10", "10")
+    assert try_limit(TaskRecord(id="t", type="x", queue="Q", payload=None, max_tries=0, state="new", tries=0,
+                                created="2026-01-01T00:00:00Z")) == "unlimited"
