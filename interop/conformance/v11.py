@@ -41,9 +41,10 @@ async def _ask(env: LanguageEnv, body: dict[str, Any], replies: list[Msg], timeo
 
 @case("receipt-heartbeat", timeout=60)
 async def receipt_heartbeat(env: LanguageEnv) -> None:
-    """Every request is heartbeated from its receipt, also while it waits for a free worker: 8 more 1.5 s sleeps
-    than the two replicas' 2 x 64 workers; the heartbeat interval is a minute, so any heartbeat within the case is
-    a receipt heartbeat, and at least 8 of them must come well before their request starts."""
+    """Every request is heartbeated from its receipt (the first within 250 ms), also while it waits for a free
+    worker: 8 more 1.5 s sleeps than the two replicas' 2 x 64 workers; the heartbeat interval is a minute, so any
+    heartbeat within the case is a receipt heartbeat, and at least 8 of them must come well before their request
+    starts."""
     workers = 64 * len(env.replicas)
     count = workers + 8
     scope = f"conformance.receipt.{secrets.token_hex(4)}"
@@ -70,10 +71,14 @@ async def receipt_heartbeat(env: LanguageEnv) -> None:
     for m in beats.messages:
         first_beat.setdefault(m.get("task_id"), m.at)
     started = {m["task_id"]: m.at for m in env.events.matching(event="started") if m["task_id"] in ids}
-    late = [t for t in ids if first_beat[t] > started[t] + 0.5]
+    # The first heartbeat is due 250 ms after receipt (SPEC §5.1); a request that got a worker at once has started
+    # by then. A second and a half past its start allows for a loaded machine and still catches a library whose
+    # first heartbeat waits for the interval (a minute here).
+    late = [t for t in ids if first_beat[t] > started[t] + 1.5]
     if late:
-        raise CaseFailure(f"{len(late)} requests were heartbeated only after their handler started, e.g. "
-                          f"{sorted(late)[0]} (SPEC §5.1: the first heartbeat goes out on receipt)")
+        raise CaseFailure(f"{len(late)} requests had no heartbeat within 1.5 s of their start, e.g. "
+                          f"{sorted(late)[0]} (SPEC §5.1: the first heartbeat is due min(250 ms, interval) after "
+                          "receipt)")
     # A request that got a worker starts within milliseconds of its heartbeat; one that waited, only when a 1.5 s
     # sleep ended. Half a second apart tells them apart even on a loaded machine.
     waited = [t for t in ids if started[t] - first_beat[t] >= 0.5]
