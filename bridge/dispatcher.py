@@ -59,10 +59,12 @@ from .states import (
     on_outcome,
     waiting_for_handler,
 )
-from .takeover import Takeover, Verdict
+from .takeover import Claims, Takeover, Verdict
 from .worker import QueueWorker, check_document, decode_item
 
 log = structlog.get_logger("jetbridge.dispatcher")
+#: how long an item waits when its task is being started by this dispatcher right now
+CLAIMING_RETRY = 0.5
 
 
 class Dispatcher:
@@ -90,6 +92,8 @@ class Dispatcher:
         self.takeover = Takeover(nc, self.id, self.runner.attempt_for)
         self.presence = HandlerPresence(self._rq, self.metrics)
         self._foreign_items = RateLimitedLog(log, "foreign_work_item")
+        #: tasks this dispatcher saved active whose attempt is not registered yet (an item for one waits a moment)
+        self.claims = Claims()
         self._mover = Mover(nc, self._rq)
         self.workers: dict[str, QueueWorker] = {}
         self._tg: TaskGroup | None = None
@@ -267,9 +271,13 @@ class Dispatcher:
         claimed = await self._claim(worker, msg, task, seq)
         if claimed is not None:
             active, seq = claimed
-            await self.settler.event(active)
-            self.metrics.child(self.metrics.tasks, worker.name, active.type, "active").inc()
-            await self._run_attempt(worker, msg, active, seq)
+            try:
+                await self.settler.event(active)
+                self.metrics.child(self.metrics.tasks, worker.name, active.type, "active").inc()
+            except BaseException:
+                self.claims.end(active.id)
+                raise
+            await self._run_attempt(worker, msg, active, seq)  # ends the claim once the attempt is registered
 
     async def _drop_foreign(self, worker: QueueWorker, msg: Msg, task_id: str, why: str) -> None:
         """An item that does not match its task (forged, or put on the wrong queue): removed, the task untouched."""
@@ -348,6 +356,12 @@ class Dispatcher:
                                     last_err_code="signature", reason="signature check failed")
                 await self.settler.finish(worker, items, task, seq, decision)
                 return None
+            if task.task_state is TaskState.ACTIVE and task.id in self.claims:
+                # this dispatcher has just saved it active and is about to start the attempt: come back shortly,
+                # when the running attempt can adopt this item
+                self.metrics.takeovers.labels(queue=worker.name, verdict="starting").inc()
+                await self.settler.item(items, ItemAction.NAK, delay=CLAIMING_RETRY)
+                return None
             if task.task_state is TaskState.ACTIVE:
                 verdict, wait = await self.takeover.check(task, worker.name, msg.reply, worker.config.lease)
                 self.metrics.takeovers.labels(queue=worker.name, verdict=verdict.value).inc()
@@ -363,11 +377,16 @@ class Dispatcher:
                 await self.settler.finish(worker, items, task, seq, decision)
                 return None
             active = msgspec.structs.replace(apply(task, decision, now_ns()), dispatcher=self.id)
+            self.claims.begin(task.id)  # until its attempt is registered (see _run_attempt)
             try:
                 return active, await self.store.save(active, seq)
             except ConflictError:
+                self.claims.end(task.id)
                 self.metrics.save_conflicts.labels(queue=worker.name).inc()
                 task, seq = await self.store.load(task.id, direct=self.settler.leader())  # ours was stale
+            except BaseException:
+                self.claims.end(task.id)
+                raise
         await self.settler.item(items, ItemAction.NAK, delay=0.5)
         return None
 
@@ -406,21 +425,25 @@ class Dispatcher:
         return Dependencies(waiting=waiting, results=results if task.load_dependencies else None)
 
     async def _run_attempt(self, worker: QueueWorker, msg: Msg, task: TaskRecord, seq: int) -> None:
+        """Run the attempt of a task this dispatcher has just claimed; ends the claim (see :class:`Claims`)."""
         assert msg.reply
-        route, subject = self.router.resolve(task.type)
-        budget = worker.config.max_run_time
-        deadline = task.deadline_ns
-        if deadline is not None:
-            budget = max(0.001, min(budget, (deadline - now_ns()) / NS))
-        lease = worker.config.lease if (route.mode == "jetbridge" and route.heartbeats) else None
-        attempt = Attempt(task=task, seq=seq, queue=worker.name, route=route, subject=subject, budget=budget,
-                          lease=min(lease, budget) if lease is not None else None,
-                          max_attempts=max_attempts(task, worker.limits))
-        self.metrics.child(self.metrics.attempts, worker.name, task.type).inc()
-        log.debug("attempt_started", task_id=task.id, queue=worker.name, type=task.type, attempt=task.tries,
-                  subject=subject, budget_s=round(budget, 3))
-        started = time.monotonic()
+        task_id, claimed, attempt = task.id, True, None
         try:
+            route, subject = self.router.resolve(task.type)
+            budget = worker.config.max_run_time
+            deadline = task.deadline_ns
+            if deadline is not None:
+                budget = max(0.001, min(budget, (deadline - now_ns()) / NS))
+            lease = worker.config.lease if (route.mode == "jetbridge" and route.heartbeats) else None
+            attempt = Attempt(task=task, seq=seq, queue=worker.name, route=route, subject=subject, budget=budget,
+                              lease=min(lease, budget) if lease is not None else None,
+                              max_attempts=max_attempts(task, worker.limits))
+            self.metrics.child(self.metrics.attempts, worker.name, task.type).inc()
+            log.debug("attempt_started", task_id=task.id, queue=worker.name, type=task.type, attempt=task.tries,
+                      subject=subject, budget_s=round(budget, 3))
+            started = time.monotonic()
+            self.claims.end(task_id)  # run() registers the attempt before it first awaits: no gap for a duplicate
+            claimed = False
             outcome = await self.runner.run(attempt)
             self.metrics.child(self.metrics.attempt_duration, worker.name, task.type, outcome.kind).observe(
                 time.monotonic() - started)
@@ -434,7 +457,10 @@ class Dispatcher:
                 task = record_attempt(task, outcome, decision, now_ns=now_ns(), dispatcher=self.id)
                 await self.settler.finish(worker, [msg.reply], task, seq, decision, attempt=attempt)
         finally:
-            self.runner.release(attempt)
+            if claimed:
+                self.claims.end(task_id)
+            if attempt is not None:
+                self.runner.release(attempt)
 
     # Background duties ----------------------------------------------------------------------------------------
 

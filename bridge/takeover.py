@@ -69,6 +69,30 @@ class _AdoptRequest(msgspec.Struct):
     reply: str
 
 
+class Claims:
+    """Tasks this dispatcher is starting: being saved ``active``, or saved and their attempt not yet registered.
+
+    An item for such a task must not be taken as an orphan (the attempt cannot adopt it yet); it waits a moment.
+    A count per task, because two deliveries of one task may race to claim it and only one save lands.
+    """
+
+    def __init__(self) -> None:
+        self._n: dict[str, int] = {}
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._n
+
+    def begin(self, task_id: str) -> None:
+        self._n[task_id] = self._n.get(task_id, 0) + 1
+
+    def end(self, task_id: str) -> None:
+        left = self._n.get(task_id, 0) - 1
+        if left > 0:
+            self._n[task_id] = left
+        else:
+            self._n.pop(task_id, None)
+
+
 class OrphanWaits:
     """When an orphaned ``active`` task may be taken over: ``wait`` seconds after this dispatcher first saw it.
 

@@ -202,3 +202,30 @@ async def test_a_forged_item_on_a_tasks_own_subject_does_not_strand_it(h: Harnes
         await eventually(lambda: metric(d.metrics.dropped_items, queue=h.queue, reason="foreign_item") >= 1)
     assert (record.state, record.tries) == ("complete", 1)
     assert sorted(c[0] for c in gate.calls) == sorted([task_id, decoy])
+
+
+async def test_a_second_item_while_the_attempt_is_being_started_waits_for_it(h: Harness) -> None:
+    """Between the ``active`` save and the attempt's start (the ``active`` event is published in between) a second
+    item for the task must not be taken for an orphan of this very dispatcher: it waits, then is adopted."""
+    gate = Gate()
+    async with h.dispatcher() as d, h.service({"slow": gate.handle}):
+        real_event = d.settler.event
+        duplicated = False
+
+        async def event_with_a_duplicate(task: jetbridge.TaskRecord) -> None:
+            nonlocal duplicated
+            if task.state == "active" and not duplicated:
+                duplicated = True
+                await put_item(h.nc, h.queue, task.id)
+                await eventually(lambda: metric(d.metrics.takeovers, queue=h.queue, verdict="starting") >= 1)
+            await real_event(task)
+
+        d.settler.event = event_with_a_duplicate  # type: ignore[method-assign]
+        task_id = await h.producer.enqueue("slow", max_tries=3)
+        with anyio.fail_after(20):
+            await gate.entered.wait()
+        await eventually(lambda: metric(d.metrics.takeovers, queue=h.queue, verdict="adopted") >= 1)
+        gate.release.set()
+        record = await h.producer.wait(task_id, timeout=20)
+    assert [c[:2] for c in gate.calls] == [(task_id, 1)]
+    assert (record.state, record.tries) == ("complete", 1)
