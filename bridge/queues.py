@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+import anyio
 from jetbridge import _names as names
 from jetbridge._errors import ConfigError, QueueNotFoundError, TransportError
 from jetbridge._requester import Requester
-from jetbridge._store import JetStreamError, js_api
+from jetbridge._store import ERR_UNAVAILABLE, JetStreamError, js_api
 
 from .policy import parse_policy
 
@@ -23,6 +24,9 @@ NS = 1_000_000_000
 META_PREFIX = "jetbridge."
 _STREAM_NOT_FOUND = 10059
 _CONSUMER_NOT_FOUND = 10014
+_NO_SUITABLE_PEERS = 10005
+#: how long a stream create waits for a cluster that has just formed to be able to place it
+PLACEMENT_WAIT = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -220,6 +224,19 @@ class QueueAdmin:
         await self._ensure_stream(schedule_store_config(replicas=self._replicas, storage=self._storage))
         return tasks
 
+    async def _placing(self, subject: str, body: dict[str, Any], within: float = PLACEMENT_WAIT) -> dict[str, Any]:
+        """A stream create or update, retried while a cluster that has just formed cannot place it yet ("no
+        suitable peers", JetStream unavailable): the peers show up within seconds of the servers starting."""
+        deadline = anyio.current_time() + within
+        while True:
+            try:
+                return await js_api(self._rq, subject, body)
+            except JetStreamError as exc:
+                placing = exc.err_code in (_NO_SUITABLE_PEERS, ERR_UNAVAILABLE) or exc.code == 503
+                if not placing or anyio.current_time() >= deadline:
+                    raise
+            await anyio.sleep(0.5)
+
     async def _ensure_stream(self, config: dict[str, Any]) -> dict[str, Any]:
         try:
             info = await js_api(self._rq, f"STREAM.INFO.{config['name']}")
@@ -228,7 +245,7 @@ class QueueAdmin:
             if exc.err_code != _STREAM_NOT_FOUND:
                 raise TransportError(f"cannot read stream {config['name']}: {exc}") from None
         try:
-            info = await js_api(self._rq, f"STREAM.CREATE.{config['name']}", config)
+            info = await self._placing(f"STREAM.CREATE.{config['name']}", config)
         except JetStreamError as exc:
             if "already in use" in exc.description:
                 info = await js_api(self._rq, f"STREAM.INFO.{config['name']}")
@@ -243,7 +260,7 @@ class QueueAdmin:
         stream = names.queue_stream(config.name)
         verb = "UPDATE" if await self._exists(config.name) else "CREATE"
         try:
-            await js_api(self._rq, f"STREAM.{verb}.{stream}", _stream_config(config))
+            await self._placing(f"STREAM.{verb}.{stream}", _stream_config(config))
             await js_api(self._rq, f"CONSUMER.CREATE.{stream}.{names.QUEUE_CONSUMER}",
                          {"stream_name": stream, "config": _consumer_config(config)})
         except JetStreamError as exc:
