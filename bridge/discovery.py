@@ -35,6 +35,12 @@ class HandlerGroup:
 
 async def gather_infos(nc: Client, window: float = 0.5) -> list[dict[str, Any]]:
     """Every micro service's ``$SRV.INFO`` answer that arrives within ``window`` seconds."""
+    return await gather(nc, "$SRV.INFO", window)
+
+
+async def gather(nc: Client, subject: str, window: float = 0.5) -> list[dict[str, Any]]:
+    """Scatter-gather: every JSON object answering a request to ``subject`` (``$SRV.INFO``, ``$SRV.STATS``...)
+    within ``window`` seconds."""
     found: list[dict[str, Any]] = []
     inbox = nc.new_inbox()
 
@@ -48,7 +54,8 @@ async def gather_infos(nc: Client, window: float = 0.5) -> list[dict[str, Any]]:
 
     sub = await nc.subscribe(inbox, cb=on_msg)
     try:
-        await nc.publish("$SRV.INFO", b"", reply=inbox)
+        await nc.publish(subject, b"", reply=inbox)
+        await nc.flush()
         await anyio.sleep(window)  # discovery has no "last answer": a fixed window is how `nats micro ls` works too
     finally:
         await sub.unsubscribe()

@@ -63,8 +63,6 @@ from .takeover import Claims, Takeover, Verdict
 from .worker import QueueWorker, check_document, decode_item
 
 log = structlog.get_logger("jetbridge.dispatcher")
-#: how long an item waits when its task is being started by this dispatcher right now
-CLAIMING_RETRY = 0.5
 
 
 class Dispatcher:
@@ -89,11 +87,11 @@ class Dispatcher:
         self.settler = Settler(nc, self.store, self.scheduler, self.metrics)
         self.runner = AttemptRunner(nc, dispatcher_id=self.id, metrics=self.metrics,
                                     first_contact_grace=settings.first_contact_grace)
-        self.takeover = Takeover(nc, self.id, self.runner.attempt_for)
-        self.presence = HandlerPresence(self._rq, self.metrics)
-        self._foreign_items = RateLimitedLog(log, "foreign_work_item")
         #: tasks this dispatcher saved active whose attempt is not registered yet (an item for one waits a moment)
         self.claims = Claims()
+        self.takeover = Takeover(nc, self.id, self.runner.attempt_for, self.claims)
+        self.presence = HandlerPresence(self._rq, self.metrics)
+        self._foreign_items = RateLimitedLog(log, "foreign_work_item")
         self._mover = Mover(nc, self._rq)
         self.workers: dict[str, QueueWorker] = {}
         self._tg: TaskGroup | None = None
@@ -103,9 +101,6 @@ class Dispatcher:
         self.busy = InFlight()
         self._verifier: Any = None
         self.ready = False
-        #: confirm with the stream leader (``STREAM.MSG.GET``) before a direct read may drop a work item; on when the
-        #: task store is replicated, where a direct get may be answered by a replica that is behind
-        self.confirm_reads = False
 
     # Life cycle -----------------------------------------------------------------------------------------------
 
@@ -114,7 +109,6 @@ class Dispatcher:
         store_config = await self.admin.ensure_stores()
         self.store.direct = bool(store_config.get("allow_direct"))
         self.confirm_reads = self.store.direct and int(store_config.get("num_replicas") or 1) > 1
-        self.settler.confirm_reads = self.confirm_reads
         self.settler.ttl_ok = bool(store_config.get("allow_msg_ttl"))
         self.settler.retain_finished = self.settings.retain_finished
         if self.settings.retain_finished and not self.settler.ttl_ok:
@@ -142,6 +136,17 @@ class Dispatcher:
             warn_if_asyncjobs(config)
             self.workers[name] = QueueWorker(config=config, limits=self._limits(config), capacity=self._capacity(config))
         await self.nc.subscribe(names.CONTROL_CANCEL_SUBJECT, cb=self._on_control_cancel)
+
+    @property
+    def confirm_reads(self) -> bool:
+        """Confirm with the stream leader (``STREAM.MSG.GET``) before a direct read may drop a work item or a save
+        is judged; on when the task store is replicated, where a direct get may be answered by a replica that is
+        behind. Kept by the :class:`Settler`, which reads the same way."""
+        return self.settler.confirm_reads
+
+    @confirm_reads.setter
+    def confirm_reads(self, on: bool) -> None:
+        self.settler.confirm_reads = on
 
     def _limits(self, config: QueueConfig) -> Limits:
         return Limits(queue_max_tries=config.max_tries, policy=parse_policy(config.retry),
@@ -300,7 +305,7 @@ class Dispatcher:
             return
         if task.queue == worker.name and not task.task_state.terminal:
             try:
-                await js_publish(self._rq, subject, msgspec.json.encode({"kind": 0, "job": owner}))
+                await js_publish(self._rq, subject, names.work_item(owner))
             except (JetStreamError, TransportError) as exc:
                 log.warning("item_restore_failed", task_id=owner, queue=worker.name, error=str(exc),
                             hint="the reconciler puts it back later")
@@ -356,16 +361,10 @@ class Dispatcher:
                                     last_err_code="signature", reason="signature check failed")
                 await self.settler.finish(worker, items, task, seq, decision)
                 return None
-            if task.task_state is TaskState.ACTIVE and task.id in self.claims:
-                # this dispatcher has just saved it active and is about to start the attempt: come back shortly,
-                # when the running attempt can adopt this item
-                self.metrics.takeovers.labels(queue=worker.name, verdict="starting").inc()
-                await self.settler.item(items, ItemAction.NAK, delay=CLAIMING_RETRY)
-                return None
             if task.task_state is TaskState.ACTIVE:
                 verdict, wait = await self.takeover.check(task, worker.name, msg.reply, worker.config.lease)
                 self.metrics.takeovers.labels(queue=worker.name, verdict=verdict.value).inc()
-                if verdict is Verdict.WAIT:
+                if verdict in (Verdict.WAIT, Verdict.STARTING):
                     await self.settler.item(items, ItemAction.NAK, delay=wait)
                 if verdict is not Verdict.TAKE_OVER:
                     return None

@@ -148,7 +148,7 @@ async def replay(nc: Client, rq: Requester, task_id: str, *, queue: str | None =
     except ConflictError:
         current, _ = await store.load(task_id)
         return Replayed(task_id, False, f"changed meanwhile (now {current.state}): replayed elsewhere?")
-    item = msgspec.json.encode({"kind": 0, "job": task_id})
+    item = names.work_item(task_id)
     try:
         await js_publish(rq, names.queue_subject(target, task_id), item,
                          {names.H_MSG_ID: f"{task_id}:replay:{new.replays}"})

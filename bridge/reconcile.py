@@ -9,7 +9,6 @@ one item per task subject.
 
 from __future__ import annotations
 
-import msgspec
 import structlog
 from jetbridge import _names as names
 from jetbridge._requester import Requester
@@ -87,7 +86,7 @@ async def reconcile(nc: Client, rq: Requester, queues: dict[str, float], *, now:
         if await _has_message(rq, names.SCHEDULE_STREAM, schedule_subject(task.queue, task.id)) or \
                 await _has_message(rq, names.SCHEDULE_STREAM, due_subject(task.queue, task.id)):
             continue
-        item = msgspec.json.encode({"kind": 0, "job": task.id})
+        item = names.work_item(task.id)
         try:
             await js_publish(rq, names.queue_subject(task.queue, task.id), item)
         except JetStreamError as exc:

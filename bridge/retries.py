@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 
 import anyio
-import msgspec
 import structlog
 from jetbridge import _names as names
 from jetbridge._delay import due_of
@@ -29,7 +28,6 @@ from nats.aio.msg import Msg
 
 log = structlog.get_logger("jetbridge.retries")
 MOVER_CONSUMER = "MOVER"
-_item = msgspec.json.Encoder()
 
 
 def schedule_subject(queue: str, task_id: str) -> str:
@@ -55,7 +53,7 @@ class RetryScheduler:
         at_ns = math.ceil((now_ns() + delay * NS) / NS) * NS
         headers = {names.H_SCHEDULE: f"@at {format_ns(at_ns, digits=0)}",
                    names.H_SCHEDULE_TARGET: due_subject(queue, task_id)}
-        await js_publish(self._rq, schedule_subject(queue, task_id), _item.encode({"kind": 0, "job": task_id}), headers)
+        await js_publish(self._rq, schedule_subject(queue, task_id), names.work_item(task_id), headers)
 
 
 class Mover:
@@ -75,7 +73,7 @@ class Mover:
         due = due_of(msg.data)
         if due is not None and due > now_ns():  # delayed tasks are fired a second early (jetbridge._delay)
             await anyio.sleep(min(3.0, (due - now_ns()) / NS))
-        item = _item.encode({"kind": 0, "job": task_id})
+        item = names.work_item(task_id)
         try:
             await js_publish(self._rq, names.queue_subject(queue, task_id), item)
         except JetStreamError as exc:

@@ -26,13 +26,12 @@ BLOCKED_DELAY = 5.0
 #: the longest wait before a retry (protocol: ``retry_after_ms`` at most 604800000): a longer one is cut to this,
 #: so no delay can overflow a schedule or a redelivery delay and come back at once
 MAX_RETRY_DELAY = 7 * 86400.0
-NS_PER_S = 1_000_000_000
 _GAVE_UP = re.compile(r"^(gave up after \d+ of \d+ attempts: )+")
 
 
 def nak_delay_ns(delay: float) -> int:
     """A redelivery delay in nanoseconds for the server: at least 1 ms when asked for one, at most a week."""
-    return max(1_000_000, int(min(delay, MAX_RETRY_DELAY) * NS_PER_S))
+    return max(1_000_000, int(min(delay, MAX_RETRY_DELAY) * NS))
 
 
 def _gave_up(task: TaskRecord, limit: int, message: str) -> str:

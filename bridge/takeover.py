@@ -43,6 +43,10 @@ log = structlog.get_logger("jetbridge.takeover")
 ADOPT_SUBJECT_PREFIX = "jetbridge.dispatcher"
 
 
+#: how long an item waits when its task is being started by this dispatcher right now
+STARTING_RETRY = 0.5
+
+
 def adopt_subject(dispatcher_id: str) -> str:
     return f"{ADOPT_SUBJECT_PREFIX}.{dispatcher_id}.adopt"
 
@@ -57,8 +61,10 @@ class Verdict(StrEnum):
     ADOPTED = "adopted"
     #: the holder (another dispatcher) took the item over; do not settle it
     HANDED_OVER = "handed_over"
-    #: an orphan still inside its wait: the item was put back with a delay
+    #: an orphan still inside its wait: put the item back for the delay returned
     WAIT = "wait"
+    #: this dispatcher is starting the task's attempt right now: put the item back for a moment, then it is adopted
+    STARTING = "starting"
     #: nobody runs the task: start the next attempt
     TAKE_OVER = "take_over"
 
@@ -125,9 +131,10 @@ class OrphanWaits:
 class Takeover:
     """Answers adopt requests for this dispatcher's attempts, and decides what to do with items of active tasks."""
 
-    def __init__(self, nc: Client, dispatcher_id: str, attempt_for: Callable[[str], Attempt | None],
+    def __init__(self, nc: Client, dispatcher_id: str, attempt_for: Callable[[str], Attempt | None], claims: Claims,
                  *, ask_timeout: float = 1.0) -> None:
         self._nc = nc
+        self._claims = claims
         self.id = dispatcher_id
         self._attempt_for = attempt_for
         self._ask_timeout = ask_timeout
@@ -172,8 +179,11 @@ class Takeover:
     async def check(self, task: TaskRecord, queue: str, reply: str, lease: float) -> tuple[Verdict, float]:
         """What to do with a delivery (ack subject ``reply``) of an item for ``task``, which is ``active``.
 
-        Returns the verdict and, for :attr:`Verdict.WAIT`, how long to put the item back for.
+        Returns the verdict and, for :attr:`Verdict.WAIT` and :attr:`Verdict.STARTING`, how long to put the item
+        back for.
         """
+        if task.id in self._claims:  # saved active here, attempt not registered yet: it can adopt in a moment
+            return Verdict.STARTING, STARTING_RETRY
         if self.adopt(task.id, queue, reply):
             log.info("item_adopted", task_id=task.id, queue=queue, type=task.type,
                      why="a second work item arrived for a task this dispatcher runs")

@@ -8,13 +8,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 import structlog
 from jetbridge._producer import Producer
 from jetbridge._requester import Requester
 from jetbridge._schedule import Schedules
 from nats.aio.client import Client
 
+from ..discovery import gather
 from ..index import TaskIndex
 from ..index_service import LocalView
 from ..index_service import serve as serve_index
@@ -65,8 +65,8 @@ class Backend:
 
     async def handlers(self, timeout: float = 0.5) -> list[dict[str, Any]]:
         """Every NATS micro service instance that answers ``$SRV.INFO``, with its ``$SRV.STATS`` counters."""
-        infos = await self._gather("$SRV.INFO", timeout)
-        stats = {s.get("id"): s for s in await self._gather("$SRV.STATS", timeout)}
+        infos = await gather(self.nc, "$SRV.INFO", timeout)
+        stats = {s.get("id"): s for s in await gather(self.nc, "$SRV.STATS", timeout)}
         out = []
         for info in infos:
             st = stats.get(info.get("id"), {})
@@ -83,28 +83,6 @@ class Backend:
                         "language": str(meta.get("language") or meta.get("lang") or "") or None,
                         "endpoints": endpoints})
         return sorted(out, key=lambda h: (h["name"], h["id"]))
-
-    async def _gather(self, subject: str, timeout: float) -> list[dict[str, Any]]:
-        """Scatter-gather: every answer to ``subject`` that arrives within ``timeout``."""
-        inbox = self.nc.new_inbox()
-        found: list[dict[str, Any]] = []
-
-        async def on_msg(msg: Any) -> None:
-            try:
-                doc = msgspec.json.decode(msg.data)
-            except msgspec.DecodeError:
-                return
-            if isinstance(doc, dict):
-                found.append(doc)
-
-        sub = await self.nc.subscribe(inbox, cb=on_msg)
-        try:
-            await self.nc.publish(subject, b"", reply=inbox)
-            await self.nc.flush()
-            await asyncio.sleep(timeout)  # a discovery window: answers come from an unknown number of services
-        finally:
-            await sub.unsubscribe()
-        return found
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import re
 
+import msgspec
+
 #: Task ids, task types and queue names: one subject token (asyncjobs' ``IsValidName``). This is the schema's
 #: pattern text; Python code matches names with :func:`is_valid_name` (a full match: ``$`` alone would accept a
 #: trailing newline, which then breaks subjects).
 NAME_PATTERN = r"^[a-zA-Z0-9_:-]+$"
 _NAME_RE = re.compile(r"[a-zA-Z0-9_:-]+")
+_ITEM_ENCODER = msgspec.json.Encoder()
 MAX_NAME_LENGTH = 256
 
 TASKS_STREAM = "CHORIA_AJ_TASKS"
@@ -77,6 +80,12 @@ def queue_stream(queue: str) -> str:
 
 def queue_subject(queue: str, task_id: str) -> str:
     return f"{QUEUE_SUBJECT_PREFIX}.{queue}.{task_id}"
+
+
+def work_item(task_id: str) -> bytes:
+    """A work item's body, in asyncjobs' form: what every publisher of an item (producer, retry mover,
+    reconciler, replay, a restored item) puts on a queue subject."""
+    return _ITEM_ENCODER.encode({"kind": 0, "job": task_id})
 
 
 def queue_subjects(queue: str) -> str:

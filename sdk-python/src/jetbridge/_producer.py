@@ -44,7 +44,6 @@ DEFAULT_MAX_TRIES = 10
 #: the largest try limit: asyncjobs stores max_tries as a Go int (int64)
 MAX_TRIES_LIMIT = 2**63 - 1
 T = TypeVar("T")
-_WORK_ITEM = msgspec.json.Encoder()
 _json = msgspec.json.Encoder()
 
 
@@ -296,7 +295,7 @@ class Producer:
         (a client retry) is deduplicated, while a task created again under a reused id (after ``delete``, within
         the dedup window) gets its own item instead of one the server drops as a duplicate.
         """
-        item = _WORK_ITEM.encode({"kind": 0, "job": doc.id})
+        item = names.work_item(doc.id)
         msg_id = f"{doc.id}:{seq}"
         try:
             await self._while_unavailable(
@@ -398,7 +397,7 @@ class Producer:
         doc.state = TaskState.RETRY.value
         doc.result = None
         seq = await self._store.save(doc, seq)
-        item = _WORK_ITEM.encode({"kind": 0, "job": doc.id})
+        item = names.work_item(doc.id)
         try:
             await js_publish(self._rq, names.queue_subject(doc.queue, doc.id), item)
         except (JetStreamError, TransportError) as exc:

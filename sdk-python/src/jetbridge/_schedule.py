@@ -218,7 +218,7 @@ async def _requeue_unqueued(producer: Producer, task_id: str) -> None:
         return
     fresh = now_ns() - task.created_ns < 90 * NS  # inside the queue's duplicate window (120 s)
     if task.task_state is TaskState.NEW and task.tries == 0 and fresh:
-        item = _json.encode({"kind": 0, "job": task_id})
+        item = names.work_item(task_id)
         try:
             # the same message id as Producer._queue_item's for this version: a duplicate of it, never of a task
             # that had this id before
