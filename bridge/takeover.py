@@ -75,6 +75,13 @@ class _AdoptRequest(msgspec.Struct):
     reply: str
 
 
+class _AdoptAnswer(msgspec.Struct):
+    adopted: bool
+    #: when the answering process started (ns): a "no" from a process younger than the attempt (a restart under the
+    #: same dispatcher id) says nothing about the attempt's handler, which the earlier process started
+    since: int = 0
+
+
 class Claims:
     """Tasks this dispatcher is starting: being saved ``active``, or saved and their attempt not yet registered.
 
@@ -174,7 +181,7 @@ class Takeover:
             log.info("item_adopted", task_id=request.task_id, queue=request.queue,
                      why="another dispatcher got a second work item for a task this one runs")
         if msg.reply:
-            await self._nc.publish(msg.reply, b'{"adopted":true}' if adopted else b'{"adopted":false}')
+            await self._nc.publish(msg.reply, msgspec.json.encode(_AdoptAnswer(adopted, self._started_ns)))
 
     async def check(self, task: TaskRecord, queue: str, reply: str, lease: float) -> tuple[Verdict, float]:
         """What to do with a delivery (ack subject ``reply``) of an item for ``task``, which is ``active``.
@@ -193,10 +200,11 @@ class Takeover:
             return Verdict.TAKE_OVER, 0.0  # this process's own attempt, and it is over (it would have adopted)
         if holder and holder != self.id and names.is_valid_name(holder):
             answer = await self._ask(holder, task.id, queue, reply)
-            if answer is True:
+            if answer is not None and answer.adopted:
                 return Verdict.HANDED_OVER, 0.0
-            if answer is False:
-                return Verdict.TAKE_OVER, 0.0
+            if answer is not None and task.tried and parse_ns(task.tried) >= answer.since:
+                return Verdict.TAKE_OVER, 0.0  # the process that ran the attempt says it is over
+            # no answer, or a process that started after the attempt did: the attempt's own may still run
         left = self.orphans.remaining(task.id, task.tries, lease)
         if left > 0:
             log.info("orphan_wait", task_id=task.id, queue=queue, type=task.type, holder=holder or None,
@@ -205,8 +213,8 @@ class Takeover:
             return Verdict.WAIT, left
         return Verdict.TAKE_OVER, 0.0
 
-    async def _ask(self, holder: str, task_id: str, queue: str, reply: str) -> bool | None:
-        """True: the holder adopted the item; False: it does not run the task; None: no answer."""
+    async def _ask(self, holder: str, task_id: str, queue: str, reply: str) -> _AdoptAnswer | None:
+        """The holder's answer (did it adopt the item, and since when it runs), or None: no answer."""
         body = msgspec.json.encode({"task_id": task_id, "queue": queue, "reply": reply})
         try:
             msg = await self._nc.request(adopt_subject(holder), body, timeout=self._ask_timeout)
@@ -215,4 +223,7 @@ class Takeover:
         except Exception as exc:  # noqa: BLE001 - a connection problem is the same as no answer
             log.warning("adopt_request_failed", task_id=task_id, queue=queue, holder=holder, error=str(exc))
             return None
-        return msg.data == b'{"adopted":true}' or (False if msg.data == b'{"adopted":false}' else None)
+        try:
+            return msgspec.json.decode(msg.data, type=_AdoptAnswer)
+        except (msgspec.DecodeError, RecursionError):
+            return None

@@ -229,3 +229,30 @@ async def test_a_second_item_while_the_attempt_is_being_started_waits_for_it(h: 
         record = await h.producer.wait(task_id, timeout=20)
     assert [c[:2] for c in gate.calls] == [(task_id, 1)]
     assert (record.state, record.tries) == ("complete", 1)
+
+
+async def test_a_restarted_holder_saying_not_running_does_not_free_its_predecessors_attempt(nc: Client) -> None:
+    """A dispatcher restarted under the same (configured) id answers "not running" for an attempt its previous
+    process started; that process's handler may still be working, so the task waits out the orphan wait."""
+    from jetbridge._timeutil import format_ns, now_ns
+
+    from bridge.takeover import Claims, Takeover, Verdict
+
+    holder = Takeover(nc, "restarted-d", lambda task_id: None, Claims())
+    await holder.start()
+    asker = Takeover(nc, "other-d", lambda task_id: None, Claims())
+    try:
+        queue = "QR"
+        reply = f"$JS.ACK.{names.queue_stream(queue)}.{names.QUEUE_CONSUMER}.1.2.3.4.0"
+
+        def active(tried_ns: int) -> jetbridge.TaskRecord:
+            return jetbridge.TaskRecord(id=f"t{tried_ns}", type="x", queue=queue, payload=None, max_tries=3,
+                                        state="active", tries=1, created=format_ns(tried_ns),
+                                        tried=format_ns(tried_ns), dispatcher="restarted-d")
+
+        before = active(now_ns() - 10 * 1_000_000_000)  # started by the holder's previous process
+        assert (await asker.check(before, queue, reply, 5.0))[0] is Verdict.WAIT
+        after = active(now_ns())  # started by the process that answers: its "not running" is the truth
+        assert (await asker.check(after, queue, reply, 5.0))[0] is Verdict.TAKE_OVER
+    finally:
+        await holder.close()
