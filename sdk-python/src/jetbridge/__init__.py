@@ -9,7 +9,6 @@ Handlers::
         ...
         return {"sent": True}
 
-    service.use(jetbridge.middleware.log_attempts())   # middleware: around every handler
     await jetbridge.serve(service)
 
 Producers::
