@@ -40,8 +40,7 @@ from typing import Any
 
 import anyio
 import structlog
-from jetbridge._errors import ConfigError
-from jetbridge._task import TaskRecord
+from jetbridge.internal import ConfigError, TaskRecord
 from prometheus_client import CollectorRegistry, Counter
 
 from .attempts import Attempt
