@@ -41,6 +41,7 @@ from nats.aio.msg import Msg
 from .announce import announce
 from .attempts import Attempt, AttemptRunner
 from .history import record_attempt
+from .hooks import load_hooks
 from .logs import RateLimitedLog
 from .metrics import Metrics
 from .policy import parse_policy
@@ -93,6 +94,9 @@ class Dispatcher:
         self.store = TaskStore(self._rq)
         self.scheduler = RetryScheduler(self._rq)
         self.settler = Settler(nc, self.store, self.scheduler, self.metrics)
+        #: dispatcher hooks (bridge/hooks.py); None when none are configured: then they cost nothing per task
+        self.hooks = self.settler.hooks = load_hooks(settings.hooks, dispatcher_id=self.id,
+                                                     timeout=settings.hook_timeout, registry=self.metrics.registry)
         self.runner = AttemptRunner(nc, dispatcher_id=self.id, metrics=self.metrics,
                                     first_contact_grace=settings.first_contact_grace)
         #: tasks this dispatcher saved active whose attempt is not registered yet (an item for one waits a moment)
@@ -195,6 +199,8 @@ class Dispatcher:
             tg.start_soon(mover.run)
             tg.start_soon(announce, self)  # a micro service `jetbridge info` finds (bridge/announce.py)
             tg.start_soon(run_schedules, self)  # cron schedules: every dispatcher fires them (bridge/scheduler.py)
+            if self.hooks is not None:
+                tg.start_soon(self.hooks.run)
             if self.settings.queue_refresh_interval:
                 tg.start_soon(watch_queues, self, self.settings.queue_refresh_interval)
             if self.settings.reconcile_interval:
@@ -211,6 +217,8 @@ class Dispatcher:
                 worker.puller.stop()
             mover.stop()
             await self._drain()
+            if self.hooks is not None:
+                await self.hooks.close()  # queued hook calls get hook_timeout to finish
             tg.cancel_scope.cancel()
         await self.takeover.close()
         await self.runner.close()
@@ -288,6 +296,8 @@ class Dispatcher:
             try:
                 await self.settler.event(active)
                 self.metrics.child(self.metrics.tasks, worker.name, active.type, "active").inc()
+                if self.hooks is not None:
+                    self.hooks.state_changed(worker.name, task, active, "attempt started")
             except BaseException:
                 self.claims.end(active.id)
                 raise
@@ -459,7 +469,11 @@ class Dispatcher:
             started = time.monotonic()
             self.claims.end(task_id)  # run() registers the attempt before it first awaits: no gap for a duplicate
             claimed = False
+            if self.hooks is not None:
+                self.hooks.before_attempt(attempt)
             outcome = await self.runner.run(attempt)
+            if self.hooks is not None:
+                self.hooks.after_attempt(attempt, outcome, time.monotonic() - started)
             self.metrics.child(self.metrics.attempt_duration, worker.name, task.type, outcome.kind).observe(
                 time.monotonic() - started)
             if outcome.kind == "no_handler":

@@ -57,6 +57,8 @@ class Settings:
         verify_key: hex ed25519 public key: when set, tasks must be signed (asyncjobs-compatible).
         signatures_optional: with ``verify_key``, accept unsigned tasks too.
         signing_seed: hex ed25519 seed (or a file holding it) the CLI signs enqueued tasks with.
+        hooks: dispatcher hooks to load: names of entry points in the group ``jetbridge.hooks`` (see bridge.hooks).
+        hook_timeout: how long one hook call may take before it is given up (the task never waits for it).
     """
 
     server: str = ""
@@ -91,6 +93,8 @@ class Settings:
     verify_key: str = ""
     signatures_optional: bool = False
     signing_seed: str = ""
+    hooks: tuple[str, ...] = ()
+    hook_timeout: float = 5.0
 
     def validate(self) -> Settings:
         """Raise :class:`ConfigError` naming the first invalid setting and what it allows."""
@@ -115,6 +119,8 @@ class Settings:
         for key in sorted(_DURATIONS):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must not be negative")
+        if self.hook_timeout <= 0:
+            raise ConfigError("hook_timeout must be more than 0")
         if 0 < self.retain_finished < 1:
             raise ConfigError("retain_finished must be 0 (forever) or at least 1s")
 
@@ -128,6 +134,9 @@ class Settings:
         if self.verify_key and not re.fullmatch(r"[0-9a-fA-F]{64}", self.verify_key):
             raise ConfigError("verify_key must be a 64-character hex ed25519 public key")
         _check_inbox_prefix(self.inbox_prefix)
+        for hook in self.hooks:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", hook):
+                raise ConfigError(f"hooks: {hook!r} is not an entry point name (letters, digits, '_', '-', '.')")
         if not _SUBJECT_RE.fullmatch(self.subject_prefix):
             raise ConfigError(f"subject_prefix {self.subject_prefix!r} must be a subject without wildcards or spaces, "
                               "e.g. jetbridge.task")
@@ -182,7 +191,7 @@ def _redact_url(urls: str) -> str:
 
 
 _DURATIONS = {"no_handler_delay", "shutdown_grace", "retain_finished", "reconcile_interval", "queue_refresh_interval",
-              "first_contact_grace"}
+              "first_contact_grace", "hook_timeout"}
 _FIELDS = {f.name: f for f in fields(Settings)}
 
 
@@ -196,7 +205,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     try:
         if key in _DURATIONS:
             return parse_duration(value, what=f"{source}: {key}")
-        if key == "queues":
+        if key in ("queues", "hooks"):
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(q).strip() for q in items if str(q).strip())
         if key == "routes":

@@ -73,6 +73,7 @@ async def test_no_server_says_how_to_start_one(tmp_path: Path, args: list[str]) 
     (["--server", "nats://127.0.0.1:1", "info"], "cannot connect to NATS"),
     (["info", "--server", "nats://127.0.0.1:1"], "cannot connect to NATS"),  # global options after the command
     (["run", "--queue", "a.b"], "not a valid queue name"),
+    (["run", "--hook", "no way"], "hooks: 'no way' is not an entry point name"),
     (["run", "--server", "nats://127.0.0.1:1"], "cannot connect to NATS at nats://127.0.0.1:1"),  # `run --server`
     (["--config", "/nonexistent.toml", "info"], "does not exist"),
 ])
