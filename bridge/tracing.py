@@ -1,0 +1,132 @@
+"""The dispatcher's OpenTelemetry spans: time queued, each attempt, each retry wait (docs/tracing.md).
+
+Every span of a task hangs off the trace context its producer stored in the task (``traceparent``; see
+:mod:`jetbridge.tracing`). A task enqueued without one (a producer without tracing, an asyncjobs client) gets a
+trace of its own derived from its id, so all its attempts still share one trace, whichever dispatcher runs them.
+
+- ``queued <type>``: from the task's creation (or due time) to its first attempt;
+- ``retry wait <type>``: from the end of attempt n-1 (its history entry) to the start of attempt n;
+- ``<type> attempt <n>``: the attempt, a client span whose context is sent to the handler as the request's
+  ``traceparent``, so the handler's span is its child. It records the task id, queue, type, attempt, outcome and
+  what the state machine decided (next state, retry delay).
+
+The spans are built from what the task carries, at the start and end of an attempt: nothing is held between
+attempts, so a dispatcher restart or another dispatcher loses nothing. Off (``from_env`` returns None) unless the
+``OTEL_*`` variables ask for export (:func:`jetbridge.tracing.enabled`); then the dispatcher only checks for None.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from jetbridge import _protocol as proto
+from jetbridge import tracing as sdk_tracing
+from jetbridge._timeutil import parse_ns
+from jetbridge._wire import TRACEPARENT_PATTERN
+
+from .states import AttemptOutcome, Decision
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
+    from .attempts import Attempt
+
+_TRACEPARENT = re.compile(TRACEPARENT_PATTERN)
+
+
+def forwardable(traceparent: str) -> bool:
+    """A stored traceparent is producer data: only one the request schema accepts is passed on to handlers."""
+    return bool(traceparent) and _TRACEPARENT.match(traceparent) is not None and not traceparent.startswith("ff")
+
+
+def request_traceparent(attempt: Attempt) -> str:
+    """The request's ``traceparent``: the attempt span's, else the producer's, else one derived from the task id."""
+    if attempt.traceparent:
+        return attempt.traceparent
+    task = attempt.task
+    return task.traceparent if forwardable(task.traceparent) else proto.traceparent_for(task.id, task.tries)
+
+
+class DispatchTracing:
+    """Makes the dispatcher's spans with one tracer."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        self._tracer = tracer
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> DispatchTracing | None:
+        """Tracing set up from the ``OTEL_*`` variables, or None when they do not ask for it.
+
+        Raises ConfigError (a one-line message) when they ask for it but OpenTelemetry is not installed.
+        """
+        if not sdk_tracing.configure("jetbridge", environ):
+            return None
+        return cls(sdk_tracing.tracer())
+
+    def _parent(self, attempt: Attempt) -> Any:
+        task = attempt.task
+        stored = task.traceparent if forwardable(task.traceparent) else proto.traceparent_for(task.id, 0)
+        return sdk_tracing.parent_context(stored)
+
+    def start(self, attempt: Attempt) -> None:
+        """The attempt is about to be sent: emit the wait that led to it and open its span."""
+        from opentelemetry.trace import SpanKind
+
+        task, now = attempt.task, time.time_ns()
+        parent = self._parent(attempt)
+        base = {"jetbridge.task.id": task.id, "jetbridge.task.type": task.type, "jetbridge.queue": attempt.queue}
+        waited = self._waited_since(attempt)
+        if waited is not None:
+            name, since = waited
+            wait = self._tracer.start_span(f"{name} {task.type}", context=parent, start_time=min(since, now),
+                                           attributes={**base, "jetbridge.attempt": task.tries})
+            wait.end(end_time=now)
+        span = self._tracer.start_span(
+            f"{task.type} attempt {task.tries}", context=parent, kind=SpanKind.CLIENT, start_time=now,
+            attributes={**base, "messaging.system": "jetbridge", "jetbridge.attempt": task.tries,
+                        "jetbridge.max_attempts": attempt.max_attempts, "jetbridge.subject": attempt.subject,
+                        "jetbridge.budget_ms": int(attempt.budget * 1000)})
+        attempt.span = span
+        attempt.traceparent = sdk_tracing.traceparent_of(span) or ""
+
+    @staticmethod
+    def _waited_since(attempt: Attempt) -> tuple[str, int] | None:
+        """(span name, start) of the wait before this attempt: queued before the first, retry wait before others."""
+        task = attempt.task
+        try:
+            if task.tries <= 1:
+                return "queued", task.due_ns or task.created_ns
+            entries = task.history.attempts if task.history is not None else []
+            if entries and entries[-1].n == task.tries - 1 and entries[-1].end:
+                return "retry wait", parse_ns(entries[-1].end)
+        except ValueError:
+            pass
+        return None
+
+    @staticmethod
+    def end(attempt: Attempt, outcome: AttemptOutcome | None, decision: Decision | None) -> None:
+        """Close the attempt's span with how it ended; a second call does nothing."""
+        span, attempt.span = attempt.span, None
+        if span is None:
+            return
+        from opentelemetry.trace import Status, StatusCode
+
+        if outcome is None:
+            span.set_attribute("jetbridge.outcome", "dispatch_failed")
+            span.set_status(Status(StatusCode.ERROR, "the dispatcher failed while settling the attempt"))
+        else:
+            span.set_attribute("jetbridge.outcome", outcome.kind)
+            if outcome.kind != "complete":
+                span.set_attribute("jetbridge.error.code", outcome.error_code or outcome.kind)
+                span.set_status(Status(StatusCode.ERROR, (outcome.message or outcome.kind)[:512]))
+            if outcome.extra.get("sdk"):
+                span.set_attribute("jetbridge.handler.sdk", str(outcome.extra["sdk"]))
+        if decision is not None and decision.state is not None:
+            span.set_attribute("jetbridge.next_state", decision.state.value)
+            if decision.delay:
+                span.set_attribute("jetbridge.retry_delay_ms", int(decision.delay * 1000))
+        span.end()
