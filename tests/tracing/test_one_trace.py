@@ -36,11 +36,10 @@ RUST_TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / ".cache" / "rust-ta
 HANDLERS: dict[str, list[str]] = {
     "python": [sys.executable, str(HERE / "py_handler.py")],
     "go": [str(REPO / ".build" / "go" / "traced")],
-    "node": ["node", str(REPO / "interop" / "node" / "dist" / "examples" / "traced.js")],
+    "node": ["node", str(REPO / "interop" / "node" / "examples" / "traced.js")],
     "rust": [str(RUST_TARGET / "release" / "examples" / "traced")],
 }
 SERVER, CLIENT = 2, 3  # OTLP span kinds
-HANDLERS = {k: v for k, v in HANDLERS.items() if k in os.environ.get("TRACE_LANGS", "python go node rust")}
 
 
 def unbuilt() -> list[str]:
