@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import ConfigError, Retry, Terminate
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span, Tracer
+    from opentelemetry.trace import Span, Tracer, TracerProvider
 
     from ._service import Task
 
@@ -112,12 +112,22 @@ def shutdown() -> None:
         provider.shutdown()
 
 
+_provider: TracerProvider | None = None
+
+
+def use_tracer_provider(provider: TracerProvider | None) -> None:
+    """Make Jetbridge's spans in this process use ``provider`` instead of the global one (None: the global again)."""
+    global _provider
+    _provider = provider
+
+
 def tracer() -> Tracer:
+    """The tracer of Jetbridge's spans: from :func:`use_tracer_provider`'s provider, else the global one."""
     from opentelemetry import trace
 
     from ._service import SDK_VERSION
 
-    return trace.get_tracer(SCOPE, SDK_VERSION)
+    return trace.get_tracer(SCOPE, SDK_VERSION, tracer_provider=_provider)
 
 
 def traceparent_of(span: Span) -> str | None:
