@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from jetbridge import _protocol as proto
 from jetbridge import tracing as sdk_tracing
 from jetbridge._timeutil import parse_ns
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
     from .attempts import Attempt
 
+log = structlog.get_logger("jetbridge.dispatcher")
 _TRACEPARENT = re.compile(TRACEPARENT_PATTERN)
 
 
@@ -65,12 +67,21 @@ class DispatchTracing:
         """
         if not sdk_tracing.configure("jetbridge", environ):
             return None
+        endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        log.info("tracing_on", exporter=environ.get("OTEL_TRACES_EXPORTER") or "otlp", endpoint=endpoint,
+                 hint="spans: queued, each attempt, each retry wait (docs/tracing.md)")
         return cls(sdk_tracing.tracer())
 
-    def _parent(self, attempt: Attempt) -> Any:
+    @staticmethod
+    def _parent(attempt: Attempt) -> Any:
+        """The context of the producer's span (or of the task's derived trace), built directly from the traceparent:
+        the propagator's parsing and checks cost more, and the value was checked by :func:`forwardable`."""
+        from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+
         task = attempt.task
-        stored = task.traceparent if forwardable(task.traceparent) else proto.traceparent_for(task.id, 0)
-        return sdk_tracing.parent_context(stored)
+        tp = task.traceparent if forwardable(task.traceparent) else proto.traceparent_for(task.id, 0)
+        parent = SpanContext(int(tp[3:35], 16), int(tp[36:52], 16), is_remote=True, trace_flags=TraceFlags(int(tp[53:55], 16)))
+        return set_span_in_context(NonRecordingSpan(parent)) if parent.is_valid else None
 
     def start(self, attempt: Attempt) -> None:
         """The attempt is about to be sent: emit the wait that led to it and open its span."""
@@ -78,18 +89,17 @@ class DispatchTracing:
 
         task, now = attempt.task, time.time_ns()
         parent = self._parent(attempt)
-        base = {"jetbridge.task.id": task.id, "jetbridge.task.type": task.type, "jetbridge.queue": attempt.queue}
+        # Few attributes: the SDK checks each one, and this runs for every task (docs/tracing.md lists them).
         waited = self._waited_since(attempt)
         if waited is not None:
             name, since = waited
             wait = self._tracer.start_span(f"{name} {task.type}", context=parent, start_time=min(since, now),
-                                           attributes={**base, "jetbridge.attempt": task.tries})
+                                           attributes={"jetbridge.task.id": task.id, "jetbridge.attempt": task.tries})
             wait.end(end_time=now)
         span = self._tracer.start_span(
             f"{task.type} attempt {task.tries}", context=parent, kind=SpanKind.CLIENT, start_time=now,
-            attributes={**base, "messaging.system": "jetbridge", "jetbridge.attempt": task.tries,
-                        "jetbridge.max_attempts": attempt.max_attempts, "jetbridge.subject": attempt.subject,
-                        "jetbridge.budget_ms": int(attempt.budget * 1000)})
+            attributes={"jetbridge.task.id": task.id, "jetbridge.task.type": task.type, "jetbridge.queue": attempt.queue,
+                        "jetbridge.attempt": task.tries, "jetbridge.budget_ms": int(attempt.budget * 1000)})
         attempt.span = span
         attempt.traceparent = sdk_tracing.traceparent_of(span) or ""
 
