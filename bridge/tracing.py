@@ -18,16 +18,13 @@ attempts, so a dispatcher restart or another dispatcher loses nothing. Off (``fr
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from jetbridge import _protocol as proto
 from jetbridge import tracing as sdk_tracing
-from jetbridge._timeutil import parse_ns
-from jetbridge._wire import TRACEPARENT_PATTERN
+from jetbridge.internal import parse_ns, proto
 
 from .states import AttemptOutcome, Decision
 
@@ -37,12 +34,11 @@ if TYPE_CHECKING:
     from .attempts import Attempt
 
 log = structlog.get_logger("jetbridge.dispatcher")
-_TRACEPARENT = re.compile(TRACEPARENT_PATTERN)
 
 
 def forwardable(traceparent: str) -> bool:
     """A stored traceparent is producer data: only one the request schema accepts is passed on to handlers."""
-    return bool(traceparent) and _TRACEPARENT.match(traceparent) is not None and not traceparent.startswith("ff")
+    return sdk_tracing.valid_traceparent(traceparent)
 
 
 def request_traceparent(attempt: Attempt) -> str:

@@ -16,12 +16,14 @@ from the standard ``OTEL_*`` variables under the rule of :func:`enabled` (the di
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigError, Retry, Terminate
+from ._wire import TRACEPARENT_PATTERN
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer, TracerProvider
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 #: the instrumentation scope of every Jetbridge span
 SCOPE = "jetbridge"
 Next = Callable[["Task"], Awaitable[Any]]
+_TRACEPARENT = re.compile(TRACEPARENT_PATTERN)
 
 
 def enabled(environ: Mapping[str, str] = os.environ) -> bool:
@@ -136,6 +139,11 @@ def traceparent_of(span: Span) -> str | None:
     if not ctx.is_valid:
         return None
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def valid_traceparent(value: str) -> bool:
+    """A traceparent the request schema accepts (version ``ff`` is invalid in W3C trace context)."""
+    return bool(value) and _TRACEPARENT.match(value) is not None and not value.startswith("ff")
 
 
 def parent_context(traceparent: str | None) -> Any:
