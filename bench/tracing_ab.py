@@ -1,9 +1,10 @@
 """The tracing experiment (issue 20): the dispatcher's CPU per task with tracing off, and on with OTLP export.
 
-Runs the Go no-op drain in alternating pairs (off, on, off, on...) so that a machine whose load changes treats both
+Runs the Go no-op drain in alternating rounds (off, on, sampled, off, on, sampled...) so that a machine whose load changes treats both
 alike. "On" sets ``OTEL_EXPORTER_OTLP_ENDPOINT`` for the dispatcher process only, pointing at a receiver in this
 process that reads and discards each export (it only counts requests and bytes, to show the spans were sent).
-"Off" is the dispatcher exactly as every other drain step runs it.
+"Off" is the dispatcher exactly as every other drain step runs it; "sampled_10pct" is "on" keeping one trace in ten
+(``OTEL_TRACES_SAMPLER=traceidratio``), to show what sampling saves.
 """
 
 from __future__ import annotations
@@ -56,13 +57,16 @@ def discarding_receiver() -> Iterator[tuple[str, _Counts]]:
 
 async def run(*, n: int, concurrency: int, noop_bin: str, pairs: int = 2) -> dict[str, Any]:
     out: dict[str, Any] = {"n": n, "pairs": pairs}
-    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": [], "sampled_10pct": []}
     with discarding_receiver() as (endpoint, counts):
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_SERVICE_NAME": "jetbridge-bench"}
+        on = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_SERVICE_NAME": "jetbridge-bench"}
+        # By trace id, so a task's spans are all kept or all dropped (its trace id is its producer's or its own).
+        sampled = {**on, "OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+        envs: dict[str, dict[str, str] | None] = {"off": None, "on": on, "sampled_10pct": sampled}
         for _ in range(pairs):
-            runs["off"].append(await scenarios.drain(handler="go", n=n, concurrency=concurrency, noop_bin=noop_bin))
-            runs["on"].append(await scenarios.drain(handler="go", n=n, concurrency=concurrency, noop_bin=noop_bin,
-                                                    dispatcher_env=env))
+            for mode, env in envs.items():
+                runs[mode].append(await scenarios.drain(handler="go", n=n, concurrency=concurrency,
+                                                        noop_bin=noop_bin, dispatcher_env=env))
         out["otlp_requests"], out["otlp_bytes"] = counts.requests, counts.bytes
     for mode, results in runs.items():
         cpu = [r["dispatcher_cpu_us_per_task"] for r in results if r.get("dispatcher_cpu_us_per_task")]
@@ -74,4 +78,6 @@ async def run(*, n: int, concurrency: int, noop_bin: str, pairs: int = 2) -> dic
     if off and on:
         out["on_over_off"] = round(on / off, 3)
         out["tracing_cpu_us_per_task"] = round(on - off, 1)
+    if off and (some := out["sampled_10pct"]["dispatcher_cpu_us_per_task"]):
+        out["sampled_10pct_cpu_us_per_task"] = round(some - off, 1)
     return out
