@@ -46,7 +46,12 @@ const SCOPE: &str = "jetbridge";
 /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set; never when `OTEL_SDK_DISABLED` is `true`. The same rule
 /// as the dispatcher's and every other Jetbridge library's (docs/tracing.md).
 pub fn enabled_by_env() -> bool {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    enabled_with(|name| std::env::var(name).ok())
+}
+
+/// The rule of [`enabled_by_env`] over any source of variables.
+fn enabled_with(get: impl Fn(&str) -> Option<String>) -> bool {
+    let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
     if var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
         return false;
     }
@@ -60,7 +65,7 @@ pub fn enabled_by_env() -> bool {
 /// global tracer provider, when [`enabled_by_env`]; `None` (and nothing installed) otherwise.
 /// `service_name` is used unless `OTEL_SERVICE_NAME` names one. Call `shutdown()` on the provider
 /// before exiting, so the last spans are sent.
-pub fn init_from_env(service_name: &str) -> Result<Option<SdkTracerProvider>, Box<dyn std::error::Error + Send + Sync>> {
+pub fn init_from_env(service_name: &str) -> Result<Option<SdkTracerProvider>, opentelemetry_otlp::ExporterBuildError> {
     if !enabled_by_env() {
         return Ok(None);
     }
@@ -126,5 +131,35 @@ impl Middleware for Tracing {
             span.end();
             result
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enabled(vars: &[(&str, &str)]) -> bool {
+        enabled_with(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()))
+    }
+
+    #[test]
+    fn the_enabling_rule() {
+        assert!(!enabled(&[]));
+        assert!(enabled(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:4318")]));
+        assert!(enabled(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://x:4318/v1/traces")]));
+        assert!(enabled(&[("OTEL_TRACES_EXPORTER", "otlp")]));
+        assert!(!enabled(&[("OTEL_TRACES_EXPORTER", "none"), ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x")]));
+        assert!(!enabled(&[("OTEL_SDK_DISABLED", "TRUE"), ("OTEL_TRACES_EXPORTER", "otlp")]));
+    }
+
+    #[test]
+    fn a_traceparent_names_the_parent() {
+        let mut carrier = HashMap::new();
+        carrier.insert("traceparent".to_owned(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned());
+        let cx = TraceContextPropagator::new().extract(&carrier);
+        let parent = cx.span().span_context().clone();
+        assert_eq!(parent.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(parent.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(parent.is_remote());
     }
 }

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 #: the instrumentation scope of every Jetbridge span
 SCOPE = "jetbridge"
+#: the rest of a middleware chain; the same type as the SDK middleware's ``Next`` (``Service.use``), so that
+#: :func:`middleware` is one (merge note: alias that one here once both are in)
 Next = Callable[["Task"], Awaitable[Any]]
 _TRACEPARENT = re.compile(TRACEPARENT_PATTERN)
 
