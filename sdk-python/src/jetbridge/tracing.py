@@ -64,6 +64,8 @@ def configure(service_name: str, environ: Mapping[str, str] = os.environ) -> boo
     ``OTEL_TRACES_EXPORTER`` names: ``otlp`` (the default: OTLP/HTTP protobuf, configured by
     ``OTEL_EXPORTER_OTLP_*``) or ``console``. ``service_name`` applies unless ``OTEL_SERVICE_NAME`` or
     ``OTEL_RESOURCE_ATTRIBUTES`` name the service. A provider the application installed itself is kept.
+    ``environ`` decides whether and which exporter; the SDK reads the rest (endpoint, headers, batching, resource)
+    from the process environment, as it always does.
 
     Raises:
         ConfigError: the OpenTelemetry packages are missing, or the exporter or protocol is not supported.
