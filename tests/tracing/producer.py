@@ -1,7 +1,8 @@
 """A Python producer with tracing on (``OTEL_*`` variables), for tests/tracing.
 
-``producer.py URL QUEUE TYPE...`` enqueues one task per type whose first attempt fails (``fail_attempts`` 1), prints
-the ids as a JSON object (type -> id), and flushes its spans before it exits.
+``producer.py URL QUEUE TYPE...`` enqueues, inside one span ``produce`` (so that they share one trace), one task per
+type whose first attempt fails (``fail_attempts`` 1), prints the ids as a JSON object (type -> id), and flushes its
+spans before it exits.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import anyio
 import nats
 from jetbridge import Producer, tracing
+from opentelemetry import trace
 
 
 async def main(url: str, queue: str, types: list[str]) -> None:
@@ -20,7 +22,8 @@ async def main(url: str, queue: str, types: list[str]) -> None:
     nc = await nats.connect(url)
     try:
         producer = Producer(nc, queue=queue)
-        ids = {t: await producer.enqueue(t, {"fail_attempts": 1}) for t in types}
+        with trace.get_tracer("tests.tracing").start_as_current_span("produce"):  # one trace for every task
+            ids = {t: await producer.enqueue(t, {"fail_attempts": 1}) for t in types}
     finally:
         await nc.close()
         tracing.shutdown()

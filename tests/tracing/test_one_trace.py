@@ -2,9 +2,9 @@
 
 Every process is real: the nats-server, the dispatcher, the producer and the four handler services (each with its
 language's tracing middleware and official OpenTelemetry SDK), all exporting OTLP/HTTP to a receiver inside this
-test. Each task's first attempt fails, so its trace must show: the producer's span as the root; the dispatcher's
-``queued``, ``attempt 1``, ``retry wait`` and ``attempt 2`` spans as its children; and the handler's span of each
-attempt as the child of that attempt's span.
+test. The producer enqueues one task per language inside one span, so everything is one trace. Each task's first
+attempt fails, so under its ``enqueue`` span it must show the dispatcher's ``queued``, ``attempt 1``, ``retry wait``
+and ``attempt 2`` spans, and the handler's span of each attempt as the child of that attempt's span.
 """
 
 from __future__ import annotations
@@ -54,11 +54,14 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def trace_of(spans: list[ReceivedSpan], task_type: str) -> dict[str, ReceivedSpan] | None:
     """The task's spans by role, once all eight are there and connected as they should be; else None."""
-    roots = [s for s in spans if s.name == f"enqueue {task_type}"]
+    produce = [s for s in spans if s.name == "produce" and s.parent_id == ""]
+    if len(produce) != 1:
+        return None
+    mine = [s for s in spans if s.trace_id == produce[0].trace_id]
+    roots = [s for s in mine if s.name == f"enqueue {task_type}" and s.parent_id == produce[0].span_id]
     if not roots:
         return None
     root = roots[0]
-    mine = [s for s in spans if s.trace_id == root.trace_id]
 
     def one(name: str, parent: str, service: str | None = None) -> ReceivedSpan | None:
         found = [s for s in mine if s.name == name and s.parent_id == parent and (service is None or s.service == service)]
@@ -118,7 +121,7 @@ async def test_one_connected_trace_to_four_languages(nats_server: NatsServer, nc
 
         for lang, task_type in types.items():
             got = await rx.until(lambda spans, t=task_type: trace_of(spans, t), 30, f"connected trace for {lang}")
-            assert got["enqueue"].parent_id == "" and got["enqueue"].service == "traced-producer"
+            assert got["enqueue"].service == "traced-producer"
             assert got["attempt1"].service == "jetbridge" and got["attempt1"].kind == CLIENT
             assert got["attempt1"].attributes["jetbridge.outcome"] == "retry"
             assert got["attempt1"].attributes["jetbridge.task.id"] == ids[task_type]
@@ -131,6 +134,10 @@ async def test_one_connected_trace_to_four_languages(nats_server: NatsServer, nc
             assert got["handler2"].attributes["jetbridge.attempt"] == 2
             assert got["queued"].end_ns <= got["attempt1"].start_ns + 1_000_000
             assert got["attempt1"].end_ns <= got["wait"].end_ns <= got["attempt2"].start_ns + 1_000_000
+        # One trace: the producer's span, and under it every task's enqueue, dispatcher and handler spans.
+        traces = {s.trace_id for s in rx.snapshot() if s.service.startswith(("traced-", "jetbridge"))}
+        assert len(traces) == 1, traces
+        assert {s.service for s in rx.snapshot()} == {"traced-producer", "jetbridge", *(f"traced-{x}" for x in HANDLERS)}
         assert not rx.bad
 
 
