@@ -4,6 +4,7 @@ exporter (the OTLP path across processes is tests/tracing/test_one_trace.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import jetbridge
@@ -12,6 +13,7 @@ from jetbridge import tracing
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
 from bridge.tracing import DispatchTracing, forwardable
 from tests.harness import Harness
@@ -116,3 +118,39 @@ async def test_a_dispatcher_without_tracing_passes_the_producers_context_on(
         record = await h.run(kind, {})
     assert record.traceparent and seen == [record.traceparent]
     assert [s.name for s in spans.get_finished_spans()] == [f"enqueue {kind}"]
+
+
+class Failure(Exception):
+    pass
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("raised", "outcome", "code"), [
+    (None, "complete", None),
+    (jetbridge.Retry("busy", code="smtp_busy"), "retry", "smtp_busy"),
+    (jetbridge.Terminate("bad", code="bad_address"), "terminate", "bad_address"),
+    (Failure("boom"), "retry", "handler_error"),
+])
+async def test_the_middleware_records_each_outcome(spans: InMemorySpanExporter, raised: Exception | None,
+                                                   outcome: str, code: str | None) -> None:
+    task: Any = SimpleNamespace(id="t1", type="email:send", queue="Q", attempt=3, cancel_reason=None,
+                                traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+
+    async def handler(_: Any) -> Any:
+        if raised is not None:
+            raise raised
+        return "ok"
+
+    if raised is None:
+        assert await tracing.middleware(task, handler) == "ok"
+    else:
+        with pytest.raises(type(raised)):
+            await tracing.middleware(task, handler)
+    (span,) = spans.get_finished_spans()
+    assert span.name == "process email:send" and span.kind is SpanKind.SERVER
+    assert span.parent is not None and format(span.parent.span_id, "016x") == "00f067aa0ba902b7"
+    assert format(span.context.trace_id, "032x") == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert span.attributes is not None
+    assert span.attributes["jetbridge.outcome"] == outcome and span.attributes["jetbridge.attempt"] == 3
+    assert span.attributes.get("jetbridge.error.code") == code
+    assert span.status.status_code is (StatusCode.UNSET if raised is None else StatusCode.ERROR)

@@ -125,8 +125,8 @@ func Middleware(opts ...Option) jetbridge.Middleware {
 			var jerr *jetbridge.Error
 			switch {
 			case err == nil:
+				// Status stays unset on success, as OpenTelemetry asks of instrumentation libraries.
 				span.SetAttributes(attribute.String("jetbridge.outcome", "complete"))
-				span.SetStatus(codes.Ok, "")
 			case errors.As(err, &jerr):
 				outcome := "retry"
 				if jerr.Terminal {

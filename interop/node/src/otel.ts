@@ -107,8 +107,7 @@ export function tracing(options: TracingOptions = {}): Middleware {
     return tracer.startActiveSpan(`process ${task.type}`, { kind: SpanKind.SERVER, attributes }, parent, async (span) => {
       try {
         const result = await next();
-        span.setAttribute("jetbridge.outcome", "complete");
-        span.setStatus({ code: SpanStatusCode.OK });
+        span.setAttribute("jetbridge.outcome", "complete"); // status stays unset on success (OpenTelemetry's rule)
         return result;
       } catch (err) {
         record(span, err);

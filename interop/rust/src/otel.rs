@@ -117,10 +117,8 @@ impl Middleware for Tracing {
             let result = next.run(task).with_context(cx.clone()).await;
             let span = cx.span();
             match &result {
-                Ok(_) => {
-                    span.set_attribute(KeyValue::new("jetbridge.outcome", "complete"));
-                    span.set_status(Status::Ok);
-                }
+                // The status stays unset on success, as OpenTelemetry asks of instrumentation libraries.
+                Ok(_) => span.set_attribute(KeyValue::new("jetbridge.outcome", "complete")),
                 Err(err) => {
                     let outcome = if err.is_retry() { "retry" } else { "terminate" };
                     span.set_attribute(KeyValue::new("jetbridge.outcome", outcome));
