@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import baselines, index_bench, scenarios
+from . import baselines, index_bench, scenarios, tracing_ab
 from .infra import REPO, build_go, ensure_py_spy, ensure_uvloop, go_version, load_avg, log
 
 RESULTS = REPO / "bench" / "results" / "latest.json"
@@ -271,6 +271,10 @@ def _steps(c: Counts, bins: dict[str, str | None], spy: str | None) -> list[Step
              ("n_100000.worst_p95_ms", "n_100000.catch_up_s", "n_100000.index_bytes_per_task")),
         Step("experiment_uvloop", "experiments", 40, lambda: _uvloop(c, go_noop),
              ("uvloop_cpu_over_asyncio_cpu",), needs_go=True, late=True),
+        Step("tracing_ab", "experiments", 75,
+             lambda: tracing_ab.run(n=c.drain_n, concurrency=c.concurrency, noop_bin=go_noop),
+             ("tracing_cpu_us_per_task", "off.dispatcher_cpu_us_per_task", "on.dispatcher_cpu_us_per_task",
+              "on_over_off", "sampled_10pct_cpu_us_per_task"), needs_go=True, late=True),
     ]
 
 

@@ -66,6 +66,7 @@ from .states import (
     waiting_for_handler,
 )
 from .takeover import Claims, Takeover, Verdict
+from .tracing import DispatchTracing
 from .worker import QueueWorker, check_document, decode_item
 
 log = structlog.get_logger("jetbridge.dispatcher")
@@ -114,6 +115,8 @@ class Dispatcher:
         self.busy = InFlight()
         self._verifier: Any = None
         self.ready = False
+        #: OpenTelemetry spans when the OTEL_* variables ask for them (bridge/tracing.py); None: no per-task work
+        self.tracing = DispatchTracing.from_env()
 
     # Life cycle -----------------------------------------------------------------------------------------------
 
@@ -466,6 +469,8 @@ class Dispatcher:
             self.metrics.child(self.metrics.attempts, worker.name, task.type).inc()
             log.debug("attempt_started", task_id=task.id, queue=worker.name, type=task.type, attempt=task.tries,
                       subject=subject, budget_s=round(budget, 3))
+            if self.tracing is not None:
+                self.tracing.start(attempt)
             started = time.monotonic()
             self.claims.end(task_id)  # run() registers the attempt before it first awaits: no gap for a duplicate
             claimed = False
@@ -484,12 +489,16 @@ class Dispatcher:
                 task, seq = attempt.task, attempt.seq
                 decision = on_outcome(task, outcome, now_ns(), worker.limits)
                 task = record_attempt(task, outcome, decision, now_ns=now_ns(), dispatcher=self.id)
+                if self.tracing is not None:
+                    self.tracing.end(attempt, outcome, decision)
                 await self.settler.finish(worker, [msg.reply], task, seq, decision, attempt=attempt)
         finally:
             if claimed:
                 self.claims.end(task_id)
             if attempt is not None:
                 self.runner.release(attempt)
+                if self.tracing is not None:
+                    self.tracing.end(attempt, None, None)  # only if it failed before its outcome: never left open
 
     # Background duties ----------------------------------------------------------------------------------------
 
