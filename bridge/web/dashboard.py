@@ -37,6 +37,20 @@ from .errors import ApiError
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
+
+
+def duration(seconds: float | None) -> str:
+    """``3d 4h``, ``2h 5m``, ``4m 10s``, ``12s``: an uptime at a glance."""
+    if seconds is None:
+        return ""
+    s = int(seconds)
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
+        if s >= size:
+            return f"{s // size}{unit} {s % size // sub_size}{sub}"
+    return f"{s}s"
+
+
+templates.env.filters["duration"] = duration
 ui = Router()
 WINDOWS = [("15m", "15 minutes"), ("1h", "1 hour"), ("24h", "24 hours"), ("168h", "7 days")]
 _WINDOW_NS = {"15m": 900 * NS, "1h": 3600 * NS, "24h": 86400 * NS, "168h": 7 * 86400 * NS}
@@ -78,11 +92,11 @@ async def overview(request: Request) -> Response:
         except JetbridgeError:
             continue
     counts = {s.value: b.index.count(Query(states=frozenset({s.value}))) for s in TaskState}
-    handlers = await b.handlers(timeout=0.3)
+    handlers, dispatchers = await b.online(window=0.3)
     for h in handlers:
         times = [e["average_processing_time"] for e in h["endpoints"] if e["requests"]]
         h["avg_ms"] = round(sum(times) / len(times) / 1e6, 1) if times else 0
-    return _page(request, "overview.html", role, queues=queues, handlers=handlers,
+    return _page(request, "overview.html", role, queues=queues, handlers=handlers, dispatchers=dispatchers,
                  states=[(s, n) for s, n in counts.items() if n])
 
 

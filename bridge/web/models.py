@@ -272,6 +272,7 @@ class ReplayResponse(BaseModel):
 class HandlerEndpoint(BaseModel):
     name: str
     subject: str
+    task_type: str | None = Field(None, description="the endpoint's ``jetbridge.task_type`` metadata")
     requests: int = 0
     errors: int = 0
     average_processing_time: int = 0
@@ -281,9 +282,27 @@ class HandlerInstance(BaseModel):
     name: str
     id: str
     version: str
-    language: str | None = None
+    language: str | None = Field(None, description="from ``jetbridge.sdk`` (``<language>/<version>``), else "
+                                                   "``language`` or ``lang`` metadata")
+    sdk_version: str | None = Field(None, description="the Jetbridge library's version, from ``jetbridge.sdk``")
+    protocols: list[str] | None = Field(None, description="``jetbridge.protocols``: protocol versions spoken")
     endpoints: list[HandlerEndpoint]
 
 
 class HandlerList(BaseModel):
     handlers: list[HandlerInstance]
+
+
+class Dispatcher(BaseModel):
+    id: str
+    version: str
+    started: float | None = Field(None, description="Unix time the dispatcher started")
+    uptime_s: float | None = None
+    queues: list[str] = Field(description="queues it serves now")
+    configured: list[str] | None = Field(None, description="queues it was told to serve ('*': all)")
+    in_flight: int | None = Field(None, description="attempts running now (absent: it did not answer)")
+    answered: bool = Field(description="whether it answered its status request (else: from its announcement)")
+
+
+class DispatcherList(BaseModel):
+    dispatchers: list[Dispatcher]
