@@ -26,7 +26,7 @@ router = APIRouter()
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorEnvelope}, 401: {"model": ErrorEnvelope}, 403: {"model": ErrorEnvelope},
     404: {"model": ErrorEnvelope}, 409: {"model": ErrorEnvelope}, 413: {"model": ErrorEnvelope},
-    503: {"model": ErrorEnvelope},
+    429: {"model": ErrorEnvelope}, 503: {"model": ErrorEnvelope},
 }
 READ, PRODUCE, OPERATE = Depends(need("read")), Depends(need("producer")), Depends(need("operator"))
 #: how long an Idempotency-Key is remembered (asyncjobs: 10 minutes, in memory)

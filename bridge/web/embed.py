@@ -24,7 +24,7 @@ from jetbridge._errors import ConfigError
 from nats.aio.client import Client
 
 from ..settings import Settings
-from .app import MAX_BODY, create_app
+from .app import MAX_BODY, RATE, create_app
 from .auth import Tokens, is_loopback, load_tokens
 from .backend import Backend
 
@@ -78,7 +78,7 @@ async def serve_http(settings: Settings, nc: Client, *, env: Mapping[str, str] |
         await backend.start(share_index=False)  # `dlq keep` or `serve` answer index queries; not every dispatcher
         return backend
 
-    app = create_app(make_backend, tokens=tokens, max_body=MAX_BODY)
+    app = create_app(make_backend, tokens=tokens, max_body=MAX_BODY, rate=RATE)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
