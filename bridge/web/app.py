@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import api, errors, extra
+from . import api, errors, extra, ops
 from .auth import Tokens
 from .backend import Backend
 from .ratelimit import RateLimit
@@ -80,6 +80,7 @@ def create_app(make_backend: Callable[[], Awaitable[Backend]], *, tokens: Tokens
     errors.install(app)
     app.include_router(api.router)
     app.include_router(extra.router)
+    app.include_router(ops.router)
     if dashboard:
         from . import dashboard as dash
 

@@ -18,6 +18,7 @@ from ..index import TaskIndex
 from ..index_service import LocalView
 from ..index_service import serve as serve_index
 from ..queues import QueueAdmin
+from .charts import HourCache
 from .online import online, online_dispatchers
 
 log = structlog.get_logger("jetbridge.web")
@@ -38,6 +39,7 @@ class Backend:
         self.admin = QueueAdmin(self.rq)
         self.schedules = Schedules(self.nc, producer=self.producer)
         self.view = LocalView(self.index)
+        self.hour = HourCache()  # the overview's last hour (bridge/web/charts.py)
 
     async def start(self, *, share_index: bool = True) -> None:
         """Follow the task store (and answer other processes' index queries, as ``dlq keep`` does).

@@ -30,6 +30,7 @@ from starlette.routing import Router
 
 from .. import dlq, pause
 from ..index import Query
+from . import charts
 from .api import _queue, remember
 from .auth import ROLES, role_of_request
 from .backend import Backend
@@ -93,10 +94,16 @@ async def overview(request: Request) -> Response:
             continue
     counts = {s.value: b.index.count(Query(states=frozenset({s.value}))) for s in TaskState}
     handlers, dispatchers = await b.online(window=0.3)
+    hour, by_queue = b.hour.get(b.index, now_ns())
+    for q in queues:
+        series = by_queue.get(q["name"], charts.Series())
+        q.update(per_minute=series.per_minute, failure_share=series.failure_share,
+                 chart=charts.bars(series, width=120, height=24, label=f"queue {q['name']}, last hour"))
     for h in handlers:
         times = [e["average_processing_time"] for e in h["endpoints"] if e["requests"]]
         h["avg_ms"] = round(sum(times) / len(times) / 1e6, 1) if times else 0
     return _page(request, "overview.html", role, queues=queues, handlers=handlers, dispatchers=dispatchers,
+                 hour=hour, hour_chart=charts.bars(hour, width=720, height=90, label="finished a minute, last hour"),
                  states=[(s, n) for s, n in counts.items() if n])
 
 
@@ -246,20 +253,6 @@ async def queue_action(request: Request) -> Response:
     return _said(f"queue {name} {verb}d")
 
 
-async def replay_matching(request: Request) -> Response:
-    got = await _act(request, "operator")
-    if isinstance(got, HTMLResponse):
-        return got
-    b, _ = got
-    f = _filters(request)
-    ids = b.index.ids(dlq.query(queue=f["queue"] or None, task_type=f["type"] or None,
-                                text=f["error"] or None))[:1000]
-    done = 0
-    for task_id in ids:
-        done += (await dlq.replay(b.nc, b.rq, task_id)).done
-    return _said(f"replayed {done} of {len(ids)} dead letters")
-
-
 ui.add_route("/", overview)
 ui.add_route("/ui/queues/{name}", queue_page)
 ui.add_route("/ui/tasks", tasks_page)
@@ -267,10 +260,12 @@ ui.add_route("/ui/dead-letters", dead_page)
 ui.add_route("/ui/tasks/{id}", task_page)
 ui.add_route("/ui/tasks/{id}/{verb}", task_action, methods=["POST"])
 ui.add_route("/ui/queues/{name}/{verb}", queue_action, methods=["POST"])
-ui.add_route("/ui/dead-letters/replay", replay_matching, methods=["POST"])
 
 
 def mount(app: FastAPI) -> None:
+    from . import dashboard_ops
+
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     for route in ui.routes:
         app.router.routes.append(route)
+    dashboard_ops.mount(app)

@@ -306,3 +306,28 @@ class Dispatcher(BaseModel):
 
 class DispatcherList(BaseModel):
     dispatchers: list[Dispatcher]
+
+
+class SchedulePauseRequest(Strict):
+    note: str = Field("", max_length=500)
+
+
+class ScheduleTriggered(BaseModel):
+    name: str
+    task_id: str = Field(description="the task fired now, outside the schedule's slots")
+
+
+class DeadLetterDeleteRequest(Strict):
+    """The listed ``ids``, or every dead letter matching the filters (at most 1000 per call); ``dry_run`` previews."""
+
+    ids: list[str] | None = Field(None, max_length=1000)
+    queue: str | None = Field(None, pattern=NAME)
+    type: str | None = Field(None, max_length=256)
+    error: str | None = Field(None, max_length=200)
+    dry_run: bool = False
+
+
+class DeadLetterDeleteResponse(BaseModel):
+    matched: int = Field(description="dead letters selected (at most 1000)")
+    deleted: int = Field(description="removed (0 on a dry run; a task replayed meanwhile is kept)")
+    ids: list[str] = Field(description="the selected ids (dry run) or those removed")
