@@ -39,7 +39,8 @@ Name = Annotated[str, Path(min_length=1, max_length=models.QUEUE_NAME_MAX, patte
 ScheduleName = Annotated[str, Path(pattern=models.SCHEDULE_NAME)]
 
 
-def backend(request: Request) -> Backend:
+async def backend(request: Request) -> Backend:
+    """Async, so FastAPI runs it on the loop: a plain ``def`` dependency costs a worker-thread hop per request."""
     return request.app.state.backend  # type: ignore[no-any-return]
 
 
