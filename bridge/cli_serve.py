@@ -10,7 +10,7 @@ import os
 from typing import Annotated
 
 import typer
-from jetbridge._errors import ConfigError
+from jetbridge.internal import ConfigError
 
 
 def parse_listen(text: str) -> tuple[str, int]:
