@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from jetbridge._timeutil import NS
+from jetbridge.internal import NS
 
 from ..index import Entry, Query, TaskIndex
 

@@ -13,8 +13,7 @@ from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
-from jetbridge._errors import JetbridgeError, TaskNotFoundError
-from jetbridge._timeutil import format_ns, now_ns
+from jetbridge.internal import JetbridgeError, TaskNotFoundError, format_ns, now_ns
 from starlette.routing import Router
 
 from .. import dlq

@@ -20,7 +20,7 @@ import anyio
 import structlog
 import uvicorn
 from anyio.abc import TaskStatus
-from jetbridge._errors import ConfigError
+from jetbridge.internal import ConfigError
 from nats.aio.client import Client
 
 from ..settings import Settings

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
-from jetbridge._errors import TaskNotFoundError
+from jetbridge.internal import TaskNotFoundError
 
 from .. import dlq
 from . import models
