@@ -33,6 +33,7 @@ from .api import _queue, remember
 from .auth import ROLES, role_of_request
 from .backend import Backend
 from .errors import ApiError
+from .online import group_services
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -97,10 +98,8 @@ async def overview(request: Request) -> Response:
         series = by_queue.get(q["name"], charts.Series())
         q.update(per_minute=series.per_minute, failure_share=series.failure_share,
                  chart=charts.bars(series, width=120, height=24, label=f"queue {q['name']}, last hour"))
-    for h in handlers:
-        times = [e["average_processing_time"] for e in h["endpoints"] if e["requests"]]
-        h["avg_ms"] = round(sum(times) / len(times) / 1e6, 1) if times else 0
-    return _page(request, "overview.html", role, queues=queues, handlers=handlers, dispatchers=dispatchers,
+    return _page(request, "overview.html", role, queues=queues, services=group_services(handlers),
+                 dispatchers=dispatchers,
                  hour=hour, hour_chart=charts.bars(hour, width=720, height=90, label="finished a minute, last hour"),
                  states=[(s, n) for s, n in counts.items() if n])
 

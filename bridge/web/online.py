@@ -81,3 +81,28 @@ async def online_dispatchers(nc: Client, window: float, now: float) -> list[dict
     """Every ``jetbridge-dispatcher`` instance that answers discovery, asked for its live status."""
     infos = [i for i in await gather(nc, "$SRV.INFO", window) if i.get("name") == SERVICE_NAME]
     return [describe_dispatcher(s, now) for s in await dispatchers(nc, infos, timeout=max(window, 0.5))]
+
+
+def group_services(handlers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Instances of one service (same name, version and library) as one row: how many, the task types they serve,
+    requests and errors summed, and the average time weighted by requests (what an operator compares)."""
+    groups: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for h in handlers:
+        key = (h["name"], h["version"], h.get("language") or "", h.get("sdk_version") or "")
+        g = groups.setdefault(key, {"name": h["name"], "version": h["version"], "language": h.get("language"),
+                                    "sdk_version": h.get("sdk_version"), "instances": 0, "ids": [],
+                                    "task_types": [], "requests": 0, "errors": 0, "_time": 0})
+        g["instances"] += 1
+        g["ids"].append(h["id"])
+        for e in h["endpoints"]:
+            name = e.get("task_type") or e["name"]
+            if name not in g["task_types"]:
+                g["task_types"].append(name)
+            g["requests"] += e["requests"]
+            g["errors"] += e["errors"]
+            g["_time"] += e["average_processing_time"] * e["requests"]
+    out = []
+    for g in groups.values():
+        g["avg_ms"] = round(g.pop("_time") / g["requests"] / 1e6, 2) if g["requests"] else None
+        out.append(g)
+    return sorted(out, key=lambda g: (g["name"], g["version"]))

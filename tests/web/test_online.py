@@ -19,7 +19,7 @@ import jetbridge
 import pytest
 
 from bridge.embedded import NatsServer
-from bridge.web.online import describe_dispatcher, sdk_of
+from bridge.web.online import describe_dispatcher, group_services, sdk_of
 from tests.harness import Harness
 
 from .conftest import Served
@@ -49,6 +49,19 @@ def test_a_dispatcher_that_does_not_answer_is_shown_from_its_announcement() -> N
     d = describe_dispatcher({"id": "d1", "version": "1.0", "queues": ["A", "B"], "started": 100.0,
                              "in_flight": None}, now=160.0)
     assert d["answered"] is False and d["in_flight"] is None and d["uptime_s"] == 60.0 and d["queues"] == ["A", "B"]
+
+
+def test_instances_of_a_service_are_one_row_with_weighted_average_time() -> None:
+    def instance(i: str, requests: int, avg_ns: int) -> dict[str, Any]:
+        return {"name": "imaging", "id": i, "version": "1.2.0", "language": "go", "sdk_version": "0.1.0",
+                "endpoints": [{"name": "resize", "subject": "s", "task_type": "image:resize", "requests": requests,
+                               "errors": 1, "average_processing_time": avg_ns}]}
+
+    rows = group_services([instance("a", 3, 1_000_000), instance("b", 1, 5_000_000),
+                           {**instance("c", 0, 0), "version": "1.3.0"}])
+    assert [(r["version"], r["instances"]) for r in rows] == [("1.2.0", 2), ("1.3.0", 1)]
+    assert rows[0]["requests"] == 4 and rows[0]["errors"] == 2 and rows[0]["avg_ms"] == 2.0
+    assert rows[0]["task_types"] == ["image:resize"] and rows[1]["avg_ms"] is None
 
 
 async def test_python_sdk_handler_shows_its_language_and_task_types(web: Served, h: Harness) -> None:
