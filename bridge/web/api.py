@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -228,6 +229,9 @@ async def bulk_retry(body: models.BulkRetryRequest, b: B) -> dict[str, Any]:
         raise ApiError(400, "invalid_argument", "ids lists more than 100 tasks", reason="ids_too_many", field="ids")
     results = []
     for task_id in body.ids:
+        if not re.fullmatch(models.TASK_ID, task_id) or len(task_id) > 256:  # never a wildcard lookup
+            results.append({"id": task_id, "status": "failed", "error": "invalid task id"})
+            continue
         try:
             before = now_ns()
             remember(b, await b.producer.retry(task_id), before)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -33,6 +34,7 @@ from .api import _queue, remember
 from .auth import ROLES, role_of_request
 from .backend import Backend
 from .errors import ApiError
+from .models import TASK_ID
 from .online import group_services
 
 HERE = Path(__file__).parent
@@ -169,6 +171,8 @@ async def task_page(request: Request) -> Response:
     b = _backend(request)
     task_id = request.path_params["id"]
     try:
+        if not re.fullmatch(TASK_ID, task_id):  # a wildcard would read whichever task matches last
+            raise TaskNotFoundError(task_id)
         t = await b.producer.get(task_id)
     except (TaskNotFoundError, JetbridgeError):
         return HTMLResponse(f"<p>task {escape(task_id)} does not exist. <a href='/ui/tasks'>Tasks</a></p>", 404)
@@ -208,6 +212,8 @@ async def task_action(request: Request) -> Response:
     if isinstance(got, HTMLResponse):
         return got
     b, _ = got
+    if not re.fullmatch(TASK_ID, task_id):  # ">" would make delete purge every task
+        return _said(f"{task_id!r} is not a task id", ok=False)
     before = now_ns()
     try:
         if verb == "retry":

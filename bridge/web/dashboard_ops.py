@@ -8,6 +8,7 @@ Same rules as bridge/web/dashboard.py: pages show only what the role allows; act
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -18,6 +19,7 @@ from starlette.routing import Router
 
 from .. import dlq
 from .dashboard import _act, _backend, _filters, _login, _page, _role, _said, templates
+from .models import TASK_ID
 from .ops import BULK_MAX, delete_dead, select_dead
 
 ui = Router()
@@ -101,7 +103,7 @@ async def dead_bulk(request: Request) -> Response:
         return got
     b, _ = got
     form = parse_qs((await request.body()).decode(errors="replace"))
-    ids = [i for i in "\n".join(form.get("ids", [])).split("\n") if i.strip()][:BULK_MAX]
+    ids = [i for i in "\n".join(form.get("ids", [])).split("\n") if re.fullmatch(TASK_ID, i)][:BULK_MAX]
     if not ids:
         return _said("nothing selected", ok=False)
     if verb == "delete":

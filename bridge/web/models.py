@@ -4,7 +4,7 @@ generated OpenAPI document describes the same wire format; Jetbridge's additions
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from jetbridge.internal import TaskRecord
@@ -15,6 +15,9 @@ NAME = r"^[a-zA-Z0-9_:-]+$"
 QUEUE_NAME_MAX = 200
 #: schedule names: no ``:`` (a KV key token), as jetbridge._schedule.check_name requires
 SCHEDULE_NAME = r"^[a-zA-Z0-9_-]{1,200}$"
+#: a task id in a body: one NATS subject token, so it can never widen a store lookup or purge (``*``, ``>``, ``.``)
+TASK_ID = r"^[^.*>\s]+$"
+TaskIdItem = Annotated[str, Field(min_length=1, max_length=256, pattern=TASK_ID)]
 DATE_TIME: dict[str, Any] = {"format": "date-time"}
 
 
@@ -250,7 +253,7 @@ class DeadLetterList(BaseModel):
 
 
 class ReplayRequest(Strict):
-    ids: list[str] | None = Field(None, max_length=1000)
+    ids: list[TaskIdItem] | None = Field(None, max_length=1000)
     queue: str | None = Field(None, pattern=NAME, description="only dead letters of this queue (with no ids)")
     type: str | None = Field(None, max_length=256)
     to_queue: str | None = Field(None, pattern=NAME)
@@ -320,7 +323,7 @@ class ScheduleTriggered(BaseModel):
 class DeadLetterDeleteRequest(Strict):
     """The listed ``ids``, or every dead letter matching the filters (at most 1000 per call); ``dry_run`` previews."""
 
-    ids: list[str] | None = Field(None, max_length=1000)
+    ids: list[TaskIdItem] | None = Field(None, max_length=1000)
     queue: str | None = Field(None, pattern=NAME)
     type: str | None = Field(None, max_length=256)
     error: str | None = Field(None, max_length=200)

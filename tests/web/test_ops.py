@@ -137,3 +137,18 @@ async def test_overview_shows_the_last_hour(web: Served, h: Harness) -> None:
     assert 'id="last-hour"' in page and '<svg class="chart"' in page
     row = page.split(f'data-queue="{h.queue}"')[1].split("</tr>")[0]
     assert "100.0%" in row and 'class="c-bad"' in row
+
+
+async def test_wildcard_task_ids_never_reach_the_store(web: Served, h: Harness) -> None:
+    """``>`` as a task id would make a purge by subject remove every task: every path refuses it."""
+    task_id = await h.producer.enqueue(f"{h.unique}:keep", queue=h.queue)
+    async with httpx.AsyncClient(base_url=web.url) as c:
+        for bad in (">", "*", "a.>", "a b"):
+            envelope(await c.post("/v1/dead-letters/delete", json={"ids": [bad]}), 400, "invalid_argument")
+            envelope(await c.post("/v1/dead-letters/replay", json={"ids": [bad]}), 400, "invalid_argument")
+            r = (await c.post("/v1/tasks/retry", json={"ids": [bad]})).json()
+            assert r["results"] == [{"id": bad, "status": "failed", "error": "invalid task id"}]
+        assert "is not a task id" in (await c.post("/ui/tasks/>/delete", headers=UI)).text
+        assert (await c.get("/ui/tasks/>")).status_code == 404
+        assert "nothing selected" in (await c.post("/ui/dead-letters/bulk/delete", headers=UI, content="ids=%3E")).text
+        assert (await c.get(f"/v1/tasks/{task_id}")).status_code == 200

@@ -88,3 +88,16 @@ async def test_bad_http_settings_are_one_line_errors(nats_server: NatsServer, ar
     done = await jb("--server", nats_server.url, "run", *args, env=env)
     assert done.returncode == 2 and message in done.stderr.decode(), done.stderr.decode()
     assert len(done.stderr.decode().strip().splitlines()) == 1
+
+
+async def test_a_port_in_use_is_a_one_line_error(nats_server: NatsServer, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = await jb("--server", nats_server.url, "--data-dir", str(tmp_path), "run", "--queue", "DEFAULT",
+                        "--http", f"127.0.0.1:{port}", env={"JETBRIDGE_LOG_FORMAT": "json"})
+    err = done.stderr.decode()
+    assert done.returncode == 2 and f"http_listen 127.0.0.1:{port}: Address already in use" in err, err
