@@ -4,8 +4,8 @@
 Why a uvicorn ``Server`` driven by hand: ``uvicorn.run`` owns the event loop and SIGTERM/SIGINT, but here the
 dispatcher owns both (a signal starts its drain). So the server's signal capture is switched off, it runs as a
 task of the dispatcher's loop, and when the dispatcher's task group is cancelled (after the drain) the server is
-asked to exit and given :data:`SHUTDOWN_GRACE` seconds to close its connections (event streams never end by
-themselves) before it is forced. While the dispatcher drains, the API keeps answering, so an operator can watch.
+asked to exit (event streams end at once) and given :data:`SHUTDOWN_GRACE` seconds to close its connections
+before it is forced. While the dispatcher drains, the API keeps answering, so an operator can watch.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 from collections.abc import Iterator, Mapping
 
@@ -103,7 +104,9 @@ async def serve_http(settings: Settings, nc: Client, *, env: Mapping[str, str] |
     except SystemExit:  # uvicorn exits the process when the app cannot start
         raise ConfigError("the HTTP API did not start (see the log)") from None
     finally:
-        server.should_exit = True
+        # As a signal would (with capture_signals off it is not re-raised): sse-starlette hooks this to end its
+        # event streams at once, instead of uvicorn cutting them after its graceful timeout.
+        server.handle_exit(signal.SIGTERM, None)
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(SHUTDOWN_GRACE * 2):
                 await asyncio.wait({serving})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import ssl
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -101,3 +102,26 @@ async def test_a_port_in_use_is_a_one_line_error(nats_server: NatsServer, tmp_pa
                         "--http", f"127.0.0.1:{port}", env={"JETBRIDGE_LOG_FORMAT": "json"})
     err = done.stderr.decode()
     assert done.returncode == 2 and f"http_listen 127.0.0.1:{port}: Address already in use" in err, err
+
+
+async def test_an_open_event_stream_ends_cleanly_when_the_dispatcher_stops(nats_server: NatsServer,
+                                                                           tmp_path: Path) -> None:
+    import signal
+
+    port = free_port()
+    env = {**os.environ, "JETBRIDGE_LOG_FORMAT": "json"}
+    argv = [*JB, "--server", nats_server.url, "--data-dir", str(tmp_path), "run", "--queue", "DEFAULT",
+            "--http", f"127.0.0.1:{port}"]
+    log = tmp_path / "dispatcher.log"
+    with log.open("wb") as err:
+        proc = await anyio.open_process(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+    async with proc, httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,
+                                       transport=httpx.AsyncHTTPTransport(retries=100)) as c:
+        async with c.stream("GET", "/v1/events") as stream:  # the app answers once the dispatcher serves
+            assert stream.status_code == 200
+            proc.send_signal(signal.SIGTERM)
+            # Ended by the server as a complete response (not cut off after uvicorn's graceful timeout).
+            async for _ in stream.aiter_bytes():
+                pass
+        assert await proc.wait() == 0, log.read_text()
+    assert '"forced": false' in log.read_text()
