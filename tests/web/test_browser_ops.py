@@ -17,10 +17,22 @@ from .test_ops import make_dead_letters
 
 
 async def click(driver: Any, css: str, *, confirm: bool = False) -> None:
-    """Click, accepting the page's confirm() dialog when the button asks for one."""
-    from selenium.webdriver.common.by import By
+    """Click, accepting the page's confirm() dialog when the button asks for one.
 
-    await anyio.to_thread.run_sync(lambda: driver.find_element(By.CSS_SELECTOR, css).click())
+    A live refresh may replace the button between finding and clicking it (a stale element, not clicked): the
+    wait finds the current one again until a click lands.
+    """
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def clicked(d: Any) -> bool:
+        d.find_element(By.CSS_SELECTOR, css).click()
+        return True
+
+    wait = WebDriverWait(driver, 60, poll_frequency=0.1,
+                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+    await anyio.to_thread.run_sync(wait.until, clicked)
     if confirm:
         await anyio.to_thread.run_sync(waiter(driver), lambda d: d.switch_to.alert)
         await anyio.to_thread.run_sync(lambda: driver.switch_to.alert.accept())
