@@ -12,30 +12,8 @@ import httpx
 from tests.harness import Harness
 
 from .conftest import Served
-from .test_browser import browser, pytestmark, text_of, waiter  # noqa: F401 - the fixture and the skip rule
+from .test_browser import browser, click, pytestmark, text_of, waiter  # noqa: F401 - the fixture and the skip rule
 from .test_ops import make_dead_letters
-
-
-async def click(driver: Any, css: str, *, confirm: bool = False) -> None:
-    """Click, accepting the page's confirm() dialog when the button asks for one.
-
-    A live refresh may replace the button between finding and clicking it (a stale element, not clicked): the
-    wait finds the current one again until a click lands.
-    """
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    def clicked(d: Any) -> bool:
-        d.find_element(By.CSS_SELECTOR, css).click()
-        return True
-
-    wait = WebDriverWait(driver, 60, poll_frequency=0.1,
-                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
-    await anyio.to_thread.run_sync(wait.until, clicked)
-    if confirm:
-        await anyio.to_thread.run_sync(waiter(driver), lambda d: d.switch_to.alert)
-        await anyio.to_thread.run_sync(lambda: driver.switch_to.alert.accept())
 
 
 async def test_schedules_page_pause_and_trigger(browser: Any, web: Served, h: Harness,  # noqa: F811
