@@ -51,6 +51,9 @@ class Settings:
         first_contact_grace: extra silence allowed before an attempt's first heartbeat (a cold or busy handler).
         store_replicas: replicas (1-5) of the stores and queues this dispatcher creates; existing ones keep theirs.
         metrics_listen: ``host:port`` for /metrics, /healthz and /readyz; empty: off.
+        http_listen: ``host:port`` for the HTTP API and dashboard inside the dispatcher (as ``jetbridge serve``);
+            empty: off. http_tokens: its ``role:token`` file (else ``JB_API_TOKENS``); http_tls_cert and
+            http_tls_key: serve HTTPS (bridge/web/embed.py).
         log_format: ``console``, ``json`` or ``auto`` (json unless a terminal).
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
         dispatcher_id: this dispatcher's name in subjects and logs.
@@ -87,6 +90,10 @@ class Settings:
     first_contact_grace: float = 2.0
     store_replicas: int = 1
     metrics_listen: str = ""
+    http_listen: str = ""
+    http_tokens: str = ""
+    http_tls_cert: str = ""
+    http_tls_key: str = ""
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     dispatcher_id: str = field(default_factory=lambda: secrets.token_hex(6))
@@ -142,6 +149,8 @@ class Settings:
                               "e.g. jetbridge.task")
         if self.metrics_listen and ":" not in self.metrics_listen:
             raise ConfigError(f"metrics_listen must be host:port, got {self.metrics_listen!r}")
+        if self.http_listen and ":" not in self.http_listen:
+            raise ConfigError(f"http_listen must be host:port, got {self.http_listen!r}")
 
     def __repr__(self) -> str:
         """Secrets redacted, like :meth:`redacted`: a Settings shown in a log, traceback or test failure leaks nothing."""
