@@ -147,8 +147,9 @@ class Proc:
     """A child process whose output is kept (last lines) and whose readiness is a line it prints."""
 
     def __init__(self, name: str, argv: list[str], *, ready: str | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: Path = REPO) -> None:
         self.name = name
+        self.cwd = cwd
         self.argv = argv
         self.ready_text = ready
         self.env = env if env is not None else child_env()
@@ -162,7 +163,7 @@ class Proc:
         return self.popen.pid
 
     def start(self, timeout: float = 30.0, *, wait: bool = True) -> Proc:
-        self.popen = subprocess.Popen(self.argv, cwd=REPO, env=self.env, stdin=subprocess.DEVNULL,
+        self.popen = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         for stream in (self.popen.stdout, self.popen.stderr):
             threading.Thread(target=self._read, args=(stream,), daemon=True).start()
