@@ -48,6 +48,7 @@ from .routes import Router
 from .scheduler import run_schedules
 from .settings import Settings
 from .settle import Settler
+from .spawn import Spawner
 from .states import (
     Decision,
     Dependencies,
@@ -95,6 +96,8 @@ class Dispatcher:
         self._mover = Mover(nc, self._rq)
         self.workers: dict[str, QueueWorker] = {}
         self._tg: TaskGroup | None = None
+        #: one task per work item (cheaper than the task group's start_soon; see bridge/spawn.py)
+        self._items = Spawner()
         self._stop = anyio.Event()
         #: set once :meth:`run` has drained and returned
         self.stopped = anyio.Event()
@@ -202,6 +205,7 @@ class Dispatcher:
                 worker.puller.stop()
             mover.stop()
             await self._drain()
+            await self._items.cancel_all()
             tg.cancel_scope.cancel()
         await self.takeover.close()
         await self.runner.close()
@@ -234,7 +238,7 @@ class Dispatcher:
         worker.inflight[msg.reply] = time.monotonic()
         self.busy.enter()
         self.metrics.child(self.metrics.in_flight, worker.name).inc()
-        self._tg.start_soon(self._process, worker, msg)
+        self._items.spawn(self._process(worker, msg))
 
     def _on_due(self, msg: Msg) -> None:
         assert self._tg is not None
