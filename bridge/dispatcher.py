@@ -281,7 +281,8 @@ class Dispatcher:
         if claimed is not None:
             active, seq = claimed
             try:
-                await self.settler.event(active)
+                if self.settings.active_events:
+                    await self.settler.event(active)
                 self.metrics.child(self.metrics.tasks, worker.name, active.type, "active").inc()
             except BaseException:
                 self.claims.end(active.id)
