@@ -124,6 +124,19 @@ def proc_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def child_pids(pid: int) -> list[int]:
+    """The live children of ``pid``."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return sorted(out)
+
+
 def proc_mem_kb(pid: int) -> dict[str, int]:
     """VmHWM (peak RSS) and VmRSS of ``pid`` in KiB."""
     out: dict[str, int] = {}
@@ -264,11 +277,15 @@ class Children:
             proc.stop()
 
 
-def dispatcher_proc(url: str, queue: str, concurrency: int, name: str = "dispatcher", loop: str = "cli") -> Proc:
-    """The dispatcher as `jetbridge run` runs it (``loop="cli"``), or in-process on ``asyncio`` or ``uvloop``."""
+def dispatcher_proc(url: str, queue: str, concurrency: int, name: str = "dispatcher", loop: str = "cli",
+                    processes: int = 1) -> Proc:
+    """The dispatcher as `jetbridge run` runs it (``loop="cli"``), or in-process on ``asyncio`` or ``uvloop``;
+    with ``processes`` > 1, `jetbridge run --processes N` (ready once its supervisor says every process serves)."""
     if loop == "cli":
         argv = [sys.executable, "-m", "bridge", "--server", url, "run", "--queue", queue,
                 "--concurrency", str(concurrency), "--log-level", "info", "--log-format", "json"]
+        if processes > 1:
+            return Proc(name, [*argv, "--processes", str(processes)], ready="processes_started")
     else:
         argv = [sys.executable, "-m", "bench.inproc", "--server", url, "--queue", queue,
                 "--concurrency", str(concurrency)] + (["--uvloop"] if loop == "uvloop" else [])

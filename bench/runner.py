@@ -164,8 +164,8 @@ def ratios(out: dict[str, Any]) -> None:
     pub = _val(b, "jetstream", "publish_async", "msgs_per_s")
     naive = _val(b, "naive_loop", "jobs_per_s")
     aj_drain = _val(b, "asyncjobs", "drain_tasks_per_s")
-    for key in ("drain_go", "drain_go_profiled", "drain_python", "scaling_two_dispatchers", "scaling_depth_small",
-                "cost"):
+    for key in ("drain_go", "drain_go_profiled", "drain_python", "scaling_two_dispatchers", "scaling_processes_2",
+                "scaling_depth_small", "cost"):
         rate = _val(s, key, "tasks_per_s")
         if rate is None:
             continue
@@ -191,6 +191,9 @@ def ratios(out: dict[str, Any]) -> None:
     deep = _val(s, "cost", "dispatcher_cpu_us_per_task")
     out["scaling"] = {
         "one_dispatcher_tasks_per_s": one, "two_dispatchers_tasks_per_s": two, "two_over_one": _ratio(two, one),
+        "processes_2_tasks_per_s": (p2 := _val(s, "scaling_processes_2", "tasks_per_s")),
+        "processes_2_over_1": _ratio(p2, one),
+        "processes_2_cpu_us_per_task": _val(s, "scaling_processes_2", "dispatcher_cpu_us_per_task"),
         "one_dispatcher_cpu_us_per_task": _val(s, "drain_go", "dispatcher_cpu_us_per_task"),
         "two_dispatchers_cpu_us_per_task": _val(s, "scaling_two_dispatchers", "dispatcher_cpu_us_per_task"),
         "cpu_us_per_task_by_depth": {str(small_n): small, str(deep_n): deep},
@@ -303,6 +306,8 @@ def _steps(c: Counts, bins: dict[str, str | None], spy: str | None) -> list[Step
         Step("scaling_depth_small", "scenarios", 15, drain(handler="go", n=c.depth_small), DRAIN_METRICS, reps=2,
              needs_go=True),
         Step("scaling_two_dispatchers", "scenarios", 20, drain(handler="go", n=c.two_n, dispatchers=2), DRAIN_METRICS,
+             reps=2, needs_go=True),
+        Step("scaling_processes_2", "scenarios", 20, drain(handler="go", n=c.two_n, processes=2), DRAIN_METRICS,
              reps=2, needs_go=True),
         Step("delayed_accuracy", "scenarios", 25, lambda: scenarios.delayed_accuracy(n=1000, concurrency=c.concurrency),
              ("p99_late_ms", "p50_late_ms", "early"), reps=1),

@@ -39,6 +39,16 @@ READY_TIMEOUT = 60.0
 RESTART_DELAY = 1.0
 
 
+def _term_with_parent() -> None:
+    """In the child, before exec: SIGTERM (a drain) when the supervisor dies, even by SIGKILL (Linux only)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 @dataclass
 class _Child:
     k: int
@@ -119,7 +129,8 @@ class Supervisor:
         if self.settings.metrics_listen:
             env["JETBRIDGE_METRICS_LISTEN"] = metrics_for(self.settings.metrics_listen, child.k)
         child.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, pass_fds=(write_fd,),
-                                      start_new_session=True)  # a terminal's Ctrl-C reaches only this process
+                                      start_new_session=True,  # a terminal's Ctrl-C reaches only this process
+                                      preexec_fn=_term_with_parent)
         child.started = time.monotonic()
         os.close(write_fd)
         child.ready_fd = read_fd
