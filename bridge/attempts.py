@@ -143,7 +143,8 @@ class AttemptRunner:
         self._by_task[attempt.task.id] = attempt
         beats: int | None = None
         if attempt.lease is not None:
-            self._arm_watchdog(attempt, attempt.lease + self.first_contact_grace)
+            # one timer per attempt: the watchdog also ends it when its budget is spent (the request has none)
+            self._arm_watchdog(attempt, min(attempt.lease + self.first_contact_grace, attempt.budget))
         try:
             if attempt.route.mode == "asyncjobs":
                 return await self._run_asyncjobs(attempt)
@@ -184,7 +185,7 @@ class AttemptRunner:
         try:
             reply = await self._requester.request(
                 attempt.subject, proto.encode_request(request), headers=proto.request_headers(request),
-                timeout=attempt.budget, token=attempt.token)
+                timeout=None if attempt.lease is not None else attempt.budget, token=attempt.token)
         except BaseException as exc:  # noqa: BLE001 - every way the wait ends maps to an outcome
             return await self._ended_without_reply(attempt, exc)
         outcome = proto.interpret_reply(reply.headers, reply.data)
@@ -265,15 +266,23 @@ class AttemptRunner:
         attempt.watchdog = loop.call_later(delay, self._check_lease, attempt)
 
     def _check_lease(self, attempt: Attempt) -> None:
+        """The watchdog: the attempt's budget is spent (a timeout, as the request's own timer would say), or its
+        handler has been silent for a lease (lost); else look again when either can next happen."""
         assert attempt.lease is not None
+        now = time.monotonic()
+        left = attempt.budget - (now - attempt.started)
+        if left <= 0:
+            if not self._requester.abort(attempt.token, nats.errors.TimeoutError()) and attempt.token in self.running:
+                self._arm_watchdog(attempt, 0.005)  # spent before its request was even sent: end it once it is
+            return
         allowed = attempt.lease if attempt.contacted else attempt.lease + self.first_contact_grace
-        silent = time.monotonic() - attempt.last_beat
+        silent = now - attempt.last_beat
         if silent >= allowed:
             first = "" if attempt.contacted else " (no heartbeat at all since the request was sent)"
             self.abort(attempt, "lost", f"handler lost: no heartbeat for {silent:.3f}s during attempt "
                                         f"{attempt.task.tries}{first} (heartbeat timeout {attempt.lease:.3f}s)")
         else:
-            self._arm_watchdog(attempt, allowed - silent)
+            self._arm_watchdog(attempt, min(allowed - silent, left))
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         attempt = self.running.get(msg.subject[len(self._hb_prefix) + 1:])

@@ -75,10 +75,12 @@ class Requester:
         return len(self._pending)
 
     async def request(
-        self, subject: str, data: bytes, *, headers: dict[str, str] | None = None, timeout: float = 5.0,
+        self, subject: str, data: bytes, *, headers: dict[str, str] | None = None, timeout: float | None = 5.0,
         token: str | None = None,
     ) -> Msg:
         """Send ``data`` to ``subject`` and wait for one reply.
+
+        ``timeout=None``: no timer; the caller ends the wait (:meth:`abort`), as the dispatcher's attempt watchdog does.
 
         Raises ``nats.errors.NoRespondersError`` when nobody subscribes, ``nats.errors.TimeoutError`` on timeout.
         """
@@ -88,7 +90,7 @@ class Requester:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Msg] = loop.create_future()
         self._pending[token] = future
-        timer = self._expire_after(loop, max(timeout, 0.0), token)
+        timer = self._expire_after(loop, max(timeout, 0.0), token) if timeout is not None else None
         try:
             await self._nc.publish(subject, data, reply=f"{self.prefix}.{token}", headers=headers)
             return await future
