@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import msgspec
-from jetbridge import _names as names
-from jetbridge._task import TaskRecord
-from jetbridge._timeutil import parse_ns
+from jetbridge.internal import TaskRecord, names, parse_ns
 
 from .puller import Puller
 from .queues import QueueConfig
