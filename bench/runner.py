@@ -359,8 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small counts and one run of each step")
     parser.add_argument("--only", help="comma-separated step names (see bench/README.md)")
     parser.add_argument("--reps", type=int, help="runs of every step (default: each step's own, 1 to 3)")
-    parser.add_argument("--budget", type=float, default=400.0,
-                        help="seconds for the whole run, builds included (default 400)")
+    parser.add_argument("--budget", type=float, default=600.0,
+                        help="seconds for the whole run, builds included (default 600)")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)
     started = time.monotonic()
