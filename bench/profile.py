@@ -106,7 +106,8 @@ STEPS = {
     "nats-py: publish (build PUB/HPUB, headers; inside the steps above)": ["Client.publish (nats/aio/client.py)",
                                                                            "publish_nowait (bridge/fastpub.py)"],
     "nats-py: flusher (socket writes)": ["Client._flusher (nats/aio/client.py)"],
-    # call_later calls call_at: call_at alone counts every timer once
-    "timers: call_later/call_at (requests, attempt watchdogs)": ["BaseEventLoop.call_at (asyncio/base_events.py)"],
+    # per-request and watchdog timers (call_later), and the requester's shared one (Requester._arm, call_at)
+    "timers: call_later, Requester._arm (requests, attempt watchdogs)": [
+        "BaseEventLoop.call_later (asyncio/base_events.py)", "Requester._arm (jetbridge/_requester.py)"],
     "random ids: secrets (event ids, attempt tokens)": ["token_bytes (secrets.py)"],
 }
