@@ -117,28 +117,29 @@ async def test_an_operator_retry_and_the_retry_schedule_never_run_two_attempts(h
     assert (record.state, record.tries) == ("complete", 2)
 
 
-async def test_a_task_rewritten_before_its_claim_is_verified_again(h: Harness) -> None:
+async def test_a_task_rewritten_before_its_claim_is_verified_again(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     """The signed task is read and verified, then replaced with changed content before the ``active`` save: the
     save loses its compare-and-set, and the re-read version must be verified too, never run."""
     gate = Gate()
     gate.release.set()
     producer = signed(h)
     task_id = await producer.enqueue("work", {"n": 1}, max_tries=3)
-    async with h.dispatcher(verify_key=PUBLIC) as d, h.service({"work": gate.handle}):
-        real_save = d.store.save
-        tampered = False
+    real_save = TaskStore.save
+    tampered = False
 
-        async def save_after_tampering(doc: jetbridge.TaskRecord, seq: int, **kw: Any) -> int:
-            nonlocal tampered
-            if doc.id == task_id and not tampered:
-                tampered = True
-                store = TaskStore(Requester(h.nc))
-                current, current_seq = await store.load(task_id)
-                current.payload = b'{"n": 666}'  # the signature no longer matches
-                await store.save(current, current_seq)
-            return await real_save(doc, seq, **kw)
+    async def save_after_tampering(self: TaskStore, doc: jetbridge.TaskRecord, seq: int, **kw: Any) -> int:
+        nonlocal tampered
+        if doc.id == task_id and not tampered:
+            tampered = True
+            store = TaskStore(Requester(h.nc))
+            current, current_seq = await store.load(task_id)
+            current.payload = b'{"n": 666}'  # the signature no longer matches
+            await store.save(current, current_seq)
+        return await real_save(self, doc, seq, **kw)
 
-        d.store.save = save_after_tampering  # type: ignore[method-assign]
+    # In place before the dispatcher starts: it may claim the task while the handler service is still starting.
+    monkeypatch.setattr(TaskStore, "save", save_after_tampering)
+    async with h.dispatcher(verify_key=PUBLIC), h.service({"work": gate.handle}):
         record = await producer.wait(task_id, timeout=20)
     assert tampered
     assert (record.state, record.last_err_code, record.tries) == ("terminated", "signature", 0)
