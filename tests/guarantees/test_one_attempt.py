@@ -54,6 +54,18 @@ async def queue_state(nc: Client, queue: str) -> tuple[int, int]:
     return int(stream["state"]["messages"]), int(consumer["num_ack_pending"])
 
 
+async def assert_queue_settles_empty(nc: Client, queue: str, within: float = 10.0) -> None:
+    """Every item settled and removed. Acks are sent without waiting and the server removes an acked item from a
+    work queue just after it stops counting it pending, so this waits (bounded) for (0, 0) rather than reading once;
+    an item left behind still fails it."""
+    state = await queue_state(nc, queue)
+    with anyio.move_on_after(within):
+        while state != (0, 0):
+            await anyio.sleep(0.05)
+            state = await queue_state(nc, queue)
+    assert state == (0, 0), f"(items stored, items pending) = {state}"
+
+
 async def test_a_second_item_while_the_attempt_runs_is_adopted_not_run(h: Harness) -> None:
     gate = Gate()
     async with h.dispatcher() as d, h.service({"slow": gate.handle}):
@@ -66,7 +78,7 @@ async def test_a_second_item_while_the_attempt_runs_is_adopted_not_run(h: Harnes
         gate.release.set()
         record = await h.producer.wait(task_id, timeout=20)
         await eventually(lambda: d.busy.count == 0)
-        assert await queue_state(h.nc, h.queue) == (0, 0)  # the adopted items were settled with the outcome
+        await assert_queue_settles_empty(h.nc, h.queue)  # the adopted items were settled with the outcome
     assert (record.state, record.tries, record.result and record.result.value()) == ("complete", 1, {"attempt": 1})
     assert [c[:2] for c in gate.calls] == [(task_id, 1)]
 
@@ -83,7 +95,7 @@ async def test_a_second_item_on_another_dispatcher_is_handed_to_the_one_running_
             gate.release.set()
             record = await h.producer.wait(task_id, timeout=20)
             await eventually(lambda: first.busy.count == 0 and second.busy.count == 0)
-            assert await queue_state(h.nc, h.queue) == (0, 0)
+            await assert_queue_settles_empty(h.nc, h.queue)
     assert (record.state, record.tries, record.dispatcher) == ("complete", 1, first.id)
     assert [c[:2] for c in gate.calls] == [(task_id, 1)]
 
@@ -112,7 +124,7 @@ async def test_an_operator_retry_and_the_retry_schedule_never_run_two_attempts(h
         gate.release.set()
         record = await h.producer.wait(task_id, timeout=20)
         await eventually(lambda: d.busy.count == 0)
-        assert await queue_state(h.nc, h.queue) == (0, 0)
+        await assert_queue_settles_empty(h.nc, h.queue)
     assert [c[:2] for c in gate.calls] == [(task_id, 1), (task_id, 2)]
     assert (record.state, record.tries) == ("complete", 2)
 
@@ -160,7 +172,7 @@ async def test_items_naming_a_task_of_another_queue_are_dropped(h: Harness, nc: 
         await put_item(nc, h.queue, own, subject_id=victim)  # an item whose subject and job disagree
         record = await h.producer.wait(own, timeout=20)
         await eventually(lambda: metric(d.metrics.dropped_items, queue=h.queue, reason="foreign_item") >= 2)
-        assert await queue_state(h.nc, h.queue) == (0, 0)
+        await assert_queue_settles_empty(h.nc, h.queue)
     untouched = await other.producer.get(victim)
     assert (untouched.state, untouched.tries) == ("new", 0)
     assert record.state == "complete"
