@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import anyio
 import structlog
+from anyio.abc import TaskStatus
 
 from .connect import describe, session
 from .dispatcher import Dispatcher
@@ -34,13 +35,41 @@ def tune_gc() -> None:
 
 
 async def run_dispatcher(settings: Settings, *, on_ready: Callable[[str], None] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT; ``on_ready(url)`` is called once the dispatcher serves (``run --background``)."""
+    """Serve until SIGTERM/SIGINT; ``on_ready(url)`` is called once the dispatcher serves (``run --background``).
+
+    The signal handler is in place before anything starts: a SIGTERM while connecting stops at once (nothing runs
+    yet), one while the dispatcher starts (or later) drains it. A second signal during the drain has the default
+    effect (Ctrl-C twice ends the process at once).
+    """
     configure_logging(settings.log_format, settings.log_level)
     metrics = Metrics()
+    started: list[Dispatcher] = []  # the dispatcher, once made: a signal drains it
+    async with anyio.create_task_group() as outer:
+
+        async def on_signal(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                task_status.started()
+                async for signum in signals:
+                    log.info("signal", signal=signal.Signals(signum).name,
+                             action="draining" if started else "stopping before start")
+                    if started:
+                        started[0].stop()
+                    else:
+                        outer.cancel_scope.cancel()
+                    return
+
+        await outer.start(on_signal)
+        await _serve(settings, metrics, started, on_ready)
+        outer.cancel_scope.cancel()
+
+
+async def _serve(settings: Settings, metrics: Metrics, started: list[Dispatcher],
+                 on_ready: Callable[[str], None] | None) -> None:
     async with session(settings, start_server=True) as (nc, settings):
         metrics.nats_connected.set(1 if nc.is_connected else 0)
         log.info("connected", server=describe(settings), max_payload=nc.max_payload)
         dispatcher = Dispatcher(nc, settings, metrics=metrics)
+        started.append(dispatcher)
 
         def ready() -> bool:
             connected = nc.is_connected
@@ -59,11 +88,6 @@ async def run_dispatcher(settings: Settings, *, on_ready: Callable[[str], None] 
             tune_gc()
             if on_ready is not None:
                 on_ready(describe(settings))
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for signum in signals:
-                    log.info("signal", signal=signal.Signals(signum).name, action="draining")
-                    dispatcher.stop()
-                    break
             await dispatcher.stopped.wait()
             tg.cancel_scope.cancel()
 

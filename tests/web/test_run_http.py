@@ -125,3 +125,27 @@ async def test_an_open_event_stream_ends_cleanly_when_the_dispatcher_stops(nats_
                 pass
         assert await proc.wait() == 0, log.read_text()
     assert '"forced": false' in log.read_text()
+
+
+async def test_a_sigterm_while_the_dispatcher_starts_ends_it_cleanly(nats_server: NatsServer, tmp_path: Path) -> None:
+    """An orchestrator may stop a container at any moment: a SIGTERM as soon as the process has connected (before
+    or while the dispatcher and its HTTP server start) ends it with exit 0, not the signal's default death."""
+    import signal
+
+    argv = [*JB, "--server", nats_server.url, "--data-dir", str(tmp_path), "run", "--queue", "DEFAULT",
+            "--http", f"127.0.0.1:{free_port()}"]
+    async with await anyio.open_process(argv, env={**os.environ, "JETBRIDGE_LOG_FORMAT": "json"},
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL) as proc:
+        assert proc.stderr is not None
+        seen = b""
+        with anyio.fail_after(60):
+            async for chunk in proc.stderr:
+                seen += chunk
+                if b'"event": "connected"' in seen:
+                    proc.send_signal(signal.SIGTERM)
+                    break
+            async for chunk in proc.stderr:
+                seen += chunk
+            code = await proc.wait()
+    text = seen.decode()
+    assert code == 0 and '"event": "signal"' in text and "Traceback" not in text, text
