@@ -36,6 +36,7 @@ from nats.aio.msg import Msg
 from .announce import announce
 from .attempts import Attempt, AttemptRunner
 from .history import record_attempt
+from .limiter import Limiter
 from .logs import RateLimitedLog
 from .metrics import Metrics
 from .policy import parse_policy
@@ -93,6 +94,8 @@ class Dispatcher:
         self.presence = HandlerPresence(self._rq, self.metrics)
         self._foreign_items = RateLimitedLog(log, "foreign_work_item")
         self._mover = Mover(nc, self._rq)
+        #: global limits per task type and queue (bridge/limiter.py, docs/flow-control.md)
+        self.limiter = Limiter(nc, self.id, self.metrics, self.settler, on_lost=self._permit_lost)
         self.workers: dict[str, QueueWorker] = {}
         self._tg: TaskGroup | None = None
         self._stop = anyio.Event()
@@ -181,6 +184,8 @@ class Dispatcher:
         mover = Puller(self.nc, names.SCHEDULE_STREAM, MOVER_CONSUMER, self._on_due, lambda: 1000)
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            tg.start_soon(self.limiter.run)
+            await self.limiter.wait_ready()
             for worker in list(self.workers.values()):
                 self._start_worker(tg, worker)
             tg.start_soon(mover.run)
@@ -197,6 +202,7 @@ class Dispatcher:
             await self._stop.wait()
             self.ready = False
             self.metrics.ready.set(0)
+            self.limiter.close()
             for worker in self.workers.values():
                 assert worker.puller is not None
                 worker.puller.stop()
@@ -273,6 +279,15 @@ class Dispatcher:
         if task.queue != worker.name and not self._signature_problem(task):
             await self._drop_foreign(worker, msg, task_id, f"the task belongs to queue {task.queue}")
             return
+        admission = await self.limiter.admit(worker, msg, task)  # global limits: wait here, no attempt spent
+        if admission is None:
+            return
+        try:
+            await self._claim_and_run(worker, msg, task, seq)
+        finally:
+            await admission.release()
+
+    async def _claim_and_run(self, worker: QueueWorker, msg: Msg, task: TaskRecord, seq: int) -> None:
         claimed = await self._claim(worker, msg, task, seq)
         if claimed is not None:
             active, seq = claimed
@@ -283,6 +298,12 @@ class Dispatcher:
                 self.claims.end(active.id)
                 raise
             await self._run_attempt(worker, msg, active, seq)  # ends the claim once the attempt is registered
+
+    def _permit_lost(self, task_id: str) -> None:
+        """A concurrency permit of a running attempt expired and was taken elsewhere: stop the attempt."""
+        attempt = self.runner.attempt_for(task_id)
+        if attempt is not None:
+            self.runner.abort(attempt, "lost", "its concurrency permit expired (was this dispatcher paused?)")
 
     async def _drop_foreign(self, worker: QueueWorker, msg: Msg, task_id: str, why: str) -> None:
         """An item that does not match its task (forged, or put on the wrong queue): removed, the task untouched."""

@@ -62,10 +62,12 @@ class QueueWorker:
     inflight: dict[str, float] = field(default_factory=dict)
     #: the queue was deleted (it is served again if it comes back)
     gone: bool = False
+    #: items in ``inflight`` that wait for a global limit (bridge/limiter.py): they hold no slot
+    waiting: int = 0
 
     @property
     def name(self) -> str:
         return self.config.name
 
     def free_slots(self) -> int:
-        return self.capacity - len(self.inflight)
+        return self.capacity - len(self.inflight) + self.waiting

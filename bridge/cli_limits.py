@@ -1,0 +1,88 @@
+"""``jetbridge limit set|list|delete``: global limits per task type and queue, applied live by every dispatcher.
+
+See docs/flow-control.md. A limit is stored in the JetStream KV bucket ``JETBRIDGE_LIMITS``; dispatchers watch it
+and apply a change within a second.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from nats.aio.client import Client
+from rich.table import Table
+
+from .cli_common import JsonOpt, fail, with_session
+from .limit_store import delete_spec, limit_rows, open_bucket, save_spec
+from .limits import check_pattern, limit_id, make_spec
+from .output import console, print_json
+from .settings import Settings
+
+limit_app = typer.Typer(help="Global limits per task type and queue, across every dispatcher.", no_args_is_help=True)
+
+PatternArg = Annotated[str, typer.Argument(metavar="PATTERN", help="Task type or fnmatch pattern, e.g. email:* "
+                                                                   "('*': every type).")]
+QueueOpt = Annotated[str, typer.Option("--queue", "-q", help="Only on this queue (or queue pattern).")]
+
+
+@limit_app.command("set")
+def limit_set(
+    ctx: typer.Context, pattern: PatternArg = "*", queue: QueueOpt = "*",
+    concurrency: Annotated[int | None, typer.Option(help="Attempts running at once, across dispatchers.")] = None,
+    rate: Annotated[str | None, typer.Option(help="Attempts started, e.g. 100/s, 6000/m or 10/5s.")] = None,
+    burst: Annotated[int | None, typer.Option(help="With --rate: starts allowed at once after idle time "
+                                                   "(default 1).")] = None,
+) -> None:
+    """Create or replace the limit on PATTERN (and --queue); dispatchers apply it within a second."""
+    spec = make_spec(pattern, queue, concurrency, rate, burst)
+
+    async def go(nc: Client, settings: Settings) -> None:
+        kv = await open_bucket(nc, create=True, replicas=settings.store_replicas)
+        assert kv is not None
+        await save_spec(kv, spec)
+
+    with_session(ctx, go)
+    parts = ([f"concurrency {spec.concurrency}"] if spec.concurrency else []) + (
+        [f"rate {spec.rate_text} (burst {spec.burst})"] if spec.rate else [])
+    print(f"limit on {spec.describe()}: {', '.join(parts)}")
+
+
+@limit_app.command("list")
+def limit_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Every limit, with the attempts running under each concurrency limit now."""
+    rows = with_session(ctx, lambda nc, settings: limit_rows(nc))
+    if as_json:
+        print_json(rows)
+        return
+    show_limits(rows)
+
+
+def show_limits(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        console.print("[bold]limits[/bold]: none (set one with `jetbridge limit set PATTERN --concurrency N`)")
+        return
+    table = Table("task types", "queues", "concurrency", "running", "rate", "burst", title="limits",
+                  title_justify="left", title_style="bold")
+    for r in rows:
+        table.add_row(r["types"], r["queues"], _cell(r["concurrency"]), _cell(r["running"]), _cell(r["rate"]),
+                      _cell(r["burst"]))
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+@limit_app.command("delete")
+def limit_delete(ctx: typer.Context, pattern: PatternArg = "*", queue: QueueOpt = "*") -> None:
+    """Remove the limit on PATTERN (and --queue); waiting tasks start at once."""
+    spec_id = limit_id(check_pattern(pattern, "PATTERN"), check_pattern(queue, "--queue"))
+
+    async def go(nc: Client, settings: Settings) -> bool:
+        kv = await open_bucket(nc, create=False)
+        return kv is not None and await delete_spec(kv, spec_id)
+
+    if not with_session(ctx, go):
+        where = pattern + ("" if queue == "*" else f" on queue {queue}")
+        raise fail(f"there is no limit on {where} (see `jetbridge limit list`)")
+    print(f"limit on {pattern}{'' if queue == '*' else f' on queue {queue}'} deleted")

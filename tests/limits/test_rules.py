@@ -1,0 +1,92 @@
+"""The pure rules of global limits (bridge/limits.py): rates, patterns, GCRA, permit slots."""
+
+from __future__ import annotations
+
+import pytest
+from jetbridge._errors import ConfigError
+
+from bridge.limits import (
+    NS,
+    LimitSpec,
+    Permit,
+    free_slots,
+    gcra,
+    hold_cap,
+    make_spec,
+    matching,
+    next_expiry,
+    overflow_delay,
+    parse_rate,
+)
+
+
+@pytest.mark.parametrize(("text", "per_second"), [("100/s", 100.0), ("6000/m", 100.0), ("10/5s", 2.0),
+                                                  ("2.5/h", 2.5 / 3600), (" 3 / s ", 3.0)])
+def test_rates(text: str, per_second: float) -> None:
+    assert parse_rate(text) == pytest.approx(per_second)
+
+
+@pytest.mark.parametrize("text", ["100", "1/d", "x/s", "0/s", "/s", "5/0s"])
+def test_bad_rates(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_rate(text)
+
+
+def test_patterns_match_types_and_queues_in_a_fixed_order() -> None:
+    email = LimitSpec(types="email:*", concurrency=2)
+    bulk = LimitSpec(queues="BULK", rate=5.0)
+    other = LimitSpec(types="sms", concurrency=1)
+    found = matching([email, bulk, other], "BULK", "email:send")
+    assert set(found) == {email, bulk} and found == sorted(found, key=lambda s: s.id)
+    assert matching([email, bulk, other], "DEFAULT", "email:send") == [email]
+    assert matching([email, bulk, other], "DEFAULT", "emails") == []
+
+
+def test_gcra_allows_the_burst_then_one_start_per_interval() -> None:
+    now, tat, allowed = 10 * NS, 0, 0
+    for _ in range(10):
+        verdict = gcra(tat, now, 50.0, 5)
+        if verdict.allowed:
+            tat, allowed = verdict.tat_ns, allowed + 1
+    assert allowed == 5
+    verdict = gcra(tat, now, 50.0, 5)
+    assert not verdict.allowed and verdict.wait_ns == NS // 50
+    assert gcra(tat, now + NS // 50, 50.0, 5).allowed
+    # idle time builds up at most the burst
+    later = now + 100 * NS
+    assert sum(gcra(tat, later, 50.0, 5).allowed for _ in range(1)) == 1
+
+
+def test_starts_over_time_never_exceed_the_rate() -> None:
+    tat, starts = 0, 0
+    for step in range(0, 10 * NS, NS // 1000):  # a start tried every millisecond for 10 s
+        verdict = gcra(tat, step, 50.0, 5)
+        if verdict.allowed:
+            tat, starts = verdict.tat_ns, starts + 1
+    assert 500 <= starts <= 505
+
+
+def test_permit_slots() -> None:
+    now = 100 * NS
+    slots: dict[int, Permit | None] = {0: Permit(task="a", expires=now + NS), 1: Permit(task="b", expires=now - 1),
+                                       2: None, 3: Permit(task="", expires=now + NS), 5: Permit(task="c", expires=now + 5)}
+    assert free_slots(slots, 5, now) == [1, 2, 3, 4]
+    assert free_slots(slots, 1, now) == []
+    assert next_expiry(slots, 5, now) == NS
+    assert next_expiry(slots, 6, now) == 5
+    assert next_expiry({}, 3, now) is None
+
+
+def test_hold_cap_and_overflow_delay() -> None:
+    assert hold_cap(LimitSpec(concurrency=3)) == 6
+    assert hold_cap(LimitSpec(rate=50.0, burst=5)) == 105
+    assert hold_cap(LimitSpec(concurrency=10_000)) == 256
+    assert overflow_delay(0, 0.02) == 1.0
+    assert overflow_delay(99, 0.1) == pytest.approx(10.0)
+    assert overflow_delay(10**9, 1.0) == 600.0
+
+
+def test_make_spec_keeps_what_the_operator_wrote() -> None:
+    spec = make_spec("email:*", "*", 3, "6000/m", 10)
+    assert (spec.concurrency, spec.rate, spec.rate_text, spec.burst) == (3, 100.0, "6000/m", 10)
+    assert spec.describe() == "email:*" and make_spec("*", "BULK", 1, None, None).describe() == "* on queue BULK"
