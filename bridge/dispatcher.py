@@ -41,6 +41,7 @@ from .logs import RateLimitedLog
 from .metrics import Metrics
 from .policy import parse_policy
 from .presence import HandlerPresence, probe_delay
+from .priorities import priority_pool
 from .puller import Puller
 from .queue_watch import warn_if_asyncjobs, watch_queues
 from .queues import QueueAdmin, QueueConfig
@@ -77,6 +78,7 @@ class Dispatcher:
 
     def __init__(self, nc: Client, settings: Settings, *, metrics: Metrics | None = None) -> None:
         self.nc = nc
+        settings, self.pool = priority_pool(settings, self._on_item)  # --queues A:6,B:1 (bridge/priorities.py)
         self.settings = settings.validate()
         self.metrics = metrics or Metrics()
         self.id = settings.dispatcher_id
@@ -156,6 +158,8 @@ class Dispatcher:
                       no_handler_delay=self.settings.no_handler_delay)
 
     def _capacity(self, config: QueueConfig) -> int:
+        if self.pool is not None:  # the pool caps the total; a queue may buffer up to its max_concurrent
+            return config.max_concurrent
         return min(self.settings.concurrency, config.max_concurrent)
 
     def serve_queue(self, config: QueueConfig) -> QueueWorker:
@@ -173,8 +177,11 @@ class Dispatcher:
             worker.puller.poke()
 
     def _start_worker(self, tg: TaskGroup, worker: QueueWorker) -> None:
-        worker.puller = Puller(self.nc, names.queue_stream(worker.name), names.QUEUE_CONSUMER,
-                               functools.partial(self._on_item, worker), worker.free_slots)
+        intake, free = functools.partial(self._on_item, worker), worker.free_slots
+        if self.pool is not None:
+            self.pool.attach(worker)
+            intake, free = functools.partial(self.pool.offer, worker), functools.partial(self.pool.free_for, worker)
+        worker.puller = Puller(self.nc, names.queue_stream(worker.name), names.QUEUE_CONSUMER, intake, free)
         tg.start_soon(worker.puller.run)
         tg.start_soon(self._keeper, worker)
 
@@ -206,6 +213,8 @@ class Dispatcher:
             for worker in self.workers.values():
                 assert worker.puller is not None
                 worker.puller.stop()
+                if self.pool is not None:  # buffered, never started: handed back at once
+                    await self.settler.item([m.reply for m in self.pool.drop(worker) if m.reply], ItemAction.NAK)
             mover.stop()
             await self._drain()
             tg.cancel_scope.cancel()
@@ -257,6 +266,8 @@ class Dispatcher:
             worker.inflight.pop(msg.reply, None)
             self.metrics.child(self.metrics.in_flight, worker.name).dec()
             self.busy.leave()
+            if worker.pool is not None:
+                worker.pool.done(worker)
             if worker.puller is not None:
                 worker.puller.poke()
 

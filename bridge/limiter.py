@@ -234,6 +234,7 @@ class Limiter:
         throttled.inc()
         gate.waiting += 1
         worker.waiting += 1
+        worker.slot_freed()
         started = time.monotonic()
         try:
             async with gate.lock:

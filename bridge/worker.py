@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import msgspec
 from jetbridge import _names as names
@@ -12,6 +13,9 @@ from jetbridge._timeutil import parse_ns
 from .puller import Puller
 from .queues import QueueConfig
 from .states import Limits
+
+if TYPE_CHECKING:
+    from .priorities import PriorityPool
 
 
 class _Item(msgspec.Struct):
@@ -64,6 +68,8 @@ class QueueWorker:
     gone: bool = False
     #: items in ``inflight`` that wait for a global limit (bridge/limiter.py): they hold no slot
     waiting: int = 0
+    #: the shared slots when the dispatcher serves queues by priority (bridge/priorities.py)
+    pool: PriorityPool | None = None
 
     @property
     def name(self) -> str:
@@ -71,3 +77,10 @@ class QueueWorker:
 
     def free_slots(self) -> int:
         return self.capacity - len(self.inflight) + self.waiting
+
+    def slot_freed(self) -> None:
+        """A slot came free (an item ended, or waits for a limit): pull or start more."""
+        if self.pool is not None:
+            self.pool.kick()
+        if self.puller is not None:
+            self.puller.poke()

@@ -90,3 +90,32 @@ def test_make_spec_keeps_what_the_operator_wrote() -> None:
     spec = make_spec("email:*", "*", 3, "6000/m", 10)
     assert (spec.concurrency, spec.rate, spec.rate_text, spec.burst) == (3, 100.0, "6000/m", 10)
     assert spec.describe() == "email:*" and make_spec("*", "BULK", 1, None, None).describe() == "* on queue BULK"
+
+
+def test_weighted_chooser_follows_the_weights_and_never_starves() -> None:
+    from bridge.priorities import Chooser
+
+    chooser = Chooser([("C", 6), ("D", 3), ("L", 1)], strict=False)
+    picks = [chooser.pick({"C", "D", "L"}) for _ in range(1000)]
+    assert [picks.count(q) for q in "CDL"] == [600, 300, 100]
+    low = [i for i, p in enumerate(picks) if p == "L"]
+    assert max(b - a for a, b in zip(low, low[1:], strict=False)) == 10
+    assert chooser.pick({"L"}) == "L" and chooser.pick(set()) is None
+
+
+def test_a_refilling_queue_catches_up() -> None:
+    from bridge.priorities import Chooser
+
+    chooser = Chooser([("C", 1), ("L", 1)], strict=False)
+    assert [chooser.pick({"L"}, {"C"}) for _ in range(4)] == ["L"] * 4
+    assert [chooser.pick({"C", "L"}) for _ in range(4)] == ["C"] * 4  # the credit it earned meanwhile
+
+
+def test_strict_chooser_waits_for_a_refilling_higher_queue() -> None:
+    from bridge.priorities import Chooser, parse_priorities
+
+    chooser = Chooser(parse_priorities("LOW:1,CRITICAL:6,DEFAULT"), strict=True)
+    assert chooser.order == ["CRITICAL", "LOW", "DEFAULT"]
+    assert chooser.pick({"LOW", "DEFAULT"}) == "LOW"
+    assert chooser.pick({"LOW"}, {"CRITICAL"}) is None
+    assert chooser.pick({"CRITICAL", "LOW"}) == "CRITICAL"
