@@ -15,16 +15,18 @@ the common compare-and-set succeed without a read first.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import anyio
 import msgspec
 import nats.js.errors as jserr
 import structlog
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
-from .limits import LimitSpec, Permit, free_slots, gcra, is_free, permit_expiry
+from .limits import LimitSpec, Permit, gcra_take, is_free, permit_expiry, token_chunk
 
 log = structlog.get_logger("jetbridge.limits")
 
@@ -32,6 +34,9 @@ BUCKET = "JETBRIDGE_LIMITS"
 _DEF, _PERMIT, _RATE = "def.", "permit.", "rate."
 _spec_decoder = msgspec.json.Decoder(LimitSpec)
 _permit_decoder = msgspec.json.Decoder(Permit)
+#: tokens taken ahead (see :func:`bridge.limits.token_chunk`) are dropped when not used within this time, so a
+#: start never counts against an interval long past
+CREDIT_TTL = 0.05
 
 
 async def open_bucket(nc: Client, *, create: bool, replicas: int = 1) -> KeyValue | None:
@@ -155,6 +160,11 @@ class LimitKV:
         self.mirror = mirror
         self.dispatcher = dispatcher_id
         self.clock = clock
+        #: permit keys an admission of this dispatcher is claiming right now (others pick another slot)
+        self._claiming: set[str] = set()
+        #: rate tokens taken ahead: limit id -> (tokens, when taken)
+        self._credit: dict[str, tuple[int, float]] = {}
+        self._rate_locks: dict[str, anyio.Lock] = {}
 
     async def _cas(self, key: str, value: bytes, revision: int) -> int | None:
         """Write ``key`` if it is still at ``revision`` (the one the caller decided on: read together with the
@@ -172,18 +182,31 @@ class LimitKV:
         return new
 
     async def take_permit(self, spec: LimitSpec, task_id: str, lease: float, now_mono: float) -> Held | None:
-        """Claim a free slot of ``spec`` for ``task_id``; None when all are held."""
-        free = free_slots(self.mirror.permits.get(spec.id, {}), spec.concurrency, self.clock())
-        random.shuffle(free)  # dispatchers racing for the same free slot mostly pick different ones
-        for n in free[:4]:
-            key = f"{_PERMIT}{spec.id}.{n}"
-            # Check the slot again now: another admission of this dispatcher may have taken it while we awaited.
-            if not is_free(self.mirror.permits.get(spec.id, {}).get(n), self.clock()):
+        """Claim a free slot of ``spec`` for ``task_id``; None when all are held.
+
+        The scan starts at a random slot (dispatchers racing for free slots mostly pick different ones) and skips
+        slots another admission here is claiming. A slot is checked and its revision read with no await in between.
+        """
+        slots = self.mirror.permits.get(spec.id, {})
+        now, tries, start = self.clock(), 0, random.randrange(spec.concurrency)
+        for i in range(spec.concurrency):
+            n = (start + i) % spec.concurrency
+            if not is_free(slots.get(n), now):
                 continue
-            value = self._permit(task_id, lease)
-            revision = await self._cas(key, value, self.mirror.revisions.get(key, 0))
+            key = f"{_PERMIT}{spec.id}.{n}"
+            if key in self._claiming:
+                continue
+            self._claiming.add(key)
+            try:
+                revision = await self._cas(key, self._permit(task_id, lease), self.mirror.revisions.get(key, 0))
+            finally:
+                self._claiming.discard(key)
             if revision is not None:
                 return Held(key, task_id, revision, lease, now_mono)
+            tries += 1
+            if tries == 4:
+                break
+            slots, now = self.mirror.permits.get(spec.id, {}), self.clock()
         return None
 
     def _permit(self, task_id: str, lease: float) -> bytes:
@@ -219,17 +242,36 @@ class LimitKV:
             pass  # it expired and was taken: nothing of ours to give back
 
     async def take_token(self, spec: LimitSpec) -> int:
-        """Start one attempt against ``spec``'s rate: 0 when allowed (and counted), else ns to wait."""
-        key = _RATE + spec.id
-        for _ in range(8):
-            revision = self.mirror.revisions.get(key, 0)  # read with the arrival time, no await in between
-            verdict = gcra(self.mirror.tats.get(spec.id, 0), self.clock(), spec.rate, spec.burst)
-            if not verdict.allowed:
-                return verdict.wait_ns
-            if await self._cas(key, str(verdict.tat_ns).encode(), revision) is not None:
-                return 0
-        return int(1e9 / spec.rate)  # heavy contention: try again after one interval
+        """Start one attempt against ``spec``'s rate: 0 when allowed (and counted), else ns to wait.
 
+        One compare-and-set at a time per limit in this dispatcher (the others wait for its result, then use the
+        tokens it took ahead), so local admissions never race each other for the bucket's revision.
+        """
+        if self._use_credit(spec.id):
+            return 0
+        lock = self._rate_locks.setdefault(spec.id, anyio.Lock())
+        async with lock:
+            if self._use_credit(spec.id):
+                return 0
+            key = _RATE + spec.id
+            for _ in range(8):
+                revision = self.mirror.revisions.get(key, 0)  # read with the arrival time, no await in between
+                got, tat, wait = gcra_take(self.mirror.tats.get(spec.id, 0), self.clock(), spec.rate, spec.burst,
+                                           token_chunk(spec))
+                if not got:
+                    return wait
+                if await self._cas(key, str(tat).encode(), revision) is not None:
+                    if got > 1:
+                        self._credit[spec.id] = (got - 1, time.monotonic())
+                    return 0
+        return int(1e9 / spec.rate)  # heavy contention between dispatchers: try again after one interval
+
+    def _use_credit(self, spec_id: str) -> bool:
+        tokens, taken = self._credit.get(spec_id, (0, 0.0))
+        if tokens <= 0 or time.monotonic() - taken > CREDIT_TTL:
+            return False
+        self._credit[spec_id] = (tokens - 1, taken)
+        return True
 
 
 async def permits_in_use(kv: KeyValue, spec: LimitSpec, now: int) -> int:

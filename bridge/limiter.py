@@ -49,13 +49,17 @@ _MAX_NAP = 2.0
 class Admission:
     """Permits held for one task; give them back with :meth:`release` once its attempt has ended."""
 
-    __slots__ = ("_limiter", "permits")
+    __slots__ = ("_limiter", "permits", "gate", "since")
 
-    def __init__(self, limiter: Limiter | None, permits: list[Held]) -> None:
+    def __init__(self, limiter: Limiter | None, permits: list[Held], gate: _Gate | None = None) -> None:
         self._limiter = limiter
         self.permits = permits
+        self.gate = gate
+        self.since = time.monotonic()
 
     async def release(self) -> None:
+        if self.gate is not None:
+            self.gate.held_for(time.monotonic() - self.since)
         if self._limiter is not None and self.permits:
             permits, self.permits = self.permits, []
             await self._limiter.give_back(permits)
@@ -75,6 +79,15 @@ class _Gate:
     waiting: int = 0
     #: (monotonic) when the last item rescheduled from here is due: the next one is spaced after it
     overflow_until: float = 0.0
+    #: how long an admitted task holds its permits, on average (what a waiting item's turn is estimated from)
+    hold: float = 1.0
+
+    def held_for(self, seconds: float) -> None:
+        self.hold += (seconds - self.hold) * 0.1
+
+    def per_item(self) -> float:
+        """About how long each task waiting here takes to get its turn."""
+        return max(1.0 / s.rate if s.rate else self.hold / s.concurrency for s in self.specs)
 
     def wake(self) -> None:
         self.changed.set()
@@ -210,7 +223,7 @@ class Limiter:
             for spec_id in ids:
                 self._by_limit.setdefault(spec_id, []).append(gate)
         if not gate.lock.locked():
-            admission, _ = await self._try(gate.specs, task.id, worker.config.lease)
+            admission, _ = await self._try(gate, gate.specs, task.id, worker.config.lease)
             if admission is not None:
                 return admission
         return await self._wait(worker, msg, task, gate)
@@ -219,7 +232,7 @@ class Limiter:
         assert msg.reply
         cap = min(hold_cap(s) for s in gate.specs)
         if gate.waiting >= min(cap, worker.capacity):
-            per_item = max(1.0 / s.rate if s.rate else 1.0 / s.concurrency for s in gate.specs)
+            per_item = gate.per_item()
             now = time.monotonic()
             delay = overflow_delay(max(gate.waiting, round((gate.overflow_until - now) / per_item)), per_item)
             gate.overflow_until = now + delay
@@ -242,7 +255,7 @@ class Limiter:
                     specs = self._applying(worker.name, task.type)  # the limits may have changed while it waited
                     if not specs:
                         return FREE
-                    admission, wait = await self._try(specs, task.id, worker.config.lease)
+                    admission, wait = await self._try(gate, specs, task.id, worker.config.lease)
                     if admission is not None:
                         self.metrics.wait.labels(worker.name, task.type).observe(time.monotonic() - started)
                         return admission
@@ -256,21 +269,22 @@ class Limiter:
         await self._settler.item([msg.reply], ItemAction.NAK)
         return None
 
-    async def _try(self, specs: list[LimitSpec], task_id: str, lease: float) -> tuple[Admission | None, float]:
+    async def _try(self, gate: _Gate, specs: list[LimitSpec], task_id: str,
+                   lease: float) -> tuple[Admission | None, float]:
         """Take every permit and token ``task_id`` needs, or none: (admission, 0) or (None, seconds to wait)."""
         kv = self._kv
         if kv is None:  # the bucket is not open yet: admit rather than stall (limits apply once it is)
             return FREE, 0.0
         taken: list[Held] = []
         try:
-            return await self._take(kv, specs, task_id, lease, taken)
+            return await self._take(kv, gate, specs, task_id, lease, taken)
         except Exception as exc:  # noqa: BLE001 - the bucket is unreachable for now: wait, never run over a limit
             log.warning("limit_check_failed", task_id=task_id, error=repr(exc), hint="trying again in 1s")
             with anyio.CancelScope(shield=True):
                 await self.give_back(taken)
             return None, 1.0
 
-    async def _take(self, kv: LimitKV, specs: list[LimitSpec], task_id: str, lease: float,
+    async def _take(self, kv: LimitKV, gate: _Gate, specs: list[LimitSpec], task_id: str, lease: float,
                     taken: list[Held]) -> tuple[Admission | None, float]:
         for spec in specs:
             if spec.concurrency:
@@ -288,7 +302,7 @@ class Limiter:
                     return None, wait_ns / _NS
         for held in taken:
             self._held[held.key] = held
-        return Admission(self, taken), 0.0
+        return Admission(self, taken, gate), 0.0
 
     async def give_back(self, permits: list[Held]) -> None:
         assert self._kv is not None or not permits

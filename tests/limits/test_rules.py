@@ -119,3 +119,17 @@ def test_strict_chooser_waits_for_a_refilling_higher_queue() -> None:
     assert chooser.pick({"LOW", "DEFAULT"}) == "LOW"
     assert chooser.pick({"LOW"}, {"CRITICAL"}) is None
     assert chooser.pick({"CRITICAL", "LOW"}) == "CRITICAL"
+
+
+def test_tokens_are_taken_in_chunks_only_at_high_rates() -> None:
+    from bridge.limits import gcra_take, token_chunk
+
+    assert token_chunk(LimitSpec(rate=50.0, burst=5)) == 1
+    assert token_chunk(LimitSpec(rate=1e6, burst=100_000)) == 10_000
+    assert token_chunk(LimitSpec(rate=1e6, burst=100)) == 100
+    now = 10 * NS
+    got, tat, _ = gcra_take(0, now, 100.0, 10, 4)
+    assert (got, tat) == (4, now + 4 * NS // 100)
+    got, tat, _ = gcra_take(tat, now, 100.0, 10, 100)
+    assert got == 6  # never more than the burst allows
+    assert gcra_take(tat, now, 100.0, 10, 1)[0] == 0
