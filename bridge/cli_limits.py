@@ -6,9 +6,11 @@ and apply a change within a second.
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Annotated, Any
 
 import typer
+from jetbridge._task import TaskRecord
 from nats.aio.client import Client
 from rich.table import Table
 
@@ -86,3 +88,22 @@ def limit_delete(ctx: typer.Context, pattern: PatternArg = "*", queue: QueueOpt 
         where = pattern + ("" if queue == "*" else f" on queue {queue}")
         raise fail(f"there is no limit on {where} (see `jetbridge limit list`)")
     print(f"limit on {pattern}{'' if queue == '*' else f' on queue {queue}'} deleted")
+
+
+def limits_note(ctx: typer.Context, record: TaskRecord) -> None:
+    """Under ``task get``: the limits an unfinished task is subject to, with their use now (why a task waits)."""
+    if record.task_state.terminal:
+        return
+    rows = with_session(ctx, lambda nc, settings: limit_rows(nc))
+    for r in rows:
+        if not (fnmatch.fnmatchcase(record.type, str(r["types"])) and fnmatch.fnmatchcase(record.queue,
+                                                                                           str(r["queues"]))):
+            continue
+        parts = []
+        if r["concurrency"]:
+            parts.append(f"concurrency {r['concurrency']} ({r['running']} running now)")
+        if r["rate"]:
+            parts.append(f"rate {r['rate']} (burst {r['burst']})")
+        where = str(r["types"]) + ("" if r["queues"] == "*" else f" on queue {r['queues']}")
+        console.print(f"[bold]limit[/bold] {where}: {', '.join(parts)}; the task waits (no attempt spent) "
+                      "while it is full")

@@ -50,6 +50,8 @@ async def test_a_limit_applies_live_and_waiting_tasks_spend_nothing(nats_server:
         for task_id in waiting:  # no attempt spent, nothing written
             record = await h.producer.get(task_id)
             assert (record.state, record.tries) == ("new", 0)
+        shown = cli(nats_server, "task", "get", waiting[0]).stdout
+        assert f"limit {task_type}: concurrency 1 (1 running now)" in " ".join(shown.split()), shown
         assert cli(nats_server, "limit", "delete", task_type).returncode == 0
         await _until(lambda: len(started) == 3, 5)  # the waiting tasks start at once
         assert throttled() == 0
