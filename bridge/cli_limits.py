@@ -94,7 +94,10 @@ def limits_note(ctx: typer.Context, record: TaskRecord) -> None:
     """Under ``task get``: the limits an unfinished task is subject to, with their use now (why a task waits)."""
     if record.task_state.terminal:
         return
-    rows = with_session(ctx, lambda nc, settings: limit_rows(nc))
+    try:
+        rows = with_session(ctx, lambda nc, settings: limit_rows(nc, timeout=1.0))
+    except Exception:  # noqa: BLE001 - a producer may not read the limits: the task is shown without them
+        return
     for r in rows:
         if not (fnmatch.fnmatchcase(record.type, str(r["types"])) and fnmatch.fnmatchcase(record.queue,
                                                                                            str(r["queues"]))):

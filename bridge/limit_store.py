@@ -39,9 +39,9 @@ _permit_decoder = msgspec.json.Decoder(Permit)
 CREDIT_TTL = 0.05
 
 
-async def open_bucket(nc: Client, *, create: bool, replicas: int = 1) -> KeyValue | None:
-    """The limits bucket; created when ``create`` (a dispatcher, ``limit set``), else None when it does not exist."""
-    js = nc.jetstream(timeout=5.0)
+async def open_bucket(nc: Client, *, create: bool, replicas: int = 1, timeout: float = 5.0) -> KeyValue | None:
+    """The limits bucket; created when ``create`` (``limit set``), else None when it does not exist."""
+    js = nc.jetstream(timeout=timeout)
     try:
         return await js.key_value(BUCKET)
     except jserr.BucketNotFoundError:
@@ -287,11 +287,11 @@ async def permits_in_use(kv: KeyValue, spec: LimitSpec, now: int) -> int:
     return held
 
 
-async def limit_rows(nc: Client) -> list[dict[str, object]]:
+async def limit_rows(nc: Client, *, timeout: float = 5.0) -> list[dict[str, object]]:
     """Every limit with its permits in use, for ``limit list`` and ``info`` (empty when none was ever set)."""
     from jetbridge._timeutil import now_ns
 
-    kv = await open_bucket(nc, create=False)
+    kv = await open_bucket(nc, create=False, timeout=timeout)
     if kv is None:
         return []
     rows: list[dict[str, object]] = []
