@@ -97,7 +97,7 @@ class Dispatcher:
         self._foreign_items = RateLimitedLog(log, "foreign_work_item")
         self._mover = Mover(nc, self._rq)
         #: global limits per task type and queue (bridge/limiter.py, docs/flow-control.md)
-        self.limiter = Limiter(nc, self.id, self.metrics, self.settler, on_lost=self._permit_lost)
+        self.limiter = Limiter(nc, self.id, self.metrics, self.settler, on_lost=self._permit_lost, requester=self._rq)
         self.workers: dict[str, QueueWorker] = {}
         self._tg: TaskGroup | None = None
         self._stop = anyio.Event()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import structlog
+from jetbridge._requester import Requester
 from jetbridge._task import TaskRecord
 from jetbridge._timeutil import now_ns
 from nats.aio.client import Client
@@ -113,12 +114,13 @@ class Limiter:
     """Admits tasks under the global limits in force (see the module doc)."""
 
     def __init__(self, nc: Client, dispatcher_id: str, metrics: Metrics, settler: Settler, *,
-                 on_lost: Callable[[str], None], replicas: int = 1) -> None:
+                 on_lost: Callable[[str], None], replicas: int = 1, requester: Requester | None = None) -> None:
         self._nc = nc
         self._id = dispatcher_id
         self._settler = settler
         self._on_lost = on_lost
         self._replicas = replicas
+        self._rq = requester
         self.metrics = LimitMetrics(metrics)
         self.mirror = LimitMirror()
         self._kv: LimitKV | None = None
@@ -153,7 +155,7 @@ class Limiter:
                 self._ready.set()
                 await anyio.sleep(1.0)
                 continue
-            self._kv = LimitKV(kv, self.mirror, self._id, now_ns)
+            self._kv = LimitKV(kv, self.mirror, self._id, now_ns, self._rq)
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._renewer)
