@@ -36,11 +36,17 @@ class Overlaps:
         self.finished: dict[str, float] = {}
         self.first_start: float | None = None
         self.last_start = 0.0
+        #: the most at once since :meth:`mark` (after the SIGKILL: the dead dispatcher's permits came back)
+        self.most_since_mark = 0
+
+    def mark(self) -> None:
+        self.most_since_mark = self.running
 
     def enter(self) -> None:
         self.running += 1
         self.started += 1
         self.most = max(self.most, self.running)
+        self.most_since_mark = max(self.most_since_mark, self.running)
         self.first_start = self.first_start or time.monotonic()
         self.last_start = time.monotonic()
 
@@ -97,6 +103,7 @@ async def test_three_dispatchers_never_run_more_than_the_limit_even_when_one_is_
                 await ten_done.wait()
                 await holds_a_permit(nc, f"d0{unique}")
             procs[0].send_signal(signal.SIGKILL)  # its running attempts are fenced; its permits expire
+            lim.mark()
             with anyio.fail_after(180):
                 await all_done.wait()
                 for task_id in ids:
@@ -105,6 +112,7 @@ async def test_three_dispatchers_never_run_more_than_the_limit_even_when_one_is_
                     assert record.state == "complete", record
     assert lim.most <= 3, f"{lim.most} attempts of a type limited to 3 ran at once"
     assert lim.most == 3  # the limit was used to the full, not undershot
+    assert lim.most_since_mark == 3, "the killed dispatcher's permits never came back"
     assert len(unl.finished) == n_free
     assert max(unl.finished.values()) < lim.last_start, "the unlimited type waited for the limited one"
     assert cli(nats_server, "limit", "delete", f"lim{unique}:*").returncode == 0
