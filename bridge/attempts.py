@@ -16,12 +16,19 @@ from dataclasses import dataclass, field
 
 import nats.errors
 import structlog
-from jetbridge import _names as names
-from jetbridge import _protocol as proto
-from jetbridge._errors import ProtocolError
-from jetbridge._requester import Requester
-from jetbridge._task import TaskRecord, encode_task
-from jetbridge._timeutil import MS, NS, format_ms, format_ns, now_ns
+from jetbridge.internal import (
+    MS,
+    NS,
+    ProtocolError,
+    Requester,
+    TaskRecord,
+    encode_task,
+    format_ms,
+    format_ns,
+    names,
+    now_ns,
+    proto,
+)
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 

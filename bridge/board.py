@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from jetbridge._events import TaskStateEvent
+from jetbridge.internal import TaskStateEvent
 from rich.console import Group
 from rich.progress_bar import ProgressBar
 from rich.table import Table

@@ -11,10 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Annotated
 
 import typer
-from jetbridge._errors import ConfigError, ConflictError, JetbridgeError
-from jetbridge._producer import Producer
-from jetbridge._requester import Requester
-from jetbridge._timeutil import NS, now_ns, parse_ns
+from jetbridge.internal import NS, ConfigError, ConflictError, JetbridgeError, Producer, Requester, now_ns, parse_ns
 from nats.aio.client import Client
 
 from . import dlq, pause

@@ -14,8 +14,7 @@ from typing import Annotated, TypeVar
 
 import anyio
 import typer
-from jetbridge._producer import Producer
-from jetbridge._requester import Requester
+from jetbridge.internal import Producer, Requester
 from nats.aio.client import Client
 from rich.markup import escape
 

@@ -13,10 +13,7 @@ from typing import Annotated, Any
 
 import anyio
 import typer
-from jetbridge._errors import ConfigError
-from jetbridge._producer import Producer
-from jetbridge._requester import Requester
-from jetbridge._timeutil import NS, now_ns, parse_ns
+from jetbridge.internal import NS, ConfigError, Producer, Requester, now_ns, parse_ns
 from nats.aio.client import Client
 
 from . import dlq

@@ -6,9 +6,7 @@ import time
 from typing import Annotated, Any
 
 import typer
-from jetbridge import _names as names
-from jetbridge._requester import Requester
-from jetbridge._store import JetStreamError, js_api
+from jetbridge.internal import JetStreamError, Requester, js_api, names
 from nats.aio.client import Client
 from rich.table import Table
 

@@ -6,8 +6,7 @@ from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
-from jetbridge._errors import JetbridgeError
-from jetbridge._producer import Producer
+from jetbridge.internal import JetbridgeError, Producer
 
 from .cli_common import JsonOpt, with_admin, with_producer
 from .durations import format_duration, parse_duration

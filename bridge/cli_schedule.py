@@ -8,11 +8,7 @@ from typing import Annotated, Any, TypeVar
 
 import anyio
 import typer
-from jetbridge._producer import Producer
-from jetbridge._protocol import JSON_CONTENT_TYPE, Bytes
-from jetbridge._schedule import Schedules, ScheduleView
-from jetbridge._signing import Signer
-from jetbridge._timeutil import format_ns, parse_ns
+from jetbridge.internal import JSON_CONTENT_TYPE, Bytes, Producer, Schedules, ScheduleView, Signer, format_ns, parse_ns
 
 from .output import console, print_json, show_task, task_dict
 from .policy import parse_duration

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from jetbridge._errors import ConfigError
+from jetbridge.internal import ConfigError
 
 
 def parse_listen(text: str) -> tuple[str, int]:

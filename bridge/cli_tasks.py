@@ -9,12 +9,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
-from jetbridge import _names as names
-from jetbridge._errors import JetbridgeError
-from jetbridge._producer import MAX_TRIES_LIMIT, Producer
-from jetbridge._protocol import Bytes
-from jetbridge._signing import Signer
-from jetbridge._task import TaskRecord, TaskState
+from jetbridge.internal import MAX_TRIES_LIMIT, Bytes, JetbridgeError, Producer, Signer, TaskRecord, TaskState, names
 from nats.aio.client import Client
 
 from .cli_common import (
@@ -215,7 +210,7 @@ def task_list(
     cutoff = time.time_ns() - int(parse_duration(since, what="--since") * 1e9) if since is not None else None
 
     async def go(p: Producer, nc: Client) -> list[TaskRecord] | None:
-        from jetbridge._store import TaskStore
+        from jetbridge.internal import TaskStore
 
         from .tasks import iter_tasks
 

@@ -19,7 +19,7 @@ from typing import Any
 import nats
 import nats.errors
 import structlog
-from jetbridge._errors import ConfigError, TransportError
+from jetbridge.internal import ConfigError, TransportError
 from nats.aio.client import Client
 
 from .embedded import NatsServer, no_server_error, running_server, start_local_server, stop_local_server

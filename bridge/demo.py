@@ -17,8 +17,7 @@ import anyio
 import jetbridge
 import msgspec
 import nats
-from jetbridge._events import decode_event
-from jetbridge._requester import Requester
+from jetbridge.internal import Requester, decode_event
 from rich.console import Console
 from rich.table import Table
 

@@ -16,20 +16,25 @@ import anyio
 import msgspec
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
-from jetbridge import _names as names
-from jetbridge._errors import (
+from jetbridge.internal import (
+    NS,
     ConfigError,
     ConflictError,
     CorruptTaskError,
+    InFlight,
+    JetStreamError,
     QueueNotFoundError,
+    Requester,
     TaskNotFoundError,
+    TaskRecord,
+    TaskState,
+    TaskStore,
     TransportError,
+    decode_task,
+    js_publish,
+    names,
+    now_ns,
 )
-from jetbridge._inflight import InFlight
-from jetbridge._requester import Requester
-from jetbridge._store import JetStreamError, TaskStore, js_publish
-from jetbridge._task import TaskRecord, TaskState, decode_task
-from jetbridge._timeutil import NS, now_ns
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -66,6 +71,9 @@ from .worker import QueueWorker, check_document, decode_item
 
 log = structlog.get_logger("jetbridge.dispatcher")
 
+#: seconds before an item whose ``active`` save the store refused (full, no leader) is delivered again
+CLAIM_RETRY = 1.0
+
 
 class Dispatcher:
     """Runs attempts for the tasks on its queues until :meth:`stop`.
@@ -95,6 +103,7 @@ class Dispatcher:
         self.takeover = Takeover(nc, self.id, self.runner.attempt_for, self.claims)
         self.presence = HandlerPresence(self._rq, self.metrics)
         self._foreign_items = RateLimitedLog(log, "foreign_work_item")
+        self._claim_failures = RateLimitedLog(log, "task_save_failed")
         self._mover = Mover(nc, self._rq)
         #: global limits per task type and queue (bridge/limiter.py, docs/flow-control.md)
         self.limiter = Limiter(nc, self.id, self.metrics, self.settler, on_lost=self._permit_lost, requester=self._rq)
@@ -123,7 +132,7 @@ class Dispatcher:
         await self.runner.start()
         await self.takeover.start()
         if self.settings.verify_key:
-            from jetbridge._signing import Verifier
+            from jetbridge.internal import Verifier
 
             self._verifier = Verifier(self.settings.verify_key, optional=self.settings.signatures_optional)
         queue_names = list(self.settings.queues)
@@ -415,6 +424,13 @@ class Dispatcher:
                 self.claims.end(task.id)
                 self.metrics.save_conflicts.labels(queue=worker.name).inc()
                 task, seq = await self.store.load(task.id, direct=self.settler.leader())  # ours was stale
+            except (TransportError, JetStreamError) as exc:  # a full store, no leader: not run, tried again later
+                self.claims.end(task.id)
+                self.metrics.save_failures.labels(queue=worker.name).inc()
+                self._claim_failures.warning(task_id=task.id, queue=worker.name, type=task.type, error=str(exc),
+                                             hint=f"not started; tried again in {CLAIM_RETRY} s")
+                await self.settler.item(items, ItemAction.NAK, delay=CLAIM_RETRY)
+                return None
             except BaseException:
                 self.claims.end(task.id)
                 raise

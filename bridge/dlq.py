@@ -19,13 +19,22 @@ from typing import Any
 import anyio
 import msgspec
 import structlog
-from jetbridge import _names as names
-from jetbridge._errors import ConflictError, JetbridgeError, TaskNotFoundError
-from jetbridge._events import task_state_event
-from jetbridge._requester import Requester
-from jetbridge._store import JetStreamError, TaskStore, js_api, js_publish
-from jetbridge._task import TaskRecord, TaskState
-from jetbridge._timeutil import NS, now_ns
+from jetbridge.internal import (
+    NS,
+    ConflictError,
+    JetbridgeError,
+    JetStreamError,
+    Requester,
+    TaskNotFoundError,
+    TaskRecord,
+    TaskState,
+    TaskStore,
+    js_api,
+    js_publish,
+    names,
+    now_ns,
+    task_state_event,
+)
 from nats.aio.client import Client
 from prometheus_client import CollectorRegistry, Counter, Gauge
 

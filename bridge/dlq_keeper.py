@@ -15,9 +15,7 @@ from __future__ import annotations
 import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
-from jetbridge import _names as names
-from jetbridge._requester import Requester
-from jetbridge._store import js_api
+from jetbridge.internal import Requester, js_api, names
 from nats.aio.client import Client
 
 from . import dlq, index_service

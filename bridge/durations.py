@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 
-from jetbridge._errors import ConfigError
+from jetbridge.internal import ConfigError
 
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 #: the longest duration accepted: a century, far beyond any queue setting, and inside every clock's range

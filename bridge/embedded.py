@@ -18,7 +18,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from jetbridge._errors import ConfigError
+from jetbridge.internal import ConfigError
 
 
 def server_binary() -> str:

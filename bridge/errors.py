@@ -10,8 +10,7 @@ import os
 import traceback
 
 import msgspec
-from jetbridge._errors import JetbridgeError
-from jetbridge._store import JetStreamError
+from jetbridge.internal import JetbridgeError, JetStreamError
 
 from .cli_common import EXIT_NO_SERVER, EXIT_USAGE, say_error
 from .embedded import NoServerError

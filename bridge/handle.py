@@ -69,9 +69,7 @@ import msgspec
 import structlog
 import typer
 from anyio.abc import TaskStatus
-from jetbridge import _names as names
-from jetbridge._errors import ConfigError
-from jetbridge._timeutil import format_ms
+from jetbridge.internal import ConfigError, format_ms, names
 from nats.aio.client import Client
 from typer.core import TyperCommand
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from jetbridge._task import AttemptEntry, AttemptHistory, TaskRecord
-from jetbridge._timeutil import format_ns, parse_ns
+from jetbridge.internal import AttemptEntry, AttemptHistory, TaskRecord, format_ns, parse_ns
 
 from .states import AttemptOutcome, Decision
 

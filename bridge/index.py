@@ -24,8 +24,7 @@ from dataclasses import dataclass
 
 import anyio
 import msgspec
-from jetbridge import _names as names
-from jetbridge._timeutil import parse_ns
+from jetbridge.internal import names, parse_ns
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy

@@ -34,6 +34,9 @@ class Metrics:
                                      ["queue", "reason"], registry=r)
         self.save_conflicts = Counter("jetbridge_save_conflicts", "Task saves that lost a compare-and-set",
                                       ["queue"], registry=r)
+        self.save_failures = Counter("jetbridge_save_failures",
+                                     "Task saves the store refused (full, unavailable); the item is tried again later",
+                                     ["queue"], registry=r)
         self.handler_probes = Counter("jetbridge_handler_probes",
                                       "Presence probes of handler subjects that had no handler, by result",
                                       ["found"], registry=r)

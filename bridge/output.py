@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 import msgspec
-from jetbridge._task import TaskRecord
+from jetbridge.internal import TaskRecord
 from rich.console import Console
 from rich.table import Table
 

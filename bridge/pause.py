@@ -13,11 +13,17 @@ import base64
 from dataclasses import dataclass
 
 import msgspec
-from jetbridge import _names as names
-from jetbridge._errors import ConfigError, QueueNotFoundError
-from jetbridge._requester import Requester
-from jetbridge._store import JetStreamError, js_api, js_publish
-from jetbridge._timeutil import format_ns, parse_ns
+from jetbridge.internal import (
+    ConfigError,
+    JetStreamError,
+    QueueNotFoundError,
+    Requester,
+    format_ns,
+    js_api,
+    js_publish,
+    names,
+    parse_ns,
+)
 
 #: ``pause_until`` of a pause without an end (``pause_remaining`` is int64 nanoseconds: beyond 2262 overflows)
 FOREVER = "2200-01-01T00:00:00Z"

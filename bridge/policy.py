@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from typing import Protocol
 
-from jetbridge._errors import ConfigError
+from jetbridge.internal import ConfigError
 
 # One duration format everywhere: bridge.durations (re-exported here for existing callers).
 from .durations import parse_duration

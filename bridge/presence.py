@@ -14,7 +14,7 @@ import time
 
 import nats.errors
 import structlog
-from jetbridge._requester import Requester
+from jetbridge.internal import Requester
 
 from .metrics import Metrics
 

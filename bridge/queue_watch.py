@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import structlog
-from jetbridge._errors import JetbridgeError, QueueNotFoundError
+from jetbridge.internal import JetbridgeError, QueueNotFoundError
 
 from .queues import QueueConfig
 

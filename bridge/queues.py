@@ -13,10 +13,16 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import anyio
-from jetbridge import _names as names
-from jetbridge._errors import ConfigError, QueueNotFoundError, TransportError
-from jetbridge._requester import Requester
-from jetbridge._store import ERR_UNAVAILABLE, JetStreamError, js_api
+from jetbridge.internal import (
+    ERR_UNAVAILABLE,
+    ConfigError,
+    JetStreamError,
+    QueueNotFoundError,
+    Requester,
+    TransportError,
+    js_api,
+    names,
+)
 
 from .policy import parse_policy
 

@@ -10,11 +10,18 @@ one item per task subject.
 from __future__ import annotations
 
 import structlog
-from jetbridge import _names as names
-from jetbridge._requester import Requester
-from jetbridge._store import ERR_NO_MESSAGE, JetStreamError, js_api, js_publish
-from jetbridge._task import TaskState
-from jetbridge._timeutil import NS, now_ns, parse_ns
+from jetbridge.internal import (
+    ERR_NO_MESSAGE,
+    NS,
+    JetStreamError,
+    Requester,
+    TaskState,
+    js_api,
+    js_publish,
+    names,
+    now_ns,
+    parse_ns,
+)
 from nats.aio.client import Client
 
 from .retries import due_subject, schedule_subject

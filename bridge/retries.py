@@ -17,12 +17,20 @@ import math
 
 import anyio
 import structlog
-from jetbridge import _names as names
-from jetbridge._delay import due_of
-from jetbridge._errors import TransportError
-from jetbridge._requester import Requester
-from jetbridge._store import ERR_MAX_MESSAGES, ERR_STREAM_NOT_FOUND, JetStreamError, js_api, js_publish
-from jetbridge._timeutil import NS, format_ns, now_ns
+from jetbridge.internal import (
+    ERR_MAX_MESSAGES,
+    ERR_STREAM_NOT_FOUND,
+    NS,
+    JetStreamError,
+    Requester,
+    TransportError,
+    due_of,
+    format_ns,
+    js_api,
+    js_publish,
+    names,
+    now_ns,
+)
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 

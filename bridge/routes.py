@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from jetbridge import _names as names
-from jetbridge._errors import ConfigError
+from jetbridge.internal import ConfigError, names
 
 Mode = Literal["jetbridge", "asyncjobs"]
 

@@ -21,22 +21,24 @@ from typing import Any
 import anyio
 import msgspec
 import structlog
-from jetbridge._cron import slot_task_id
-from jetbridge._errors import JetbridgeError, TaskNotFoundError
-from jetbridge._producer import Producer
-from jetbridge._schedule import (
+from jetbridge.internal import (
     DEF_PREFIX,
+    NS,
+    JetbridgeError,
+    Producer,
     ScheduleDoc,
     ScheduleState,
+    TaskNotFoundError,
     config_bucket,
     decode_doc,
     decode_state,
     def_key,
     fire,
+    now_ns,
     schedule_names,
+    slot_task_id,
     state_key,
 )
-from jetbridge._timeutil import NS, now_ns
 from nats.aio.client import Client
 from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -238,7 +240,7 @@ class ScheduleFirer:
 
 async def run_schedules(dispatcher: Any) -> None:
     """Start the firing loop for a :class:`bridge.dispatcher.Dispatcher` (one line in its ``run``)."""
-    from jetbridge._signing import Signer
+    from jetbridge.internal import Signer
 
     if not dispatcher.settings.fire_schedules:
         return

@@ -20,9 +20,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import msgspec
-from jetbridge._cron import CronSpec, format_slot, jitter_ns, parse_cron, slot_task_id
-from jetbridge._schedule import ScheduleDoc, ScheduleState
-from jetbridge._timeutil import format_ns
+from jetbridge.internal import (
+    CronSpec,
+    ScheduleDoc,
+    ScheduleState,
+    format_ns,
+    format_slot,
+    jitter_ns,
+    parse_cron,
+    slot_task_id,
+)
 
 __all__ = ["CronSpec", "Step", "StepKind", "apply_step", "next_step", "parse_cron", "slot_task_id"]
 

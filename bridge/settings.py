@@ -14,8 +14,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from jetbridge import _names as names
-from jetbridge._errors import ConfigError
+from jetbridge.internal import ConfigError, names
 
 from .durations import parse_duration
 from .routes import Route

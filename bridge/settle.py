@@ -10,12 +10,19 @@ from __future__ import annotations
 import anyio
 import msgspec
 import structlog
-from jetbridge import _names as names
-from jetbridge._errors import ConflictError, TransportError
-from jetbridge._events import task_state_event
-from jetbridge._store import JetStreamError, TaskStore
-from jetbridge._task import TaskRecord, TaskState, encode_task
-from jetbridge._timeutil import format_ns, now_ns
+from jetbridge.internal import (
+    ConflictError,
+    JetStreamError,
+    TaskRecord,
+    TaskState,
+    TaskStore,
+    TransportError,
+    encode_task,
+    format_ns,
+    names,
+    now_ns,
+    task_state_event,
+)
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 

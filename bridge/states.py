@@ -16,8 +16,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 import msgspec
-from jetbridge._task import TaskRecord, TaskResult, TaskState
-from jetbridge._timeutil import NS, format_ns
+from jetbridge.internal import NS, TaskRecord, TaskResult, TaskState, format_ns
 
 from .policy import RetryPolicy
 

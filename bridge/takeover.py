@@ -28,9 +28,7 @@ from enum import StrEnum
 import msgspec
 import nats.errors
 import structlog
-from jetbridge import _names as names
-from jetbridge._task import TaskRecord
-from jetbridge._timeutil import now_ns, parse_ns
+from jetbridge.internal import TaskRecord, names, now_ns, parse_ns
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription

@@ -6,12 +6,19 @@ import base64
 from collections.abc import AsyncIterator, Callable
 
 import msgspec
-from jetbridge import _names as names
-from jetbridge._errors import ConflictError, JetbridgeError
-from jetbridge._events import task_state_event
-from jetbridge._requester import Requester
-from jetbridge._store import JetStreamError, TaskStore, js_api
-from jetbridge._task import TaskRecord, TaskState, decode_task
+from jetbridge.internal import (
+    ConflictError,
+    JetbridgeError,
+    JetStreamError,
+    Requester,
+    TaskRecord,
+    TaskState,
+    TaskStore,
+    decode_task,
+    js_api,
+    names,
+    task_state_event,
+)
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 

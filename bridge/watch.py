@@ -8,9 +8,7 @@ from collections import Counter, deque
 
 import anyio
 import msgspec
-from jetbridge import _names as names
-from jetbridge._events import TaskStateEvent, decode_event
-from jetbridge._task import TaskState
+from jetbridge.internal import TaskState, TaskStateEvent, decode_event, names
 from nats.aio.client import Client
 from rich.live import Live
 from rich.table import Table
@@ -78,7 +76,7 @@ async def watch_events(
 
 async def watch_board(nc: Client, *, queue: str | None = None, seconds: float | None = None) -> None:
     """The live board until ``seconds`` pass (or Ctrl-C): events update it, queue depths are re-read every 2 s."""
-    from jetbridge._requester import Requester
+    from jetbridge.internal import Requester
 
     from .board import Board
     from .queues import QueueAdmin

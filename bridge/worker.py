@@ -6,9 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import msgspec
-from jetbridge import _names as names
-from jetbridge._task import TaskRecord
-from jetbridge._timeutil import parse_ns
+from jetbridge.internal import TaskRecord, names, parse_ns
 
 from .puller import Puller
 from .queues import QueueConfig

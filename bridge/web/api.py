@@ -10,9 +10,16 @@ from typing import Annotated, Any
 import msgspec
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from jetbridge._errors import DuplicateTaskError, JetbridgeError, QueueNotFoundError, TaskNotFoundError
-from jetbridge._schedule import check_name
-from jetbridge._timeutil import NS, format_ns, now_ns
+from jetbridge.internal import (
+    NS,
+    DuplicateTaskError,
+    JetbridgeError,
+    QueueNotFoundError,
+    TaskNotFoundError,
+    check_name,
+    format_ns,
+    now_ns,
+)
 
 from .. import dlq
 from ..index import Query as IndexQuery
@@ -166,7 +173,7 @@ async def list_tasks(
 
 
 def _created_ns(text: str) -> int:
-    from jetbridge._timeutil import parse_ns
+    from jetbridge.internal import parse_ns
 
     try:
         return parse_ns(text)
@@ -271,7 +278,7 @@ async def cancel_task(id: TaskId, b: B) -> dict[str, Any]:
 
 
 def _check_queue_name(name: str) -> None:
-    from jetbridge import _names as names
+    from jetbridge.internal import names
 
     if not names.is_valid_name(name) or len(name) > 256:
         raise ApiError(400, "invalid_argument", f"queue name {name!r} is invalid: use letters, digits, '_', '-', ':'",

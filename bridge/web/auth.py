@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from jetbridge._errors import ConfigError
+from jetbridge.internal import ConfigError
 
 from .errors import ApiError
 

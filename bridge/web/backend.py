@@ -9,9 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from jetbridge._producer import Producer
-from jetbridge._requester import Requester
-from jetbridge._schedule import Schedules
+from jetbridge.internal import Producer, Requester, Schedules
 from nats.aio.client import Client
 
 from ..discovery import gather

@@ -8,8 +8,7 @@ import json
 import re
 from typing import Any
 
-from jetbridge._errors import ConfigError
-from jetbridge._timeutil import NS, parse_ns
+from jetbridge.internal import NS, ConfigError, parse_ns
 
 from ..policy import PRESETS, LinearPolicy, parse_duration
 from ..queues import QueueInfo as AdminQueueInfo

@@ -22,9 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from jetbridge._errors import JetbridgeError, TaskNotFoundError
-from jetbridge._task import TaskState
-from jetbridge._timeutil import NS, format_ns, now_ns
+from jetbridge.internal import NS, JetbridgeError, TaskNotFoundError, TaskState, format_ns, now_ns
 from markupsafe import escape
 from starlette.routing import Router
 

@@ -9,7 +9,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from jetbridge._errors import (
+from jetbridge.internal import (
     ConfigError,
     ConflictError,
     CorruptTaskError,

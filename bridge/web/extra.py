@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from jetbridge import _names as names
-from jetbridge._timeutil import format_ns, now_ns
+from jetbridge.internal import format_ns, names, now_ns
 from sse_starlette.sse import EventSourceResponse
 
 from .. import dlq, pause

@@ -7,7 +7,7 @@ import base64
 from typing import Any
 
 import msgspec
-from jetbridge._task import TaskRecord
+from jetbridge.internal import TaskRecord
 from pydantic import BaseModel, ConfigDict, Field
 
 NAME = r"^[a-zA-Z0-9_:-]+$"
