@@ -10,7 +10,7 @@ import fnmatch
 from typing import Annotated, Any
 
 import typer
-from jetbridge._task import TaskRecord
+from jetbridge.internal import TaskRecord
 from nats.aio.client import Client
 from rich.table import Table
 

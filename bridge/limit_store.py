@@ -23,8 +23,7 @@ import anyio
 import msgspec
 import nats.js.errors as jserr
 import structlog
-from jetbridge._requester import Requester
-from jetbridge._store import JetStreamError, js_publish
+from jetbridge.internal import JetStreamError, Requester, js_publish
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
@@ -310,7 +309,7 @@ async def permits_in_use(kv: KeyValue, spec: LimitSpec, now: int) -> int:
 
 async def limit_rows(nc: Client, *, timeout: float = 5.0) -> list[dict[str, object]]:
     """Every limit with its permits in use, for ``limit list`` and ``info`` (empty when none was ever set)."""
-    from jetbridge._timeutil import now_ns
+    from jetbridge.internal import now_ns
 
     kv = await open_bucket(nc, create=False, timeout=timeout)
     if kv is None:

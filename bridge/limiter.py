@@ -24,9 +24,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import structlog
-from jetbridge._requester import Requester
-from jetbridge._task import TaskRecord
-from jetbridge._timeutil import now_ns
+from jetbridge.internal import Requester, TaskRecord, now_ns
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 
 import msgspec
-from jetbridge._errors import ConfigError
+from jetbridge.internal import ConfigError
 
 NS = 1_000_000_000
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}

@@ -24,8 +24,7 @@ from collections import deque
 from collections.abc import Callable, Set
 from typing import TYPE_CHECKING
 
-from jetbridge import _names as names
-from jetbridge._errors import ConfigError
+from jetbridge.internal import ConfigError, names
 from nats.aio.msg import Msg
 
 if TYPE_CHECKING:
@@ -34,6 +33,8 @@ if TYPE_CHECKING:
 
 #: how long a strict higher queue with items pending on the server may hold lower queues back while it refills
 REFILL_WAIT = 0.5
+#: how long lower queues wait (strict) for a higher queue's first pull after the dispatcher starts serving it
+STARTUP_WAIT = 2.0
 _ITEM_RE = re.compile(r"([^:,\s]+)(?::(\d+))?")
 
 
@@ -108,6 +109,10 @@ class PriorityPool:
         self.workers[worker.name] = worker
         self.buffers.setdefault(worker.name, deque())
         self.running.setdefault(worker.name, 0)
+        # Not heard from yet: it may have items, so (strict) lower queues wait for its first pull, at most
+        # STARTUP_WAIT (a first pull on a busy machine takes longer than a refill).
+        self._pending.setdefault(worker.name, 1)
+        self._last_item.setdefault(worker.name, time.monotonic() + STARTUP_WAIT - REFILL_WAIT)
         worker.pool = self
 
     def free_for(self, worker: QueueWorker) -> int:
