@@ -32,6 +32,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from .limit_store import BUCKET, Held, LimitKV, LimitMirror, open_bucket
 from .limits import LimitSpec, hold_cap, matching, next_expiry, overflow_delay
+from .logs import RateLimitedLog
 from .states import ItemAction
 
 if TYPE_CHECKING:
@@ -129,6 +130,8 @@ class Limiter:
         self._held: dict[str, Held] = {}
         self._closing = False
         self._ready = anyio.Event()
+        #: one info line every 10 s while tasks wait for limits (each task is logged at debug)
+        self._throttling = RateLimitedLog(log, "tasks_throttled", every=10.0)
 
     async def run(self) -> None:
         """Follow the bucket and renew held permits until cancelled (run in the dispatcher's task group).
@@ -237,12 +240,19 @@ class Limiter:
             delay = overflow_delay(max(gate.waiting, round((gate.overflow_until - now) / per_item)), per_item)
             gate.overflow_until = now + delay
             self.metrics.throttles.labels(worker.name, task.type, "rescheduled").inc()
+            self._throttling.info(queue=worker.name, type=task.type, waiting_here=gate.waiting,
+                                  limit=", ".join(sp.describe() for sp in gate.specs), rescheduled_s=round(delay, 1),
+                                  hint="more tasks wait for a global limit than are held here: the rest are put "
+                                       "back on the queue for later (no attempt spent)")
             log.debug("task_throttled", task_id=task.id, queue=worker.name, type=task.type, how="rescheduled",
                       delay_s=round(delay, 3))
             await self._settler.item([msg.reply], ItemAction.SCHEDULE, delay=delay, queue=worker.name,
                                      task_id=task.id)
             return None
         self.metrics.throttles.labels(worker.name, task.type, "held").inc()
+        self._throttling.info(queue=worker.name, type=task.type, limit=", ".join(sp.describe() for sp in gate.specs),
+                              waiting_here=gate.waiting + 1,
+                              hint="tasks wait for a global limit (no attempt spent); see `jetbridge limit list`")
         throttled = self.metrics.throttled.labels(worker.name, task.type)
         throttled.inc()
         gate.waiting += 1
