@@ -34,9 +34,11 @@ def limit_set(
     rate: Annotated[str | None, typer.Option(help="Attempts started, e.g. 100/s, 6000/m or 10/5s.")] = None,
     burst: Annotated[int | None, typer.Option(help="With --rate: starts allowed at once after idle time "
                                                    "(default 1).")] = None,
+    adaptive: Annotated[bool, typer.Option("--adaptive", help="With --rate: halve the rate for a while when a "
+                                           "handler replies retry with code rate_limited, overloaded or 429.")] = False,
 ) -> None:
     """Create or replace the limit on PATTERN (and --queue); dispatchers apply it within a second."""
-    spec = make_spec(pattern, queue, concurrency, rate, burst)
+    spec = make_spec(pattern, queue, concurrency, rate, burst, adaptive)
 
     async def go(nc: Client, settings: Settings) -> None:
         kv = await open_bucket(nc, create=True, replicas=settings.store_replicas)
@@ -45,7 +47,7 @@ def limit_set(
 
     with_session(ctx, go)
     parts = ([f"concurrency {spec.concurrency}"] if spec.concurrency else []) + (
-        [f"rate {spec.rate_text} (burst {spec.burst})"] if spec.rate else [])
+        [f"rate {spec.rate_text} (burst {spec.burst}{', adaptive' if spec.adaptive else ''})"] if spec.rate else [])
     print(f"limit on {spec.describe()}: {', '.join(parts)}")
 
 
@@ -66,8 +68,8 @@ def show_limits(rows: list[dict[str, Any]]) -> None:
     table = Table("task types", "queues", "concurrency", "running", "rate", "burst", title="limits",
                   title_justify="left", title_style="bold")
     for r in rows:
-        table.add_row(r["types"], r["queues"], _cell(r["concurrency"]), _cell(r["running"]), _cell(r["rate"]),
-                      _cell(r["burst"]))
+        rate = _cell(r["rate"]) + (" adaptive" if r.get("adaptive") else "")
+        table.add_row(r["types"], r["queues"], _cell(r["concurrency"]), _cell(r["running"]), rate, _cell(r["burst"]))
     console.print(table)
 
 

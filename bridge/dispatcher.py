@@ -492,6 +492,7 @@ class Dispatcher:
             self.claims.end(task_id)  # run() registers the attempt before it first awaits: no gap for a duplicate
             claimed = False
             outcome = await self.runner.run(attempt)
+            await self.limiter.observe(worker.name, task.type, outcome)  # adaptive limits: handlers push back
             self.metrics.child(self.metrics.attempt_duration, worker.name, task.type, outcome.kind).observe(
                 time.monotonic() - started)
             if outcome.kind == "no_handler":

@@ -27,14 +27,15 @@ from jetbridge.internal import JetStreamError, Requester, js_publish
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
-from .limits import LimitSpec, Permit, gcra_take, is_free, permit_expiry, token_chunk
+from .limits import Adapt, LimitSpec, Permit, gcra_take, is_free, lowered, permit_expiry, rate_factor, token_chunk
 
 log = structlog.get_logger("jetbridge.limits")
 
 BUCKET = "JETBRIDGE_LIMITS"
-_DEF, _PERMIT, _RATE = "def.", "permit.", "rate."
+_DEF, _PERMIT, _RATE, _ADAPT = "def.", "permit.", "rate.", "adapt."
 _spec_decoder = msgspec.json.Decoder(LimitSpec)
 _permit_decoder = msgspec.json.Decoder(Permit)
+_adapt_decoder = msgspec.json.Decoder(Adapt)
 #: tokens taken ahead (see :func:`bridge.limits.token_chunk`) are dropped when not used within this time, so a
 #: start never counts against an interval long past
 CREDIT_TTL = 0.05
@@ -93,7 +94,8 @@ async def delete_spec(kv: KeyValue, spec_id: str) -> bool:
     except jserr.KeyNotFoundError:
         return False
     await kv.delete(_DEF + spec_id)
-    for entry in await _entries(kv, f"{_PERMIT}{spec_id}.*") + await _entries(kv, _RATE + spec_id):
+    for entry in (await _entries(kv, f"{_PERMIT}{spec_id}.*") + await _entries(kv, _RATE + spec_id)
+                  + await _entries(kv, _ADAPT + spec_id)):
         await kv.purge(entry.key)
     return True
 
@@ -105,6 +107,7 @@ class LimitMirror:
     specs: dict[str, LimitSpec] = field(default_factory=dict)
     permits: dict[str, dict[int, Permit | None]] = field(default_factory=dict)
     tats: dict[str, int] = field(default_factory=dict)
+    adapts: dict[str, Adapt] = field(default_factory=dict)
     revisions: dict[str, int] = field(default_factory=dict)
     #: bumped on every definition change (callers cache per version)
     version: int = 0
@@ -133,6 +136,12 @@ class LimitMirror:
                 permit = None
             self.permits.setdefault(spec_id, {})[int(slot)] = permit
             return spec_id
+        if kind == "adapt":
+            try:
+                self.adapts[rest] = _adapt_decoder.decode(value) if value else Adapt()
+            except msgspec.DecodeError:
+                self.adapts.pop(rest, None)
+            return rest
         if kind == "rate":
             try:
                 self.tats[rest] = int(value or b"0")
@@ -276,7 +285,9 @@ class LimitKV:
             key = _RATE + spec.id
             for _ in range(8):
                 revision = self.mirror.revisions.get(key, 0)  # read with the arrival time, no await in between
-                got, tat, wait = gcra_take(self.mirror.tats.get(spec.id, 0), self.clock(), spec.rate, spec.burst,
+                now = self.clock()
+                rate = spec.rate * rate_factor(self.mirror.adapts.get(spec.id), now) if spec.adaptive else spec.rate
+                got, tat, wait = gcra_take(self.mirror.tats.get(spec.id, 0), now, rate, spec.burst,
                                            token_chunk(spec))
                 if not got:
                     return wait
@@ -285,6 +296,19 @@ class LimitKV:
                         self._credit[spec.id] = (got - 1, time.monotonic())
                     return 0
         return int(1e9 / spec.rate)  # heavy contention between dispatchers: try again after one interval
+
+    async def push_back(self, spec: LimitSpec) -> float | None:
+        """A handler said "overloaded": halve ``spec``'s rate share (at most once a second, across dispatchers).
+        The new share, or None when it was lowered a moment ago."""
+        key = _ADAPT + spec.id
+        revision = self.mirror.revisions.get(key, 0)
+        new = lowered(self.mirror.adapts.get(spec.id), self.clock())
+        if new is None:
+            return None
+        self._credit.pop(spec.id, None)
+        if await self._cas(key, msgspec.json.encode(new), revision) is None:
+            return None  # another dispatcher lowered it just now
+        return new.factor
 
     def _use_credit(self, spec_id: str) -> bool:
         tokens, taken = self._credit.get(spec_id, (0, 0.0))
@@ -319,5 +343,6 @@ async def limit_rows(nc: Client, *, timeout: float = 5.0) -> list[dict[str, obje
         rows.append({"id": spec.id, "types": spec.types, "queues": spec.queues,
                      "concurrency": spec.concurrency or None, "rate": spec.rate_text or None,
                      "rate_per_s": spec.rate or None, "burst": spec.burst if spec.rate else None,
+                     "adaptive": spec.adaptive,
                      "running": await permits_in_use(kv, spec, now_ns()) if spec.concurrency else None})
     return rows

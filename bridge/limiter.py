@@ -31,9 +31,9 @@ from nats.js.kv import KeyValue
 from prometheus_client import Counter, Gauge, Histogram
 
 from .limit_store import BUCKET, Held, LimitKV, LimitMirror, open_bucket
-from .limits import LimitSpec, hold_cap, matching, next_expiry, overflow_delay
+from .limits import OVERLOAD_CODES, LimitSpec, hold_cap, matching, next_expiry, overflow_delay
 from .logs import RateLimitedLog
-from .states import ItemAction
+from .states import AttemptOutcome, ItemAction
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -105,6 +105,8 @@ class LimitMetrics:
                               ["queue", "type"], registry=r)
         self.limit = Gauge("jetbridge_limit", "Global limits in force: concurrency, rate (per second) and burst",
                            ["limit", "setting"], registry=r)
+        self.rate_factor = Gauge("jetbridge_limit_rate_factor", "Share of its rate an adaptive limit allows after "
+                                 "handlers pushed back (1: full rate)", ["limit"], registry=r)
         self.lost = Counter("jetbridge_limit_permits_lost", "Permits that expired while their attempt ran (the "
                             "attempt is stopped)", [], registry=r)
 
@@ -212,6 +214,26 @@ class Limiter:
         if found is None:
             found = self._matches[key] = matching(list(self.mirror.specs.values()), queue, task_type)
         return found
+
+    async def observe(self, queue: str, task_type: str, outcome: AttemptOutcome) -> None:
+        """After an attempt: a ``retry`` reply whose code says the handler is overloaded (``rate_limited``,
+        ``overloaded``, ``429``...) halves the rate of the adaptive limits on the task, for every dispatcher."""
+        if outcome.kind != "retry" or not self.mirror.specs or outcome.error_code.lower() not in OVERLOAD_CODES:
+            return
+        for spec in self._applying(queue, task_type):
+            if not (spec.adaptive and spec.rate) or self._kv is None:
+                continue
+            try:
+                factor = await self._kv.push_back(spec)
+            except Exception as exc:  # noqa: BLE001 - the push-back is advice; the next one tries again
+                log.warning("limit_push_back_failed", limit=spec.describe(), error=repr(exc))
+                continue
+            if factor is not None:
+                self.metrics.rate_factor.labels(spec.id).set(factor)
+                log.warning("limit_rate_lowered", limit=spec.describe(), queue=queue, type=task_type,
+                            code=outcome.error_code, rate_per_s=round(spec.rate * factor, 3),
+                            hint="a handler replied that it is overloaded; the rate climbs back over the next "
+                                 "seconds unless it says so again")
 
     async def admit(self, worker: QueueWorker, msg: Msg, task: TaskRecord) -> Admission | None:
         """The permits ``task`` may run its attempt under, after waiting for them if need be; None when the item

@@ -40,6 +40,8 @@ class LimitSpec(msgspec.Struct, frozen=True, omit_defaults=True):
     rate: float = 0.0
     rate_text: str = ""
     burst: int = 1
+    #: lower the rate for a while when handlers reply "overloaded" (see :func:`lowered`)
+    adaptive: bool = False
 
     @property
     def id(self) -> str:
@@ -77,7 +79,8 @@ def check_pattern(pattern: str, what: str) -> str:
     return pattern
 
 
-def make_spec(types: str, queues: str, concurrency: int | None, rate: str | None, burst: int | None) -> LimitSpec:
+def make_spec(types: str, queues: str, concurrency: int | None, rate: str | None, burst: int | None,
+              adaptive: bool = False) -> LimitSpec:
     """A checked limit from the CLI's options; ConfigError with one line for any mistake."""
     check_pattern(types, "PATTERN")
     check_pattern(queues, "--queue")
@@ -87,11 +90,13 @@ def make_spec(types: str, queues: str, concurrency: int | None, rate: str | None
         raise ConfigError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}")
     if burst is not None and rate is None:
         raise ConfigError("--burst only applies with --rate")
+    if adaptive and rate is None:
+        raise ConfigError("--adaptive only applies with --rate")
     if burst is not None and not 1 <= burst <= 100_000:
         raise ConfigError(f"--burst must be between 1 and 100000, got {burst}")
     return LimitSpec(types=types, queues=queues, concurrency=concurrency or 0,
                      rate=parse_rate(rate) if rate is not None else 0.0, rate_text=(rate or "").replace(" ", ""),
-                     burst=burst or 1)
+                     burst=burst or 1, adaptive=adaptive)
 
 
 def matching(specs: list[LimitSpec], queue: str, task_type: str) -> list[LimitSpec]:
@@ -189,3 +194,34 @@ def hold_cap(spec: LimitSpec) -> int:
 def overflow_delay(waiting: int, per_item: float) -> float:
     """The delay for an item rescheduled because too many wait here: about when its turn comes, 1 s to 10 min."""
     return min(600.0, max(1.0, (waiting + 1) * per_item))
+
+
+# Adaptive rate: handlers push back -------------------------------------------------------------------------------
+
+#: retry codes that say "too much": a reply ``retry`` with one of these lowers an adaptive limit's rate
+OVERLOAD_CODES = frozenset({"overloaded", "rate_limited", "too_many_requests", "429", "503"})
+#: the lowest share of its rate an adaptive limit goes down to, and how fast it climbs back (share per second)
+MIN_FACTOR, RECOVERY_PER_S = 0.05, 1 / 30
+
+
+class Adapt(msgspec.Struct, frozen=True):
+    """An adaptive limit's state under ``adapt.<id>``: its rate share when last lowered, and when (ns)."""
+
+    factor: float = 1.0
+    at: int = 0
+
+
+def rate_factor(adapt: Adapt | None, now: int) -> float:
+    """The share of its rate an adaptive limit allows now: halved by each push-back, climbing back linearly
+    (a halving from full rate is undone in 15 s)."""
+    if adapt is None:
+        return 1.0
+    return min(1.0, adapt.factor + max(0, now - adapt.at) / NS * RECOVERY_PER_S)
+
+
+def lowered(adapt: Adapt | None, now: int) -> Adapt | None:
+    """The state after an overloaded reply at ``now``, or None when it was lowered less than a second ago (the
+    replies of attempts already under way say nothing new)."""
+    if adapt is not None and now - adapt.at < NS:
+        return None
+    return Adapt(max(MIN_FACTOR, rate_factor(adapt, now) / 2), now)

@@ -16,6 +16,7 @@ README = (REPO / "README.md").read_text()
 
 
 @pytest.mark.parametrize(("doc", "heading"), [(DOC, "## Global limits"), (DOC, "## Priorities across queues"),
+                                              (DOC, "### Handlers push back: adaptive rates (opt-in)"),
                                               (README, "## Flow control: global limits and priorities")])
 def test_the_samples_run_as_written(own_server: NatsServer, tmp_path: Path, doc: str, heading: str) -> None:
     blocks = shell_blocks(section(doc, heading))

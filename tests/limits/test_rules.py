@@ -133,3 +133,20 @@ def test_tokens_are_taken_in_chunks_only_at_high_rates() -> None:
     got, tat, _ = gcra_take(tat, now, 100.0, 10, 100)
     assert got == 6  # never more than the burst allows
     assert gcra_take(tat, now, 100.0, 10, 1)[0] == 0
+
+
+def test_adaptive_rate_halves_once_a_second_and_climbs_back() -> None:
+    from bridge.limits import MIN_FACTOR, Adapt, lowered, rate_factor
+
+    now = 100 * NS
+    first = lowered(None, now)
+    assert first == Adapt(0.5, now)
+    assert lowered(first, now + NS // 2) is None  # replies of attempts already under way say nothing new
+    assert rate_factor(first, now + 3 * NS) == pytest.approx(0.6)
+    assert rate_factor(first, now + 60 * NS) == 1.0
+    second = lowered(first, now + NS)
+    assert second is not None and second.factor == pytest.approx((0.5 + 1 / 30) / 2)
+    floor = Adapt(MIN_FACTOR, now)
+    assert lowered(floor, now + NS) == Adapt(MIN_FACTOR, now + NS)
+    with pytest.raises(ConfigError, match="--adaptive only applies with --rate"):
+        make_spec("x", "*", 2, None, None, adaptive=True)
