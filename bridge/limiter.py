@@ -164,7 +164,13 @@ class Limiter:
                     tg.start_soon(self._renewer)
                     await self._watch(kv)
             except Exception as exc:  # noqa: BLE001 - the watch broke (bucket deleted, server gone): start over
-                log.warning("limits_watch_failed", error=repr(exc), hint="following the limits again in 1s")
+                if not self._ready.is_set():  # never followed: serve without limits rather than not at all
+                    log.error("limits_unavailable", bucket=BUCKET, error=repr(exc),
+                              hint="the limits bucket exists but cannot be followed (permissions?): this "
+                                   "dispatcher runs WITHOUT global limits until it can")
+                    self._ready.set()
+                else:
+                    log.warning("limits_watch_failed", error=repr(exc), hint="following the limits again in 1s")
             await anyio.sleep(1.0)
 
     async def wait_ready(self) -> None:
