@@ -263,15 +263,18 @@ class Children:
             proc.stop()
 
 
-def dispatcher_proc(url: str, queue: str, concurrency: int, name: str = "dispatcher", loop: str = "cli") -> Proc:
-    """The dispatcher as `jetbridge run` runs it (``loop="cli"``), or in-process on ``asyncio`` or ``uvloop``."""
+def dispatcher_proc(url: str, queue: str, concurrency: int, name: str = "dispatcher", loop: str = "cli",
+                    env: dict[str, str] | None = None) -> Proc:
+    """The dispatcher as `jetbridge run` runs it (``loop="cli"``), or in-process on ``asyncio`` or ``uvloop``.
+
+    ``env``: variables added to its environment (the tracing experiment's ``OTEL_*``)."""
     if loop == "cli":
         argv = [sys.executable, "-m", "bridge", "--server", url, "run", "--queue", queue,
                 "--concurrency", str(concurrency), "--log-level", "info", "--log-format", "json"]
     else:
         argv = [sys.executable, "-m", "bench.inproc", "--server", url, "--queue", queue,
                 "--concurrency", str(concurrency)] + (["--uvloop"] if loop == "uvloop" else [])
-    return Proc(name, argv, ready="dispatcher_started")
+    return Proc(name, argv, ready="dispatcher_started", env={**child_env(), **env} if env else None)
 
 
 def go_noop_proc(binary: str, url: str, concurrency: int = 1000) -> Proc:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import baselines, index_bench, scenarios
+from . import api_bench, baselines, index_bench, scenarios, tracing_ab
 from .infra import REPO, build_go, ensure_py_spy, ensure_uvloop, go_version, load_avg, log
 
 RESULTS = REPO / "bench" / "results" / "latest.json"
@@ -52,12 +52,15 @@ class Counts:
     #: tasks in the store for the index scenario (issue 17), and the large run (None: skipped)
     index_n: int = 100_000
     index_large_n: int | None = 1_000_000
+    #: tasks stored for the HTTP API scenario (issue 19), and tasks it enqueues over HTTP
+    api_n: int = 100_000
+    api_enqueue_n: int = 4000
 
 
 QUICK = Counts(rr_n=5000, js_n=5000, naive_n=2000, asyncjobs_n=5000, drain_n=5000, profile_n=5000, drain_py_n=3000,
                enqueue_n=5000, limits_n=3000,
                latency_seconds=2.0, cost_queued=20_000, cost_window=5000, depth_small=3000, two_n=5000,
-               index_n=20_000, index_large_n=None)
+               index_n=20_000, index_large_n=None, api_n=20_000, api_enqueue_n=1000)
 
 
 @dataclass(frozen=True)
@@ -276,8 +279,15 @@ def _steps(c: Counts, bins: dict[str, str | None], spy: str | None) -> list[Step
              ("tasks_per_s", "producer_cpu_us_per_task"), late=True),
         Step("index", "scenarios", 150, lambda: index_bench.main_both(c.index_n, c.index_large_n),
              ("n_100000.worst_p95_ms", "n_100000.catch_up_s", "n_100000.index_bytes_per_task")),
+        Step("api", "scenarios", 60, lambda: api_bench.api_scenario(n=c.api_n, enqueue_n=c.api_enqueue_n),
+             ("worst_p95_ms", "latency.get.p95_ms", "latency.list_state.p95_ms", "latency.count_state.p95_ms",
+              "enqueue.tasks_per_s")),
         Step("experiment_uvloop", "experiments", 40, lambda: _uvloop(c, go_noop),
              ("uvloop_cpu_over_asyncio_cpu",), needs_go=True, late=True),
+        Step("tracing_ab", "experiments", 75,
+             lambda: tracing_ab.run(n=c.drain_n, concurrency=c.concurrency, noop_bin=go_noop),
+             ("tracing_cpu_us_per_task", "off.dispatcher_cpu_us_per_task", "on.dispatcher_cpu_us_per_task",
+              "on_over_off", "sampled_10pct_cpu_us_per_task"), needs_go=True, late=True),
     ]
 
 

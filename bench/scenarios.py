@@ -41,7 +41,8 @@ def _kb_to_mb(kb: int | None) -> float | None:
 
 async def drain(*, handler: str, n: int, concurrency: int, noop_bin: str | None, dispatchers: int = 1,
                 window: int | None = None, limit_s: float = 120.0, py_spy: str | None = None,
-                loop: str = "cli", limit: dict[str, Any] | None = None) -> dict[str, Any]:
+                loop: str = "cli", dispatcher_env: dict[str, str] | None = None,
+                limit: dict[str, Any] | None = None) -> dict[str, Any]:
     """Queue ``n`` no-op tasks, then start the handler and ``dispatchers`` dispatcher processes and time the drain.
 
     With ``window``, only that many tasks are timed (the queue stays deep); with ``py_spy``, the first dispatcher
@@ -69,7 +70,8 @@ async def drain(*, handler: str, n: int, concurrency: int, noop_bin: str | None,
             else:
                 hproc = kids.start(py_noop_proc(srv.url, concurrency))
             # Start every dispatcher before waiting for any, so that they begin together.
-            dprocs = [kids.start(dispatcher_proc(srv.url, QUEUE, concurrency, name=f"dispatcher{i + 1}", loop=loop),
+            dprocs = [kids.start(dispatcher_proc(srv.url, QUEUE, concurrency, name=f"dispatcher{i + 1}", loop=loop,
+                                                 env=dispatcher_env),
                                  wait=False) for i in range(dispatchers)]
             for p in dprocs:
                 p.wait_ready()

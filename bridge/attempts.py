@@ -13,6 +13,7 @@ import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 import nats.errors
 import structlog
@@ -37,6 +38,7 @@ from .logs import RateLimitedLog
 from .metrics import Metrics
 from .routes import Route
 from .states import AttemptOutcome
+from .tracing import request_traceparent
 
 log = structlog.get_logger("jetbridge.attempt")
 
@@ -86,6 +88,9 @@ class Attempt:
     watchdog: asyncio.TimerHandle | None = None
     #: serialises saves of this attempt's task (progress and the outcome)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: tracing (bridge/tracing.py): the attempt's open span and the traceparent sent to the handler
+    span: Any = None
+    traceparent: str = ""
 
 
 class AttemptRunner:
@@ -171,7 +176,7 @@ class AttemptRunner:
             budget_ms=int(attempt.budget * 1000), heartbeat_subject=self.heartbeat_subject(attempt),
             heartbeat_interval_ms=interval, heartbeat_ack=interval > 0, cancel_subject=f"{names.CANCEL_SUBJECT_PREFIX}.{attempt.token}",
             payload_encoding=encoding, content_type=ctype, payload=payload,
-            traceparent=proto.traceparent_for(task.id, task.tries),
+            traceparent=request_traceparent(attempt),
         )
 
     async def _run_v1(self, attempt: Attempt) -> AttemptOutcome:

@@ -95,11 +95,13 @@ def handle(
     kill_grace: Annotated[str, typer.Option(help="From SIGTERM to SIGKILL when a command is stopped.")] = "5s",
     terminate_exit: Annotated[int, typer.Option(help="Exit code that terminates the task.")] = 100,
     name: Annotated[str, typer.Option(help="Service name (nats micro ls).")] = "jetbridge-handle",
+    timeout: Annotated[str | None, typer.Option(
+        help="Stop a command after this long, per attempt (never later than the attempt's budget), e.g. 30s.")] = None,
 ) -> None:
     from .handle import command_from, handle_main
 
     handle_main(settings_of(ctx), task_types, command_from(ctx), concurrency=concurrency, prefix=prefix, grace=grace,
-                kill_grace=kill_grace, terminate_exit=terminate_exit, name=name)
+                kill_grace=kill_grace, terminate_exit=terminate_exit, name=name, timeout=timeout)
 
 
 def main() -> None:

@@ -83,14 +83,22 @@ def run(
     log_format: Annotated[str | None, typer.Option(help="auto, console or json.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
     shutdown_grace: Annotated[str | None, typer.Option(help="How long running attempts may finish on SIGTERM.")] = None,
+    hook: Annotated[list[str] | None, typer.Option(
+        "--hook", help="Dispatcher hook to load: an entry point in group jetbridge.hooks (repeat).")] = None,
+    http_listen: Annotated[str | None, typer.Option("--http", help="host:port for the HTTP API and dashboard.")] = None,
     background: Annotated[bool, typer.Option("--background", help="Start detached, return once serving.")] = False,
     ready_fd: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run the dispatcher until SIGTERM or SIGINT, then drain. No --server: on the data dir's embedded server."""
     flags = dict(ctx.obj["flags"], queues=queue or None, concurrency=concurrency, priorities=priorities,
                  strict_priority=strict_priority, metrics_listen=metrics_listen,
-                 log_format=log_format, log_level=log_level, shutdown_grace=shutdown_grace)
+                 log_format=log_format, log_level=log_level, shutdown_grace=shutdown_grace, hooks=hook or None,
+                 http_listen=http_listen)
     settings = load_settings(ctx.obj["config"], env=ctx.obj["env"], flags=flags)
+    if settings.http_listen:  # a bad http_* setting or a missing token is a one-line error before anything starts
+        from .web.embed import check
+
+        check(settings, ctx.obj["env"])
     if background:
         _start_background([a for a in ctx.obj["argv"] if a != "--background"], settings)
         return

@@ -6,6 +6,7 @@ bridge/web/auth.py). Without tokens the server listens only on a loopback addres
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -27,8 +28,11 @@ def serve(
     tokens_file: Annotated[str | None, typer.Option("--tokens", help="File of role:token lines "
                                                     "(else JB_API_TOKENS).")] = None,
     max_body: Annotated[int, typer.Option(help="Largest request body in bytes.")] = 512 * 1024,
+    # Not asyncjobs' --tls-cert/--tls-key: those are the global NATS client certificate options (taken anywhere).
     tls_cert: Annotated[str | None, typer.Option("--http-tls-cert", help="Serve HTTPS with this certificate.")] = None,
     tls_key: Annotated[str | None, typer.Option("--http-tls-key", help="The certificate's key.")] = None,
+    rate: Annotated[float, typer.Option(help="Requests a second per client (token or address); 0: no limit.")] = 100.0,
+    burst: Annotated[int, typer.Option(help="Requests at once per client (default: twice --rate).")] = 0,
 ) -> None:
     """Serve the HTTP API and the dashboard until Ctrl-C."""
     from .web.auth import is_loopback, load_tokens
@@ -40,14 +44,20 @@ def serve(
                           "(JB_API_TOKENS or --tokens) before exposing the API")
     if bool(tls_cert) != bool(tls_key):
         raise ConfigError("--http-tls-cert and --http-tls-key go together")
+    for path in (tls_cert, tls_key):
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"cannot read the HTTPS file {path}")
     if max_body < 1024:
         raise ConfigError("--max-body must be at least 1024 bytes")
+    if rate < 0 or burst < 0:
+        raise ConfigError("--rate and --burst must not be negative")
     run_server(ctx.obj["settings"], host, port, queue=queue, tokens=tokens, max_body=max_body,
-               tls_cert=tls_cert, tls_key=tls_key)
+               tls_cert=tls_cert, tls_key=tls_key, rate=rate, burst=burst)
 
 
 def run_server(settings: object, host: str, port: int, *, queue: str, tokens: object, max_body: int,
-               tls_cert: str | None = None, tls_key: str | None = None, announce: bool = True) -> None:
+               tls_cert: str | None = None, tls_key: str | None = None, announce: bool = True,
+               rate: float = 0.0, burst: int = 0) -> None:
     import contextlib
 
     import uvicorn
@@ -66,7 +76,7 @@ def run_server(settings: object, host: str, port: int, *, queue: str, tokens: ob
         return backend
 
     app = create_app(make_backend, tokens=tokens if isinstance(tokens, Tokens) else None, max_body=max_body,
-                     on_close=stack.aclose)
+                     on_close=stack.aclose, rate=rate, burst=burst)
 
     scheme = "https" if tls_cert else "http"
     if announce:

@@ -41,6 +41,7 @@ from nats.aio.msg import Msg
 from .announce import announce
 from .attempts import Attempt, AttemptRunner
 from .history import record_attempt
+from .hooks import load_hooks
 from .limiter import Limiter
 from .logs import RateLimitedLog
 from .metrics import Metrics
@@ -67,6 +68,7 @@ from .states import (
     waiting_for_handler,
 )
 from .takeover import Claims, Takeover, Verdict
+from .tracing import DispatchTracing
 from .worker import QueueWorker, check_document, decode_item
 
 log = structlog.get_logger("jetbridge.dispatcher")
@@ -96,6 +98,9 @@ class Dispatcher:
         self.store = TaskStore(self._rq)
         self.scheduler = RetryScheduler(self._rq)
         self.settler = Settler(nc, self.store, self.scheduler, self.metrics)
+        #: dispatcher hooks (bridge/hooks.py); None when none are configured: then they cost nothing per task
+        self.hooks = self.settler.hooks = load_hooks(settings.hooks, dispatcher_id=self.id,
+                                                     timeout=settings.hook_timeout, registry=self.metrics.registry)
         self.runner = AttemptRunner(nc, dispatcher_id=self.id, metrics=self.metrics,
                                     first_contact_grace=settings.first_contact_grace)
         #: tasks this dispatcher saved active whose attempt is not registered yet (an item for one waits a moment)
@@ -115,6 +120,8 @@ class Dispatcher:
         self.busy = InFlight()
         self._verifier: Any = None
         self.ready = False
+        #: OpenTelemetry spans when the OTEL_* variables ask for them (bridge/tracing.py); None: no per-task work
+        self.tracing = DispatchTracing.from_env()
 
     # Life cycle -----------------------------------------------------------------------------------------------
 
@@ -207,6 +214,8 @@ class Dispatcher:
             tg.start_soon(mover.run)
             tg.start_soon(announce, self)  # a micro service `jetbridge info` finds (bridge/announce.py)
             tg.start_soon(run_schedules, self)  # cron schedules: every dispatcher fires them (bridge/scheduler.py)
+            if self.hooks is not None:
+                tg.start_soon(self.hooks.run)
             if self.settings.queue_refresh_interval:
                 tg.start_soon(watch_queues, self, self.settings.queue_refresh_interval)
             if self.settings.reconcile_interval:
@@ -226,6 +235,8 @@ class Dispatcher:
                     await self.settler.item([m.reply for m in self.pool.drop(worker) if m.reply], ItemAction.NAK)
             mover.stop()
             await self._drain()
+            if self.hooks is not None:
+                await self.hooks.close()  # queued hook calls get hook_timeout to finish
             tg.cancel_scope.cancel()
         await self.takeover.close()
         await self.runner.close()
@@ -314,6 +325,8 @@ class Dispatcher:
             try:
                 await self.settler.event(active)
                 self.metrics.child(self.metrics.tasks, worker.name, active.type, "active").inc()
+                if self.hooks is not None:
+                    self.hooks.state_changed(worker.name, task, active, "attempt started")
             except BaseException:
                 self.claims.end(active.id)
                 raise
@@ -488,10 +501,16 @@ class Dispatcher:
             self.metrics.child(self.metrics.attempts, worker.name, task.type).inc()
             log.debug("attempt_started", task_id=task.id, queue=worker.name, type=task.type, attempt=task.tries,
                       subject=subject, budget_s=round(budget, 3))
+            if self.tracing is not None:
+                self.tracing.start(attempt)
             started = time.monotonic()
             self.claims.end(task_id)  # run() registers the attempt before it first awaits: no gap for a duplicate
             claimed = False
+            if self.hooks is not None:
+                self.hooks.before_attempt(attempt)
             outcome = await self.runner.run(attempt)
+            if self.hooks is not None:
+                self.hooks.after_attempt(attempt, outcome, time.monotonic() - started)
             await self.limiter.observe(worker.name, task.type, outcome)  # adaptive limits: handlers push back
             self.metrics.child(self.metrics.attempt_duration, worker.name, task.type, outcome.kind).observe(
                 time.monotonic() - started)
@@ -503,12 +522,16 @@ class Dispatcher:
                 task, seq = attempt.task, attempt.seq
                 decision = on_outcome(task, outcome, now_ns(), worker.limits)
                 task = record_attempt(task, outcome, decision, now_ns=now_ns(), dispatcher=self.id)
+                if self.tracing is not None:
+                    self.tracing.end(attempt, outcome, decision)
                 await self.settler.finish(worker, [msg.reply], task, seq, decision, attempt=attempt)
         finally:
             if claimed:
                 self.claims.end(task_id)
             if attempt is not None:
                 self.runner.release(attempt)
+                if self.tracing is not None:
+                    self.tracing.end(attempt, None, None)  # only if it failed before its outcome: never left open
 
     # Background duties ----------------------------------------------------------------------------------------
 

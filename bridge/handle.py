@@ -46,6 +46,13 @@ Every child is reaped. Commands are started with ``posix_spawn`` (this process i
 only and default signal handling. If ``jetbridge handle`` itself is killed with SIGKILL its commands live on until
 they next write to fd 3 (SIGPIPE) or finish; run replicas in a container or a systemd unit to contain them.
 
+Middleware (issue 20, :mod:`jetbridge.middleware`): every attempt ends with one structured log line
+``attempt_done`` (task id, type, queue, attempt, outcome, error code, duration; ``log_attempts``), and ``timeout``
+(``--timeout``) stops a command that runs longer than that, bounded by the attempt's budget: it is stopped as for a
+budget timeout (``cancel timeout`` on fd 3, SIGTERM, SIGKILL), and the attempt replies ``retry`` with code
+``cancelled``. Tracing: a request's W3C ``traceparent`` is the command's ``TRACEPARENT``, so an OpenTelemetry SDK in
+the command continues the trace (the variable is removed when the request has none, never inherited).
+
 Draining (:meth:`CommandHandler.stop`, SIGTERM on the CLI): no new commands start; running ones may finish within
 ``grace``; then they are stopped as above and their attempts end ``retry`` with code ``shutdown``.
 """
@@ -70,6 +77,7 @@ import structlog
 import typer
 from anyio.abc import TaskStatus
 from jetbridge.internal import ConfigError, format_ms, names
+from jetbridge.middleware import log_attempts, timeout
 from nats.aio.client import Client
 from typer.core import TyperCommand
 
@@ -116,6 +124,8 @@ class HandleConfig:
         terminate_exit: the exit status that terminates the task instead of retrying it.
         name: the micro service name.
         env: variables added to the commands' environment (over the parent's).
+        timeout: seconds a command may run per attempt, within the attempt's budget (None: the budget).
+        log_attempts: one ``attempt_done`` log line per attempt.
     """
 
     command: tuple[str, ...]
@@ -127,6 +137,8 @@ class HandleConfig:
     terminate_exit: int = TERMINATE_EXIT
     name: str = "jetbridge-handle"
     env: Mapping[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    log_attempts: bool = True
 
     def validate(self) -> HandleConfig:
         if not self.command:
@@ -141,6 +153,8 @@ class HandleConfig:
             raise ConfigError(f"concurrency must be between 1 and 10000, got {self.concurrency}")
         if self.grace < 0 or self.kill_grace < 0:
             raise ConfigError("grace and kill grace must not be negative")
+        if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise ConfigError(f"the timeout must be a positive duration, got {self.timeout!r}")
         if not 1 <= self.terminate_exit <= 255:
             raise ConfigError(f"the terminate exit code must be between 1 and 255, got {self.terminate_exit}")
         if not self.name or any(not (c.isascii() and (c.isalnum() or c in "-_")) for c in self.name):
@@ -169,6 +183,10 @@ class CommandHandler:
             drain_timeout=config.grace + config.kill_grace + IO_GRACE + 5.0)
         for task_type in config.task_types:
             self.service.add_handler(task_type, self._handle)
+        if config.log_attempts:  # outermost: it logs what the timeout made of the attempt
+            self.service.use(log_attempts(log))
+        if config.timeout is not None:
+            self.service.use(timeout(config.timeout))
         self.draining = False
         self.stopped = anyio.Event()
         self._runs: set[_Run] = set()
@@ -616,11 +634,13 @@ COMMAND_META = "jetbridge.handle.command"
 
 HANDLE_HELP = """Serve task types by running COMMAND (after --) once per task.
 
-The payload is COMMAND's stdin (JSON text, or raw bytes). JETBRIDGE_TASK_ID, _TYPE, _QUEUE, _ATTEMPT, _MAX_ATTEMPTS, _DEADLINE, _ATTEMPT_DEADLINE, _CONTENT_TYPE, _CREATED and _BUDGET_MS are in its environment. Its stdout is the result: JSON if it parses, else bytes.
+The payload is COMMAND's stdin (JSON text, or raw bytes). JETBRIDGE_TASK_ID, _TYPE, _QUEUE, _ATTEMPT, _MAX_ATTEMPTS, _DEADLINE, _ATTEMPT_DEADLINE, _CONTENT_TYPE, _CREATED and _BUDGET_MS are in its environment, and TRACEPARENT when the task carries a W3C trace context. Its stdout is the result: JSON if it parses, else bytes.
 
 Exit 0 completes the task, exit 100 (--terminate-exit) terminates it, any other status retries it with the end of stderr as the error.
 
 Lines written to fd 3: heartbeat [MSG], progress 0.4 [MSG], retry-after 5s, error-code CODE, content-type TYPE, publish SUBJECT TEXT.
+
+--timeout 30s stops a command after 30 s (or at the attempt's budget, if sooner); every attempt is logged (attempt_done).
 
 Example: jetbridge handle resize --concurrency 4 -- ./resize.sh
 """
@@ -699,7 +719,7 @@ async def serve_command(settings: Any, config: HandleConfig) -> None:
 
 def handle_main(
     settings: Any, task_types: Sequence[str], command: Sequence[str], *, concurrency: int | None, prefix: str | None,
-    grace: str, kill_grace: str, terminate_exit: int, name: str,
+    grace: str, kill_grace: str, terminate_exit: int, name: str, timeout: str | None = None,
 ) -> None:
     """The ``jetbridge handle`` command, from its parsed options."""
     config = HandleConfig(
@@ -707,5 +727,6 @@ def handle_main(
         concurrency=concurrency if concurrency is not None else default_concurrency(),
         prefix=prefix or settings.subject_prefix, grace=parse_duration(grace, what="--grace"),
         kill_grace=parse_duration(kill_grace, what="--kill-grace"), terminate_exit=terminate_exit, name=name,
+        timeout=parse_duration(timeout, what="--timeout") if timeout is not None else None,
     ).validate()
     anyio.run(serve_command, settings, config)

@@ -36,6 +36,10 @@ async def run_dispatcher(settings: Settings, *, on_ready: Callable[[str], None] 
             if settings.metrics_listen:
                 port = await tg.start(serve_health, settings.metrics_listen, metrics, ready)
                 log.info("metrics_listening", listen=settings.metrics_listen, port=port)
+            if settings.http_listen:  # the HTTP API and dashboard in this process (bridge/web/embed.py)
+                from .web.embed import serve_http
+
+                await tg.start(serve_http, settings, nc)
             await tg.start(dispatcher.run)
             if on_ready is not None:
                 on_ready(describe(settings))

@@ -55,12 +55,17 @@ class Settings:
         first_contact_grace: extra silence allowed before an attempt's first heartbeat (a cold or busy handler).
         store_replicas: replicas (1-5) of the stores and queues this dispatcher creates; existing ones keep theirs.
         metrics_listen: ``host:port`` for /metrics, /healthz and /readyz; empty: off.
+        http_listen: ``host:port`` for the HTTP API and dashboard inside the dispatcher (as ``jetbridge serve``);
+            empty: off. http_tokens: its ``role:token`` file (else ``JB_API_TOKENS``); http_tls_cert and
+            http_tls_key: serve HTTPS (bridge/web/embed.py).
         log_format: ``console``, ``json`` or ``auto`` (json unless a terminal).
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
         dispatcher_id: this dispatcher's name in subjects and logs.
         verify_key: hex ed25519 public key: when set, tasks must be signed (asyncjobs-compatible).
         signatures_optional: with ``verify_key``, accept unsigned tasks too.
         signing_seed: hex ed25519 seed (or a file holding it) the CLI signs enqueued tasks with.
+        hooks: dispatcher hooks to load: names of entry points in the group ``jetbridge.hooks`` (see bridge.hooks).
+        hook_timeout: how long one hook call may take before it is given up (the task never waits for it).
     """
 
     server: str = ""
@@ -91,12 +96,18 @@ class Settings:
     first_contact_grace: float = 2.0
     store_replicas: int = 1
     metrics_listen: str = ""
+    http_listen: str = ""
+    http_tokens: str = ""
+    http_tls_cert: str = ""
+    http_tls_key: str = ""
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     dispatcher_id: str = field(default_factory=lambda: secrets.token_hex(6))
     verify_key: str = ""
     signatures_optional: bool = False
     signing_seed: str = ""
+    hooks: tuple[str, ...] = ()
+    hook_timeout: float = 5.0
 
     def validate(self) -> Settings:
         """Raise :class:`ConfigError` naming the first invalid setting and what it allows."""
@@ -127,6 +138,8 @@ class Settings:
         for key in sorted(_DURATIONS):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must not be negative")
+        if self.hook_timeout <= 0:
+            raise ConfigError("hook_timeout must be more than 0")
         if 0 < self.retain_finished < 1:
             raise ConfigError("retain_finished must be 0 (forever) or at least 1s")
 
@@ -140,11 +153,16 @@ class Settings:
         if self.verify_key and not re.fullmatch(r"[0-9a-fA-F]{64}", self.verify_key):
             raise ConfigError("verify_key must be a 64-character hex ed25519 public key")
         _check_inbox_prefix(self.inbox_prefix)
+        for hook in self.hooks:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", hook):
+                raise ConfigError(f"hooks: {hook!r} is not an entry point name (letters, digits, '_', '-', '.')")
         if not _SUBJECT_RE.fullmatch(self.subject_prefix):
             raise ConfigError(f"subject_prefix {self.subject_prefix!r} must be a subject without wildcards or spaces, "
                               "e.g. jetbridge.task")
         if self.metrics_listen and ":" not in self.metrics_listen:
             raise ConfigError(f"metrics_listen must be host:port, got {self.metrics_listen!r}")
+        if self.http_listen and ":" not in self.http_listen:
+            raise ConfigError(f"http_listen must be host:port, got {self.http_listen!r}")
 
     def __repr__(self) -> str:
         """Secrets redacted, like :meth:`redacted`: a Settings shown in a log, traceback or test failure leaks nothing."""
@@ -194,7 +212,7 @@ def _redact_url(urls: str) -> str:
 
 
 _DURATIONS = {"no_handler_delay", "shutdown_grace", "retain_finished", "reconcile_interval", "queue_refresh_interval",
-              "first_contact_grace"}
+              "first_contact_grace", "hook_timeout"}
 _FIELDS = {f.name: f for f in fields(Settings)}
 
 
@@ -208,7 +226,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     try:
         if key in _DURATIONS:
             return parse_duration(value, what=f"{source}: {key}")
-        if key == "queues":
+        if key in ("queues", "hooks"):
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(q).strip() for q in items if str(q).strip())
         if key == "routes":

@@ -28,6 +28,7 @@ from nats.aio.msg import Msg
 
 from . import dlq
 from .attempts import Attempt
+from .hooks import Hooks
 from .metrics import Metrics
 from .retries import RetryScheduler
 from .states import AttemptOutcome, Decision, ItemAction, apply, nak_delay_ns, on_outcome
@@ -49,6 +50,8 @@ class Settler:
         self.ttl_ok = False
         #: confirm with the stream leader before trusting a read (replicated stores)
         self.confirm_reads = False
+        #: dispatcher hooks told of every state saved (None: no hooks, no work)
+        self.hooks: Hooks | None = None
 
     def leader(self) -> bool | None:
         """``direct=`` for a read that must not be stale: the leader on a replicated store, else the default."""
@@ -73,6 +76,8 @@ class Settler:
             if not await self.save(worker, items, new, data, seq, ttl, attempt):
                 return
             await self.event(new)
+            if self.hooks is not None:
+                self.hooks.state_changed(worker.name, task, new, decision.reason)
             await dlq.announce(self.nc, self.metrics.registry, new)
             self.metrics.child(self.metrics.tasks, worker.name, new.type, new.state).inc()
             if decision.state is TaskState.RETRY:
@@ -160,6 +165,8 @@ class Settler:
         log.error("corrupt_task", task_id=task_id, queue=worker.name, error=error)
         if await self.save(worker, [msg.reply], record, encode_task(record), seq, None):
             await self.event(record)
+            if self.hooks is not None:
+                self.hooks.state_changed(worker.name, None, record, "corrupt task document")
             await self.item([msg.reply], ItemAction.ACK)
 
     async def event(self, task: TaskRecord) -> None:

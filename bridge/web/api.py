@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -33,7 +34,7 @@ router = APIRouter()
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorEnvelope}, 401: {"model": ErrorEnvelope}, 403: {"model": ErrorEnvelope},
     404: {"model": ErrorEnvelope}, 409: {"model": ErrorEnvelope}, 413: {"model": ErrorEnvelope},
-    503: {"model": ErrorEnvelope},
+    429: {"model": ErrorEnvelope}, 503: {"model": ErrorEnvelope},
 }
 READ, PRODUCE, OPERATE = Depends(need("read")), Depends(need("producer")), Depends(need("operator"))
 #: how long an Idempotency-Key is remembered (asyncjobs: 10 minutes, in memory)
@@ -46,7 +47,8 @@ Name = Annotated[str, Path(min_length=1, max_length=models.QUEUE_NAME_MAX, patte
 ScheduleName = Annotated[str, Path(pattern=models.SCHEDULE_NAME)]
 
 
-def backend(request: Request) -> Backend:
+async def backend(request: Request) -> Backend:
+    """Async, so FastAPI runs it on the loop: a plain ``def`` dependency costs a worker-thread hop per request."""
     return request.app.state.backend  # type: ignore[no-any-return]
 
 
@@ -227,6 +229,9 @@ async def bulk_retry(body: models.BulkRetryRequest, b: B) -> dict[str, Any]:
         raise ApiError(400, "invalid_argument", "ids lists more than 100 tasks", reason="ids_too_many", field="ids")
     results = []
     for task_id in body.ids:
+        if not re.fullmatch(models.TASK_ID, task_id) or len(task_id) > 256:  # never a wildcard lookup
+            results.append({"id": task_id, "status": "failed", "error": "invalid task id"})
+            continue
         try:
             before = now_ns()
             remember(b, await b.producer.retry(task_id), before)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,12 +10,15 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import api, errors, extra
+from . import api, errors, extra, ops
 from .auth import Tokens
 from .backend import Backend
+from .ratelimit import RateLimit
 
 #: asyncjobs' default body cap (``--max-body``)
 MAX_BODY = 512 * 1024
+#: requests a second per client that ``jetbridge serve`` and ``run --http`` allow by default (bursts of twice that)
+RATE = 100.0
 
 
 class BodyLimit:
@@ -50,8 +54,11 @@ class BodyLimit:
 
 def create_app(make_backend: Callable[[], Awaitable[Backend]], *, tokens: Tokens | None = None,
                max_body: int = MAX_BODY, on_close: Callable[[], Awaitable[None]] | None = None,
-               dashboard: bool = True) -> FastAPI:
-    """The app; ``make_backend`` runs at startup (so ``jetbridge serve`` connects once the server listens)."""
+               dashboard: bool = True, rate: float = 0.0, burst: int = 0) -> FastAPI:
+    """The app; ``make_backend`` runs at startup (so ``jetbridge serve`` connects once the server listens).
+
+    ``rate`` (requests a second per client, ``burst`` at once; 0: unlimited) is bridge/web/ratelimit.py.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -73,11 +80,14 @@ def create_app(make_backend: Callable[[], Awaitable[Backend]], *, tokens: Tokens
     errors.install(app)
     app.include_router(api.router)
     app.include_router(extra.router)
+    app.include_router(ops.router)
     if dashboard:
         from . import dashboard as dash
 
         dash.mount(app)
     app.add_middleware(BodyLimit, limit=max_body)
+    if rate > 0:  # outermost: a limited client costs no body reading, auth or backend work
+        app.add_middleware(RateLimit, rate=rate, burst=max(1, burst or math.ceil(rate * 2)))
     return app
 
 

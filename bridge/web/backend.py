@@ -12,11 +12,12 @@ import structlog
 from jetbridge.internal import Producer, Requester, Schedules
 from nats.aio.client import Client
 
-from ..discovery import gather
 from ..index import TaskIndex
 from ..index_service import LocalView
 from ..index_service import serve as serve_index
 from ..queues import QueueAdmin
+from .charts import HourCache
+from .online import online, online_dispatchers
 
 log = structlog.get_logger("jetbridge.web")
 
@@ -36,6 +37,7 @@ class Backend:
         self.admin = QueueAdmin(self.rq)
         self.schedules = Schedules(self.nc, producer=self.producer)
         self.view = LocalView(self.index)
+        self.hour = HourCache()  # the overview's last hour (bridge/web/charts.py)
 
     async def start(self, *, share_index: bool = True) -> None:
         """Follow the task store (and answer other processes' index queries, as ``dlq keep`` does).
@@ -61,26 +63,15 @@ class Backend:
                 self._tasks[0].result()
             raise TimeoutError("the task index did not catch up in time")
 
-    async def handlers(self, timeout: float = 0.5) -> list[dict[str, Any]]:
-        """Every NATS micro service instance that answers ``$SRV.INFO``, with its ``$SRV.STATS`` counters."""
-        infos = await gather(self.nc, "$SRV.INFO", timeout)
-        stats = {s.get("id"): s for s in await gather(self.nc, "$SRV.STATS", timeout)}
-        out = []
-        for info in infos:
-            st = stats.get(info.get("id"), {})
-            by_name = {e.get("name"): e for e in st.get("endpoints") or []}
-            endpoints = []
-            for ep in info.get("endpoints") or []:
-                s = by_name.get(ep.get("name"), {})
-                endpoints.append({"name": str(ep.get("name", "")), "subject": str(ep.get("subject", "")),
-                                  "requests": int(s.get("num_requests", 0)), "errors": int(s.get("num_errors", 0)),
-                                  "average_processing_time": int(s.get("average_processing_time", 0))})
-            meta = info.get("metadata") or {}
-            out.append({"name": str(info.get("name", "")), "id": str(info.get("id", "")),
-                        "version": str(info.get("version", "")),
-                        "language": str(meta.get("language") or meta.get("lang") or "") or None,
-                        "endpoints": endpoints})
-        return sorted(out, key=lambda h: (h["name"], h["id"]))
+    async def online(self, window: float = 0.5) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Handler instances and dispatchers online, from NATS micro discovery (see bridge/web/online.py)."""
+        return await online(self.nc, window, time.time())
+
+    async def handlers(self, window: float = 0.5) -> list[dict[str, Any]]:
+        return (await self.online(window))[0]
+
+    async def dispatchers(self, window: float = 0.5) -> list[dict[str, Any]]:
+        return await online_dispatchers(self.nc, window, time.time())
 
     async def close(self) -> None:
         for task in self._tasks:

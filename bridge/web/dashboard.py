@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -28,13 +29,30 @@ from starlette.routing import Router
 
 from .. import dlq, pause
 from ..index import Query
+from . import charts
 from .api import _queue, remember
 from .auth import ROLES, role_of_request
 from .backend import Backend
 from .errors import ApiError
+from .models import TASK_ID
+from .online import group_services
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
+
+
+def duration(seconds: float | None) -> str:
+    """``3d 4h``, ``2h 5m``, ``4m 10s``, ``12s``: an uptime at a glance."""
+    if seconds is None:
+        return ""
+    s = int(seconds)
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
+        if s >= size:
+            return f"{s // size}{unit} {s % size // sub_size}{sub}"
+    return f"{s}s"
+
+
+templates.env.filters["duration"] = duration
 ui = Router()
 WINDOWS = [("15m", "15 minutes"), ("1h", "1 hour"), ("24h", "24 hours"), ("168h", "7 days")]
 _WINDOW_NS = {"15m": 900 * NS, "1h": 3600 * NS, "24h": 86400 * NS, "168h": 7 * 86400 * NS}
@@ -76,11 +94,15 @@ async def overview(request: Request) -> Response:
         except JetbridgeError:
             continue
     counts = {s.value: b.index.count(Query(states=frozenset({s.value}))) for s in TaskState}
-    handlers = await b.handlers(timeout=0.3)
-    for h in handlers:
-        times = [e["average_processing_time"] for e in h["endpoints"] if e["requests"]]
-        h["avg_ms"] = round(sum(times) / len(times) / 1e6, 1) if times else 0
-    return _page(request, "overview.html", role, queues=queues, handlers=handlers,
+    handlers, dispatchers = await b.online(window=0.3)
+    hour, by_queue = b.hour.get(b.index, now_ns())
+    for q in queues:
+        series = by_queue.get(q["name"], charts.Series())
+        q.update(per_minute=series.per_minute, failure_share=series.failure_share,
+                 chart=charts.bars(series, width=120, height=24, label=f"queue {q['name']}, last hour"))
+    return _page(request, "overview.html", role, queues=queues, services=group_services(handlers),
+                 dispatchers=dispatchers,
+                 hour=hour, hour_chart=charts.bars(hour, width=720, height=90, label="finished a minute, last hour"),
                  states=[(s, n) for s, n in counts.items() if n])
 
 
@@ -149,6 +171,8 @@ async def task_page(request: Request) -> Response:
     b = _backend(request)
     task_id = request.path_params["id"]
     try:
+        if not re.fullmatch(TASK_ID, task_id):  # a wildcard would read whichever task matches last
+            raise TaskNotFoundError(task_id)
         t = await b.producer.get(task_id)
     except (TaskNotFoundError, JetbridgeError):
         return HTMLResponse(f"<p>task {escape(task_id)} does not exist. <a href='/ui/tasks'>Tasks</a></p>", 404)
@@ -188,6 +212,8 @@ async def task_action(request: Request) -> Response:
     if isinstance(got, HTMLResponse):
         return got
     b, _ = got
+    if not re.fullmatch(TASK_ID, task_id):  # ">" would make delete purge every task
+        return _said(f"{task_id!r} is not a task id", ok=False)
     before = now_ns()
     try:
         if verb == "retry":
@@ -230,20 +256,6 @@ async def queue_action(request: Request) -> Response:
     return _said(f"queue {name} {verb}d")
 
 
-async def replay_matching(request: Request) -> Response:
-    got = await _act(request, "operator")
-    if isinstance(got, HTMLResponse):
-        return got
-    b, _ = got
-    f = _filters(request)
-    ids = b.index.ids(dlq.query(queue=f["queue"] or None, task_type=f["type"] or None,
-                                text=f["error"] or None))[:1000]
-    done = 0
-    for task_id in ids:
-        done += (await dlq.replay(b.nc, b.rq, task_id)).done
-    return _said(f"replayed {done} of {len(ids)} dead letters")
-
-
 ui.add_route("/", overview)
 ui.add_route("/ui/queues/{name}", queue_page)
 ui.add_route("/ui/tasks", tasks_page)
@@ -251,10 +263,12 @@ ui.add_route("/ui/dead-letters", dead_page)
 ui.add_route("/ui/tasks/{id}", task_page)
 ui.add_route("/ui/tasks/{id}/{verb}", task_action, methods=["POST"])
 ui.add_route("/ui/queues/{name}/{verb}", queue_action, methods=["POST"])
-ui.add_route("/ui/dead-letters/replay", replay_matching, methods=["POST"])
 
 
 def mount(app: FastAPI) -> None:
+    from . import dashboard_ops
+
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     for route in ui.routes:
         app.router.routes.append(route)
+    dashboard_ops.mount(app)

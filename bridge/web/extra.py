@@ -1,5 +1,5 @@
-"""Jetbridge's additions to the REST API: dead letters and replay, pause and resume, handlers online (NATS micro
-discovery) and a live stream of task lifecycle events (Server-Sent Events)."""
+"""Jetbridge's additions to the REST API: dead letters and replay, pause and resume, handlers and dispatchers online
+(NATS micro discovery) and a live stream of task lifecycle events (Server-Sent Events)."""
 
 from __future__ import annotations
 
@@ -96,8 +96,16 @@ async def resume_queue(name: Name, b: B) -> dict[str, Any]:
 @router.get("/v1/handlers", response_model=models.HandlerList, response_model_exclude_none=True,
             dependencies=[READ], responses=ERRORS, tags=["handlers"])
 async def handlers(b: B) -> dict[str, Any]:
-    """Handler service instances online (``$SRV.INFO`` and ``$SRV.STATS``): service, version, language, counters."""
+    """Handler service instances online (``$SRV.INFO`` and ``$SRV.STATS``): service, version, language (from the
+    ``jetbridge.sdk`` metadata), task types, counters. Dispatchers are listed at ``/v1/dispatchers``."""
     return {"handlers": await b.handlers()}
+
+
+@router.get("/v1/dispatchers", response_model=models.DispatcherList, response_model_exclude_none=True,
+            dependencies=[READ], responses=ERRORS, tags=["handlers"])
+async def dispatchers(b: B) -> dict[str, Any]:
+    """Dispatchers online (``jetbridge-dispatcher`` micro services): queues served, attempts in flight, uptime."""
+    return {"dispatchers": await b.dispatchers()}
 
 
 @router.get("/v1/events", dependencies=[READ], responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},

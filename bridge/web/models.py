@@ -4,7 +4,7 @@ generated OpenAPI document describes the same wire format; Jetbridge's additions
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from jetbridge.internal import TaskRecord
@@ -15,6 +15,9 @@ NAME = r"^[a-zA-Z0-9_:-]+$"
 QUEUE_NAME_MAX = 200
 #: schedule names: no ``:`` (a KV key token), as jetbridge._schedule.check_name requires
 SCHEDULE_NAME = r"^[a-zA-Z0-9_-]{1,200}$"
+#: a task id in a body: one NATS subject token, so it can never widen a store lookup or purge (``*``, ``>``, ``.``)
+TASK_ID = r"^[^.*>\s]+$"
+TaskIdItem = Annotated[str, Field(min_length=1, max_length=256, pattern=TASK_ID)]
 DATE_TIME: dict[str, Any] = {"format": "date-time"}
 
 
@@ -250,7 +253,7 @@ class DeadLetterList(BaseModel):
 
 
 class ReplayRequest(Strict):
-    ids: list[str] | None = Field(None, max_length=1000)
+    ids: list[TaskIdItem] | None = Field(None, max_length=1000)
     queue: str | None = Field(None, pattern=NAME, description="only dead letters of this queue (with no ids)")
     type: str | None = Field(None, max_length=256)
     to_queue: str | None = Field(None, pattern=NAME)
@@ -272,6 +275,7 @@ class ReplayResponse(BaseModel):
 class HandlerEndpoint(BaseModel):
     name: str
     subject: str
+    task_type: str | None = Field(None, description="the endpoint's ``jetbridge.task_type`` metadata")
     requests: int = 0
     errors: int = 0
     average_processing_time: int = 0
@@ -281,9 +285,52 @@ class HandlerInstance(BaseModel):
     name: str
     id: str
     version: str
-    language: str | None = None
+    language: str | None = Field(None, description="from ``jetbridge.sdk`` (``<language>/<version>``), else "
+                                                   "``language`` or ``lang`` metadata")
+    sdk_version: str | None = Field(None, description="the Jetbridge library's version, from ``jetbridge.sdk``")
+    protocols: list[str] | None = Field(None, description="``jetbridge.protocols``: protocol versions spoken")
     endpoints: list[HandlerEndpoint]
 
 
 class HandlerList(BaseModel):
     handlers: list[HandlerInstance]
+
+
+class Dispatcher(BaseModel):
+    id: str
+    version: str
+    started: float | None = Field(None, description="Unix time the dispatcher started")
+    uptime_s: float | None = None
+    queues: list[str] = Field(description="queues it serves now")
+    configured: list[str] | None = Field(None, description="queues it was told to serve ('*': all)")
+    in_flight: int | None = Field(None, description="attempts running now (absent: it did not answer)")
+    answered: bool = Field(description="whether it answered its status request (else: from its announcement)")
+
+
+class DispatcherList(BaseModel):
+    dispatchers: list[Dispatcher]
+
+
+class SchedulePauseRequest(Strict):
+    note: str = Field("", max_length=500)
+
+
+class ScheduleTriggered(BaseModel):
+    name: str
+    task_id: str = Field(description="the task fired now, outside the schedule's slots")
+
+
+class DeadLetterDeleteRequest(Strict):
+    """The listed ``ids``, or every dead letter matching the filters (at most 1000 per call); ``dry_run`` previews."""
+
+    ids: list[TaskIdItem] | None = Field(None, max_length=1000)
+    queue: str | None = Field(None, pattern=NAME)
+    type: str | None = Field(None, max_length=256)
+    error: str | None = Field(None, max_length=200)
+    dry_run: bool = False
+
+
+class DeadLetterDeleteResponse(BaseModel):
+    matched: int = Field(description="dead letters selected (at most 1000)")
+    deleted: int = Field(description="removed (0 on a dry run; a task replayed meanwhile is kept)")
+    ids: list[str] = Field(description="the selected ids (dry run) or those removed")

@@ -221,6 +221,41 @@ async def panic(env: LanguageEnv) -> None:
     expect_task(after, state="complete", tries=1)
 
 
+# Middleware (issue 20) -----------------------------------------------------------------------------------------
+
+#: what conf:mw returns through the conformance middleware (SPEC §12.2): registered as outer (global),
+#: group (conf:mw*), inner (global), so the group runs inside both global ones; the trail is appended on the
+#: way out, innermost first
+MIDDLEWARE_TRAIL = ["handler", "group", "inner", "outer"]
+
+
+@case("middleware:order")
+async def middleware_order(env: LanguageEnv) -> None:
+    """Global middleware run outermost in the order registered, a pattern group inside them (even one registered
+    between them), and each sees and may change the handler's result."""
+    record = await env.run("conf:mw", None)
+    expect_task(record, state="complete", tries=1)
+    expect_result(record, {"trail": MIDDLEWARE_TRAIL})
+
+
+@case("middleware:short-circuit")
+async def middleware_short_circuit(env: LanguageEnv) -> None:
+    """A middleware that terminates without calling the rest of the chain: one attempt, terminated with its code,
+    and the handler never runs (no ``started`` event)."""
+    task_id = await env.enqueue("conf:mw_blocked", None)
+    record = await env.wait(task_id)
+    expect_task(record, state="terminated", tries=1, code="mw_blocked")
+    check("blocked by middleware" in record.last_err, f"last_err {record.last_err!r}, wanted 'blocked by middleware'")
+    # Had the handler run, its `started` event would have reached the server before the reply did, so before the
+    # task's terminal state; the next task's own `started` event, awaited, comes later still.
+    after = await env.run("conf:mw", None)  # and the next task still passes the whole chain
+    expect_result(after, {"trail": MIDDLEWARE_TRAIL})
+    await env.started(after.id, 1)
+    seen = env.events.matching(task_id=task_id)
+    if seen:
+        raise CaseFailure(f"the handler ran behind the blocking middleware: {seen[0].body}")
+
+
 # Long attempts -------------------------------------------------------------------------------------------------
 
 @case("heartbeat-keeps-lease", timeout=30)

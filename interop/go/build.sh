@@ -11,3 +11,6 @@ mkdir -p "$REPO/.build/go"
 go build -o "$REPO/.build/go/conformance" ./cmd/conformance
 echo "built $REPO/.build/go/conformance"
 go build -o "$REPO/.build/go/resize" ./examples/resize
+# The tracing module (jbotel, its own module: OpenTelemetry stays out of the main one) and its traced handler,
+# used by tests/tracing.
+(cd jbotel && go build ./... && go build -o "$REPO/.build/go/traced" ./cmd/traced)

@@ -21,3 +21,4 @@ if [ "$(go env CGO_ENABLED)" = 1 ] && command -v "$(go env CC)" >/dev/null; then
 	race=(-race)
 fi
 go test -count=1 "${race[@]}" ./...
+(cd jbotel && go vet ./... && go test -count=1 ./...)

@@ -70,8 +70,37 @@ class Conformance:
     async def panic(self, task: jetbridge.Task) -> Any:
         raise RuntimeError("conformance panic")
 
+    async def mw(self, task: jetbridge.Task) -> Any:
+        return {"trail": ["handler"]}
 
-TASK_TYPES = ("echo", "info", "fail", "retry_after", "terminate", "sleep", "big", "panic")
+    mw_blocked = mw  # middleware keeps it from running (SPEC §12.2)
+
+
+TASK_TYPES = ("echo", "info", "fail", "retry_after", "terminate", "sleep", "big", "panic", "mw", "mw_blocked")
+
+
+def tagger(name: str) -> jetbridge.Middleware:
+    """Appends ``name`` to a ``trail`` result on the way out (SPEC §12.2)."""
+
+    async def tag(task: jetbridge.Task, call_next: jetbridge.Next) -> Any:
+        result = await call_next(task)
+        if isinstance(result, dict) and isinstance(result.get("trail"), list):
+            result["trail"].append(name)
+        return result
+
+    return tag
+
+
+async def block(task: jetbridge.Task, call_next: jetbridge.Next) -> Any:
+    raise jetbridge.Terminate("blocked by middleware", code="mw_blocked")
+
+
+def use_middleware(service: jetbridge.Service) -> None:
+    """The conformance middleware in the order SPEC §12.2 gives: outer, group (conf:mw*), inner, block."""
+    service.use(tagger("outer"))
+    service.use_for("conf:mw*", tagger("group"))
+    service.use(tagger("inner"))
+    service.use_for("conf:mw_blocked", block)
 
 
 def build(nc: Any) -> jetbridge.Service:
@@ -79,6 +108,7 @@ def build(nc: Any) -> jetbridge.Service:
         nc, "jetbridge-conformance", prefix=os.environ.get("JETBRIDGE_SUBJECT_PREFIX", "jetbridge.task"),
         concurrency=int(os.environ.get("JETBRIDGE_CONCURRENCY", "64")))
     handlers = Conformance(nc)
+    use_middleware(service)
     for name in TASK_TYPES:
         fn = getattr(handlers, name)
 

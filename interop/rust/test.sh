@@ -5,3 +5,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$RUST_DIR"
 "$CARGO" test "$@"
+# The OpenTelemetry middleware (feature `otel`): its unit tests and doc sample; tests/tracing runs it end to end.
+"$CARGO" test --features otel --lib otel "$@"
+"$CARGO" test --features otel --doc otel "$@"

@@ -20,7 +20,8 @@ _ENV = re.compile(r"(?:-e |^\s+)(JETBRIDGE_[A-Z_]+)(?:=|: )(\S+)", re.M)
 
 
 def _toml_samples() -> list[tuple[str, str]]:
-    return [(f"{doc.relative_to(REPO)}#{i}", text) for doc in DOCS for i, text in enumerate(_TOML.findall(doc.read_text()))]
+    return [(f"{doc.relative_to(REPO)}#{i}", text) for doc in DOCS for i, text in enumerate(_TOML.findall(doc.read_text()))
+            if not text.startswith("# pyproject.toml")]  # a package's metadata (docs/hooks.md), not a config file
 
 
 def _check(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

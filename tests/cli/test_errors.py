@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import jetbridge
 import nats
 import pytest
 from nats.aio.client import Client
@@ -72,6 +73,7 @@ async def test_no_server_says_how_to_start_one(tmp_path: Path, args: list[str]) 
     (["--server", "nats://127.0.0.1:1", "info"], "cannot connect to NATS"),
     (["info", "--server", "nats://127.0.0.1:1"], "cannot connect to NATS"),  # global options after the command
     (["run", "--queue", "a.b"], "not a valid queue name"),
+    (["run", "--hook", "no way"], "hooks: 'no way' is not an entry point name"),
     (["run", "--server", "nats://127.0.0.1:1"], "cannot connect to NATS at nats://127.0.0.1:1"),  # `run --server`
     (["--config", "/nonexistent.toml", "info"], "does not exist"),
 ])
@@ -125,3 +127,19 @@ async def test_cancel_of_a_finished_task_says_so(own_server: NatsServer, tmp_pat
     assert task_id in listed.stdout, listed.output  # ids are never cut
     none = await jb("task", "list", "--type", "other", "--server", url, cwd=tmp_path)
     assert task_id not in none.stdout
+
+
+async def test_a_wildcard_task_id_names_no_task_and_deletes_nothing(own_server: NatsServer, fresh: Client,
+                                                                   tmp_path: Path) -> None:
+    """``>``, ``*`` or a dotted id in a task command would be a subject wildcard: a purge of every task."""
+    url = own_server.url
+    await jb("queue", "add", "DQ", "--server", url, cwd=tmp_path)
+    ids = [(await jb("enqueue", "t", "--queue", "DQ", "--server", url, cwd=tmp_path)).stdout.strip() for _ in range(3)]
+    for bad in (">", "*", f"{ids[0]}.>", "a.b"):
+        for command in ("delete", "get", "cancel", "retry"):
+            run = await jb("task", command, bad, "--server", url, cwd=tmp_path)
+            assert run.code == 2 and "no task has the id" in " ".join(run.stderr.split()), run.output
+        with pytest.raises(jetbridge.TaskNotFoundError):
+            await jetbridge.Producer(fresh, queue="DQ").delete(bad)
+    for task_id in ids:  # all still there
+        assert (await jb("task", "get", task_id, "--server", url, cwd=tmp_path)).code == 0

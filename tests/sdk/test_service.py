@@ -127,6 +127,8 @@ async def test_drain_finishes_running_attempts_and_takes_no_new_ones(nc: Client,
 def test_public_api_is_exported_from_the_package() -> None:
     for name in jetbridge.__all__:
         obj = getattr(jetbridge, name)
+        if name in ("Middleware", "Next"):  # type aliases of collections.abc.Callable (their module is fixed)
+            continue
         assert getattr(obj, "__module__", "jetbridge") in ("jetbridge", "builtins") or not hasattr(obj, "__module__")
     svc = jetbridge.Service(None, "x")  # type: ignore[arg-type]
     with pytest.raises(jetbridge.ConfigError, match="task type 'bad type' is invalid"):

@@ -58,6 +58,28 @@ def text_of(driver: Any, css: str) -> str:
         return ""
 
 
+async def click(driver: Any, css: str, *, confirm: bool = False) -> None:
+    """Click, accepting the page's confirm() dialog when the button asks for one.
+
+    A live refresh may replace the button between finding and clicking it (a stale element, not clicked): the
+    wait finds the current one again until a click lands.
+    """
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def clicked(d: Any) -> bool:
+        d.find_element(By.CSS_SELECTOR, css).click()
+        return True
+
+    wait = WebDriverWait(driver, 60, poll_frequency=0.1,
+                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+    await anyio.to_thread.run_sync(wait.until, clicked)
+    if confirm:
+        await anyio.to_thread.run_sync(waiter(driver), lambda d: d.switch_to.alert)
+        await anyio.to_thread.run_sync(lambda: driver.switch_to.alert.accept())
+
+
 async def test_task_completes_live_and_shows_its_history(browser: Any, web: Served, h: Harness,
                                                          tmp_path: Path) -> None:
     async def work(task: jetbridge.Task) -> Any:
@@ -101,7 +123,7 @@ async def test_replay_a_dead_letter(browser: Any, web: Served, h: Harness, tmp_p
         # The index follows the store: the row shows up live if the page came first.
         await anyio.to_thread.run_sync(waiter(browser), lambda d: d.find_elements(By.CSS_SELECTOR, row))
         browser.save_screenshot(str(tmp_path / "dead-letters.png"))
-        await anyio.to_thread.run_sync(lambda: browser.find_element(By.CSS_SELECTOR, row).click())
+        await click(browser, row)
         await anyio.to_thread.run_sync(waiter(browser), lambda d: "replayed" in text_of(d, "#flash"))
         assert (await h.producer.wait(task_id, timeout=30)).state == "complete"
         await anyio.to_thread.run_sync(waiter(browser), lambda d: not d.find_elements(By.CSS_SELECTOR, row))
@@ -112,7 +134,6 @@ async def test_replay_a_dead_letter(browser: Any, web: Served, h: Harness, tmp_p
 
 async def test_pause_a_queue_and_see_it_paused(browser: Any, web: Served, h: Harness, tmp_path: Path) -> None:
     """Paused in the dashboard, the queue holds a new task while a dispatcher runs; resumed, the task runs."""
-    from selenium.webdriver.common.by import By
 
     async def work(task: jetbridge.Task) -> str:
         return "ran"
@@ -120,7 +141,7 @@ async def test_pause_a_queue_and_see_it_paused(browser: Any, web: Served, h: Har
     async with httpx.AsyncClient(base_url=web.url) as c, h.service({f"{h.unique}:p": work}), h.dispatcher():
         await anyio.to_thread.run_sync(browser.get, f"{web.url}/ui/queues/{h.queue}")
         assert await anyio.to_thread.run_sync(text_of, browser, "#queue-state") == "running"
-        await anyio.to_thread.run_sync(lambda: browser.find_element(By.ID, "pause").click())
+        await click(browser, "#pause")
         await anyio.to_thread.run_sync(waiter(browser), lambda d: text_of(d, "#queue-state") == "paused")
         assert (await c.get(f"/v1/queues/{h.queue}")).json()["paused"] is True
         task = (await c.post("/v1/tasks", json={"type": f"{h.unique}:p", "queue": h.queue})).json()
@@ -130,6 +151,6 @@ async def test_pause_a_queue_and_see_it_paused(browser: Any, web: Served, h: Har
         browser.save_screenshot(str(tmp_path / "overview-paused.png"))
         assert (await c.get(f"/v1/tasks/{task['id']}")).json()["state"] == "new"  # held by the pause
         await anyio.to_thread.run_sync(browser.get, f"{web.url}/ui/queues/{h.queue}")
-        await anyio.to_thread.run_sync(lambda: browser.find_element(By.ID, "resume").click())
+        await click(browser, "#resume")
         await anyio.to_thread.run_sync(waiter(browser), lambda d: text_of(d, "#queue-state") == "running")
         assert (await h.producer.wait(task["id"], timeout=30)).state == "complete"

@@ -16,6 +16,7 @@ import {
   createService,
   serve,
   type Handler,
+  type Middleware,
   type Task,
 } from "../src/index.js";
 
@@ -147,7 +148,21 @@ const handlers: Record<string, Handler> = {
   "conf:panic": () => {
     throw new Error("conf:panic: planned crash in handler code");
   },
+
+  // conf:mw_blocked shares it, but middleware keeps it from running (SPEC §12.2)
+  "conf:mw": () => ({ trail: ["handler"] }),
+  "conf:mw_blocked": () => ({ trail: ["handler"] }),
 };
+
+/** Appends `name` to a `trail` result on the way out (SPEC §12.2). */
+function tagger(name: string): Middleware {
+  return async (_task, next) => {
+    const result = await next();
+    const trail = (result as { trail?: unknown } | null)?.trail;
+    if (Array.isArray(trail)) trail.push(name);
+    return result;
+  };
+}
 
 const service = createService({
   name: "jetbridge-conformance",
@@ -156,6 +171,14 @@ const service = createService({
   subjectPrefix,
   concurrency,
 });
+// The conformance middleware, in the order SPEC §12.2 gives: outer, group (conf:mw*), inner, block (conf:mw_blocked).
+service
+  .use(tagger("outer"))
+  .use("conf:mw*", tagger("group"))
+  .use(tagger("inner"))
+  .use("conf:mw_blocked", () => {
+    throw new Terminate("mw_blocked", "blocked by middleware");
+  });
 for (const [type, handler] of Object.entries(handlers)) {
   const reportsCancel = type === "conf:sleep" ? (task: Task) => params(task).ignore_cancel !== true : undefined;
   service.handle(type, withEvents(handler, reportsCancel));

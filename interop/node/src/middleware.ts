@@ -2,8 +2,10 @@
  * Middleware around task handlers (issue 20), Express style: `service.use(async (task, next) => ...)` for every
  * task type, `service.use("email:*", ...)` for a group. A middleware sees the task, may call `next()` (optionally
  * with a changed task) and change what it returns, or short-circuit by returning a result or throwing Retry or
- * Terminate without calling it. Chains run in the order of the `use` calls, with the built-in {@link recover}
- * always outermost, so every other middleware sees a handler's errors as thrown.
+ * Terminate without calling it. Global middleware (`use(mw)`) run outside every group (`use(pattern, mw)`),
+ * whatever the order of the calls, as in the Go, Rust and Python libraries; within each kind, in the order of the
+ * calls. The built-in {@link recover} is always outermost, so every other middleware sees a handler's errors as
+ * thrown.
  */
 import { Cancelled, Retry, Terminate } from "./errors.js";
 import type { Handler, Logger, Task } from "./types.js";
@@ -21,6 +23,8 @@ const PATTERN = /^(\*|[a-zA-Z0-9_:-]+\*?)$/u;
 export interface Use {
   pattern: string;
   middleware: Middleware;
+  /** Added by `use(mw)`: runs outside every group. */
+  global?: boolean;
 }
 
 /** Throws a TypeError unless `pattern` is `*`, a task type, or a task type prefix ending in `*`. */
@@ -35,9 +39,13 @@ export function matches(pattern: string, type: string): boolean {
   return pattern.endsWith("*") ? type.startsWith(pattern.slice(0, -1)) : pattern === type;
 }
 
-/** The handler wrapped in the middleware whose pattern selects `type`, in order; the first runs outermost. */
+/**
+ * The handler wrapped in the middleware that apply to `type`: the global ones, then the groups whose pattern
+ * selects it, each in order; the first runs outermost.
+ */
 export function compose(uses: readonly Use[], type: string, handler: Handler): Handler {
-  const chain = uses.filter((u) => matches(u.pattern, type)).map((u) => u.middleware);
+  const groups = uses.filter((u) => !u.global && matches(u.pattern, type));
+  const chain = [...uses.filter((u) => u.global), ...groups].map((u) => u.middleware);
   const at =
     (i: number) =>
     async (task: Task): Promise<unknown> => {

@@ -104,7 +104,8 @@ export class JetbridgeService {
 
   /**
    * Adds middleware around every handler (`use(mw)`) or around the task types a pattern selects
-   * (`use("email:*", mw)`: `*`, an exact type, or a prefix ending in `*`). Chains run in the order of the calls,
+   * (`use("email:*", mw)`: `*`, an exact type, or a prefix ending in `*`). Global middleware run outside every
+   * group whatever the order of the calls, and each kind in the order of the calls,
    * inside the built-in error recovery; call before {@link start}. Returns the service, for chaining.
    */
   use(middleware: Middleware): this;
@@ -114,7 +115,7 @@ export class JetbridgeService {
     const [pattern, middleware] = typeof a === "string" ? [a, b] : ["*", a];
     checkPattern(pattern);
     if (typeof middleware !== "function") throw new TypeError("middleware must be a function (task, next) => ...");
-    this.uses.push({ pattern, middleware });
+    this.uses.push({ pattern, middleware, global: typeof a !== "string" });
     return this;
   }
 
@@ -144,7 +145,7 @@ export class JetbridgeService {
     if (this.registrations.size === 0) throw new Error("register at least one handler before start()");
     this.nc = nc;
     this.wire = natsWire(nc);
-    const chain: Use[] = [{ pattern: "*", middleware: recover(this.logger) }, ...this.uses];
+    const chain: Use[] = [{ pattern: "*", middleware: recover(this.logger), global: true }, ...this.uses];
     for (const r of this.registrations.values()) r.chained = compose(chain, r.type, r.handler);
     await this.register();
     return this;

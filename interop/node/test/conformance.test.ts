@@ -86,7 +86,8 @@ describe("conformance handler", { skip: skipReason }, () => {
     assert.match(info.metadata["jetbridge.sdk"], /^node\/\d+\.\d+\.\d+/);
     const types = info.endpoints.map((e: any) => e.metadata["jetbridge.task_type"]).sort();
     assert.deepEqual(types, [
-      "conf:big", "conf:echo", "conf:fail", "conf:info", "conf:panic", "conf:retry_after", "conf:sleep", "conf:terminate",
+      "conf:big", "conf:echo", "conf:fail", "conf:info", "conf:mw", "conf:mw_blocked", "conf:panic", "conf:retry_after",
+      "conf:sleep", "conf:terminate",
     ]);
     assert.ok(info.endpoints.every((e: any) => e.queue_group === "jetbridge"));
   });
@@ -199,6 +200,14 @@ describe("conformance handler", { skip: skipReason }, () => {
     assert.equal(body.status, "retry");
     assert.equal(body.error.code, "handler_error");
     assert.equal((await call(nc, makeRequest({ task_type: "conf:echo", payload: 1 }))).body.result, 1);
+  });
+
+  it("conf:mw passes outer, inner, then the conf:mw* group; conf:mw_blocked is terminated before the handler", async () => {
+    assert.deepEqual((await call(nc, makeRequest({ task_type: "conf:mw" }))).body.result, {
+      trail: ["handler", "group", "inner", "outer"],
+    });
+    const { body } = await call(nc, makeRequest({ task_type: "conf:mw_blocked" }));
+    assert.deepEqual([body.status, body.error.code, body.error.message], ["terminate", "mw_blocked", "blocked by middleware"]);
   });
 
   it("on SIGTERM finishes the running attempt, then exits 0", async () => {

@@ -117,6 +117,26 @@ describe("compose and the built-ins", () => {
     assert.ok(!matches("email:new", "email:new2"));
   });
 
+  it("global middleware run outside every group, whatever the order of the calls", async () => {
+    const trail: string[] = [];
+    const tag = (name: string) => async (_t: Task, next: () => Promise<unknown>) => {
+      trail.push(name);
+      return next();
+    };
+    const handler = compose(
+      [
+        { pattern: "*", middleware: tag("outer"), global: true },
+        { pattern: "email:*", middleware: tag("group") },
+        { pattern: "*", middleware: tag("inner"), global: true },
+        { pattern: "*", middleware: tag("every-type group") },
+      ],
+      "email:new",
+      () => trail.push("handler"),
+    );
+    await attempt(handler);
+    assert.deepEqual(trail, ["outer", "inner", "group", "every-type group", "handler"]);
+  });
+
   it("recovery is outermost: middleware sees the raw error, the reply is handler_error", async () => {
     let seen: unknown;
     const handler = compose(

@@ -39,6 +39,8 @@ mod builder;
 mod error;
 pub mod middleware;
 mod output;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod protocol;
 mod service;
 mod signal;

@@ -18,6 +18,7 @@ Producers::
     record = await producer.wait(task_id, timeout=30)
 """
 
+from . import middleware
 from ._errors import (
     ConfigError,
     ConflictError,
@@ -36,6 +37,7 @@ from ._errors import (
     TransportError,
     UnsupportedProtocolError,
 )
+from ._middleware import Middleware, Next
 from ._producer import Producer, TaskSpec
 from ._protocol import PROTOCOL_VERSION, Bytes
 from ._schedule import Schedules, ScheduleView
@@ -47,9 +49,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PROTOCOL_VERSION", "Bytes", "ConfigError", "ConflictError", "CorruptTaskError", "DuplicateTaskError", "HandlerSignal",
-    "JetbridgeError", "PayloadTooLargeError", "Producer", "ProtocolError", "QueueFullError", "QueueNotFoundError",
+    "JetbridgeError", "Middleware", "Next", "PayloadTooLargeError", "Producer", "ProtocolError", "QueueFullError", "QueueNotFoundError",
     "Retry", "Schedules", "ScheduleView", "Service", "Signer", "Task", "TaskError", "TaskNotFoundError", "TaskRecord", "TaskResult", "TaskSpec",
-    "TaskState", "Terminate", "TransportError", "UnsupportedProtocolError", "Verifier", "serve",
+    "TaskState", "Terminate", "TransportError", "UnsupportedProtocolError", "Verifier", "middleware", "serve",
 ]
 
 for _name in __all__:

@@ -39,6 +39,7 @@ from ._signing import Signer
 from ._store import ERR_MAX_MESSAGES, ERR_STREAM_NOT_FOUND, ERR_UNAVAILABLE, JetStreamError, TaskStore, js_publish
 from ._task import TaskRecord, TaskState, encode_task, new_task
 from ._timeutil import NS, now_ns
+from .tracing import current_traceparent, enqueue_span
 
 DEFAULT_MAX_TRIES = 10
 #: the largest try limit: asyncjobs stores max_tries as a Go int (int64)
@@ -217,6 +218,7 @@ class Producer:
         deadline = _deadline_ns(spec.deadline, now)
         doc = new_task(task_id=spec.task_id or str(Ksuid()), task_type=spec.type, queue=queue, payload=data,
                        content_type=ctype, max_tries=spec.max_tries, created_ns=now, deadline_ns=deadline)
+        doc.traceparent = current_traceparent() or ""  # the trace it joins (jetbridge.tracing), if any
         if self._signer is not None:
             doc.signature = self._signer.sign(doc)
         size = len(encode_task(doc))
@@ -229,11 +231,14 @@ class Producer:
         return doc, queue
 
     async def _enqueue(self, spec: TaskSpec) -> str:
-        doc, queue = self._build(spec)
-        seq = await self._store_new(doc, queue, spec.dedup_key)
-        await self._queue_item(doc, queue, seq)
-        await self._nc.publish(names.task_state_event_subject(doc.id), task_state_event(doc))
-        return doc.id
+        with enqueue_span(spec.type, spec.queue or self.queue) as span:
+            doc, queue = self._build(spec)
+            if span is not None:
+                span.set_attribute("jetbridge.task.id", doc.id)
+            seq = await self._store_new(doc, queue, spec.dedup_key)
+            await self._queue_item(doc, queue, seq)
+            await self._nc.publish(names.task_state_event_subject(doc.id), task_state_event(doc))
+            return doc.id
 
     async def _while_unavailable(self, stream: str, what: str, publish: Callable[[], Awaitable[T]]) -> T:
         """``publish()``, tried again while ``stream`` exists but has no leader to answer (a cluster election).

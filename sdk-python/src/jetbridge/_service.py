@@ -32,6 +32,7 @@ from . import _protocol as proto
 from ._errors import ConfigError, ProtocolError, Retry, Terminate
 from ._heartbeat import Heartbeats
 from ._inflight import InFlight
+from ._middleware import Chains, Middleware
 from ._stats import MicroStats
 from ._timeutil import NS, parse_ns
 
@@ -129,6 +130,7 @@ class Service:
         self.metadata = {"jetbridge.protocols": proto.PROTOCOLS_METADATA, "jetbridge.sdk": f"python/{SDK_VERSION}", **(metadata or {})}
         self.drain_timeout = drain_timeout
         self._handlers: dict[str, Callable[[Task], Awaitable[Any]]] = {}
+        self._chains = Chains()
         self._limiter = anyio.Semaphore(concurrency)
         self._micro: nats.micro.service.Service | None = None
         self._stats = MicroStats(None)
@@ -163,8 +165,7 @@ class Service:
         if clash:
             raise ConfigError(f"task types {clash[0]!r} and {task_type!r} would share the micro endpoint name "
                               f"{endpoint_name(task_type)!r}: serve them from two services")
-        if self._micro is not None:
-            raise ConfigError("add handlers before the service starts")
+        self._check_not_started("handlers")
         if inspect.iscoroutinefunction(fn):
             self._handlers[task_type] = fn
         else:
@@ -172,6 +173,30 @@ class Service:
                 return await anyio.to_thread.run_sync(fn, task, abandon_on_cancel=True)
 
             self._handlers[task_type] = threaded
+
+    def use(self, *middleware: Middleware) -> None:
+        """Add middleware around every handler, the first given outermost (see :mod:`jetbridge.middleware`).
+
+        A middleware is ``async def mw(task, next)``: it returns ``await next(task)`` (or a changed result), or
+        short-circuits by returning a value or raising :class:`~jetbridge.Retry` / :class:`~jetbridge.Terminate`
+        without calling ``next``. The built-in exception recovery is always outermost.
+        """
+        self._check_not_started("middleware")
+        self._chains.use(middleware)
+
+    def use_for(self, pattern: str, *middleware: Middleware) -> None:
+        """Add middleware around the handlers of the task types matching ``pattern`` (fnmatch: ``"email:*"``).
+
+        They run inside every :meth:`use` middleware, whatever the order of the calls, and in the order they were
+        added among themselves. The pattern matches each request's task type, so a ``"*"`` handler gets the
+        groups of every type it serves.
+        """
+        self._check_not_started("middleware")
+        self._chains.use_for(pattern, middleware)
+
+    def _check_not_started(self, what: str) -> None:
+        if self._micro is not None:
+            raise ConfigError(f"add {what} before the service starts")
 
     async def run(self, *, task_status: TaskStatus[Service] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until :meth:`stop`, then drain: take no new requests and let running attempts finish."""
@@ -182,11 +207,11 @@ class Service:
             self._micro = await nats.micro.add_service(
                 self.nc, name=self.name, version=self.version, description=self.description,
                 metadata=self.metadata, queue_group=names.HANDLER_QUEUE_GROUP)
-            for task_type in self._handlers:
+            for task_type, fn in self._handlers.items():
                 subject = f"{self.prefix}.{task_type}"
                 await self._micro.add_endpoint(
                     name=endpoint_name(task_type), subject=subject,
-                    handler=functools.partial(self._on_request, endpoint_name(task_type), self._handlers[task_type]),
+                    handler=functools.partial(self._on_request, endpoint_name(task_type), self._chains.wrap(fn)),
                     metadata={"jetbridge.task_type": task_type})
             self._stats = MicroStats(self._micro)
             task_status.started(self)
@@ -278,7 +303,7 @@ class Service:
                 if task.cancel_reason is not None:  # fenced or out of budget before it got here
                     scope.cancel()
                 async with self._limiter:  # at most `concurrency` handlers run at once
-                    result = await fn(task)
+                    result = await fn(task)  # the middleware chain; its recovery turns exceptions into Retry
             if scope.cancelled_caught:
                 reason = task.cancel_reason or "timeout"
                 return proto.encode_error("retry", "cancelled", f"attempt cancelled ({reason})", attempt_token=task.token)
@@ -288,10 +313,6 @@ class Service:
             return proto.encode_error("retry", exc.code, exc.message, attempt_token=task.token, retry_after_ms=after)
         except Terminate as exc:
             return proto.encode_error("terminate", exc.code, exc.message, attempt_token=task.token)
-        except Exception as exc:  # noqa: BLE001 - handler failures become retryable replies
-            log.warning("handler_failed", task_id=task.id, type=task.type, attempt=task.attempt, error=repr(exc))
-            return proto.encode_error("retry", "handler_error", f"{type(exc).__name__}: {exc}",
-                                      attempt_token=task.token)
 
     async def _watch_cancels(self, cancel_subject: str) -> None:
         """Subscribe once per cancel-subject prefix (``jetbridge.cancel.*``), not once per attempt.

@@ -126,7 +126,7 @@ class TaskStore:
             raise CorruptTaskError(f"task {task_id}: the stored document is not a valid task: {exc}") from None
 
     async def load_raw(self, task_id: str, *, direct: bool | None = None) -> tuple[bytes, int]:
-        subject = names.task_subject(task_id)
+        subject = _task_subject(task_id)
         if self.direct if direct is None else direct:
             return await self._direct_get(task_id, subject)
         try:
@@ -159,7 +159,7 @@ class TaskStore:
         if dedup_key:
             headers[names.H_MSG_ID] = dedup_key
         try:
-            ack = await js_publish(self._rq, names.task_subject(doc.id), encode_task(doc), headers)
+            ack = await js_publish(self._rq, _task_subject(doc.id), encode_task(doc), headers)
         except JetStreamError as exc:
             if exc.err_code in ERR_WRONG_LAST_SEQUENCE:
                 raise DuplicateTaskError(f"task {doc.id} already exists", task_id=doc.id) from None
@@ -199,7 +199,7 @@ class TaskStore:
         if ttl:
             headers["Nats-TTL"] = f"{max(1, int(ttl))}s"
         try:
-            ack = await js_publish(self._rq, names.task_subject(task_id), data, headers)
+            ack = await js_publish(self._rq, _task_subject(task_id), data, headers)
         except JetStreamError as exc:
             if exc.err_code in ERR_WRONG_LAST_SEQUENCE:
                 raise ConflictError(f"task {task_id} was changed by someone else (expected sequence {seq})") from None
@@ -223,6 +223,17 @@ class TaskStore:
 
     async def delete(self, task_id: str) -> None:
         try:
-            await js_api(self._rq, f"STREAM.PURGE.{self.stream}", {"filter": names.task_subject(task_id)})
+            await js_api(self._rq, f"STREAM.PURGE.{self.stream}", {"filter": _task_subject(task_id)})
         except JetStreamError as exc:
             raise TransportError(f"could not delete task {task_id}: {exc}") from None
+
+
+def _task_subject(task_id: str) -> str:
+    """The subject of one task's record; an id that is not one subject token names no task.
+
+    Without this check an id such as ``>`` or ``a.*`` would be a wildcard: a delete would purge every task, a
+    load would read another task's record.
+    """
+    if not names.is_valid_name(task_id):
+        raise TaskNotFoundError(f"no task has the id {task_id!r}: task ids are letters, digits, '_', ':' and '-'")
+    return names.task_subject(task_id)

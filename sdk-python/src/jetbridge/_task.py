@@ -131,6 +131,8 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     #: bounded attempt history (bridge/history.py) and how often the task was replayed from the dead letters
     history: AttemptHistory | None = None
     replays: int = 0
+    #: the W3C trace context of the enqueue (jetbridge.tracing): the dispatcher's and handler's spans join its trace
+    traceparent: str = ""
 
     @property
     def task_state(self) -> TaskState:

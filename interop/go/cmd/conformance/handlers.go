@@ -28,6 +28,8 @@ func (h *handlers) all() map[string]jetbridge.HandlerFunc {
 		"conf:sleep":       h.sleep,
 		"conf:big":         h.big,
 		"conf:panic":       h.panics,
+		"conf:mw":          h.mwHandler,
+		"conf:mw_blocked":  h.mwHandler,
 	}
 }
 

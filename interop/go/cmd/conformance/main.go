@@ -54,6 +54,9 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	if err := useMiddleware(svc); err != nil {
+		return err
+	}
 	h := &handlers{nc: nc, instance: instance}
 	for taskType, fn := range h.all() {
 		if err := svc.AddHandler(taskType, h.announced(fn)); err != nil {

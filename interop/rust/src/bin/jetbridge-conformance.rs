@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use jetbridge::{HandlerError, Output, Service, Task};
+use jetbridge::{HandlerError, Next, Output, Service, ServiceBuilder, Task};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -100,11 +100,13 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         client: client.clone(),
         instance,
     });
-    let mut builder = Service::builder(SERVICE_NAME, SERVICE_VERSION)
-        .description("Jetbridge conformance handler (Rust)")
-        .subject_prefix(prefix)
-        .concurrency(concurrency);
-    let handlers: [(&str, Box<Handler>); 8] = [
+    let mut builder = use_middleware(
+        Service::builder(SERVICE_NAME, SERVICE_VERSION)
+            .description("Jetbridge conformance handler (Rust)")
+            .subject_prefix(prefix)
+            .concurrency(concurrency),
+    );
+    let handlers: [(&str, Box<Handler>); 10] = [
         ("conf:echo", announced(&conf, echo)),
         ("conf:info", announced(&conf, info)),
         ("conf:fail", announced(&conf, fail)),
@@ -113,6 +115,8 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         ("conf:sleep", announced(&conf, sleep)),
         ("conf:big", announced(&conf, big)),
         ("conf:panic", announced(&conf, panic)),
+        ("conf:mw", announced(&conf, mw)),
+        ("conf:mw_blocked", announced(&conf, mw)),
     ];
     for (task_type, handler) in handlers {
         builder = builder.handler(task_type, handler);
@@ -273,4 +277,38 @@ async fn big(_: Arc<Conformance>, task: Task) -> Result<Output, HandlerError> {
 
 async fn panic(_: Arc<Conformance>, _: Task) -> Result<Output, HandlerError> {
     panic!("conf:panic: a planned panic");
+}
+
+/// The conformance middleware in the order SPEC §12.2 gives: outer, group (`conf:mw*`), inner,
+/// block (`conf:mw_blocked`).
+fn use_middleware(builder: ServiceBuilder) -> ServiceBuilder {
+    builder
+        .middleware(tagger("outer"))
+        .middleware_for("conf:mw*", tagger("group"))
+        .middleware(tagger("inner"))
+        .middleware_for("conf:mw_blocked", |_task: Task, _next: Next| async {
+            Err(HandlerError::terminate("mw_blocked", "blocked by middleware"))
+        })
+}
+
+/// Appends `name` to a `trail` result on the way out.
+fn tagger(
+    name: &'static str,
+) -> impl Fn(Task, Next) -> BoxFuture<'static, Result<Output, HandlerError>> + Send + Sync + 'static {
+    move |task: Task, next: Next| {
+        Box::pin(async move {
+            let mut result = next.run(task).await;
+            if let Ok(Output::Json(value)) = &mut result
+                && let Some(trail) = value.get_mut("trail").and_then(|t| t.as_array_mut())
+            {
+                trail.push(name.into());
+            }
+            result
+        })
+    }
+}
+
+/// conf:mw and conf:mw_blocked (which middleware keeps from running).
+async fn mw(_: Arc<Conformance>, _: Task) -> Result<Output, HandlerError> {
+    Ok(Output::Json(json!({ "trail": ["handler"] })))
 }
