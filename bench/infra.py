@@ -124,6 +124,19 @@ def proc_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def child_pids(pid: int) -> list[int]:
+    """The live children of ``pid``."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return sorted(out)
+
+
 def proc_mem_kb(pid: int) -> dict[str, int]:
     """VmHWM (peak RSS) and VmRSS of ``pid`` in KiB."""
     out: dict[str, int] = {}
@@ -147,8 +160,9 @@ class Proc:
     """A child process whose output is kept (last lines) and whose readiness is a line it prints."""
 
     def __init__(self, name: str, argv: list[str], *, ready: str | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: Path = REPO) -> None:
         self.name = name
+        self.cwd = cwd
         self.argv = argv
         self.ready_text = ready
         self.env = env if env is not None else child_env()
@@ -162,7 +176,7 @@ class Proc:
         return self.popen.pid
 
     def start(self, timeout: float = 30.0, *, wait: bool = True) -> Proc:
-        self.popen = subprocess.Popen(self.argv, cwd=REPO, env=self.env, stdin=subprocess.DEVNULL,
+        self.popen = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         for stream in (self.popen.stdout, self.popen.stderr):
             threading.Thread(target=self._read, args=(stream,), daemon=True).start()
@@ -264,13 +278,17 @@ class Children:
 
 
 def dispatcher_proc(url: str, queue: str, concurrency: int, name: str = "dispatcher", loop: str = "cli",
-                    env: dict[str, str] | None = None) -> Proc:
-    """The dispatcher as `jetbridge run` runs it (``loop="cli"``), or in-process on ``asyncio`` or ``uvloop``.
+                    env: dict[str, str] | None = None, processes: int = 1) -> Proc:
+    """The dispatcher as `jetbridge run` runs it (``loop="cli"``), or in-process on ``asyncio`` or ``uvloop``;
+    with ``processes`` > 1, `jetbridge run --processes N` (ready once its supervisor says every process serves).
 
     ``env``: variables added to its environment (the tracing experiment's ``OTEL_*``)."""
     if loop == "cli":
         argv = [sys.executable, "-m", "bridge", "--server", url, "run", "--queue", queue,
                 "--concurrency", str(concurrency), "--log-level", "info", "--log-format", "json"]
+        if processes > 1:
+            return Proc(name, [*argv, "--processes", str(processes)], ready="processes_started",
+                        env={**child_env(), **env} if env else None)
     else:
         argv = [sys.executable, "-m", "bench.inproc", "--server", url, "--queue", queue,
                 "--concurrency", str(concurrency)] + (["--uvloop"] if loop == "uvloop" else [])

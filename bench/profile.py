@@ -84,16 +84,16 @@ def parse(path: str | Path, top: int = 25) -> dict[str, Any]:
 #: the dispatcher's per-task steps (inclusive shares). The first nine do not contain each other; the nats-py
 #: rows overlap them (subscription callbacks include intake and replies; publishes happen inside every step).
 STEPS = {
-    "intake: Puller._on_msg -> Dispatcher._on_item (a task per item via anyio start_soon)":
+    "intake: Puller._on_msg -> Dispatcher._on_item (a task per item)":
         ["Puller._on_msg (bridge/puller.py)"],
     "load the task: TaskStore.load_raw (direct get)": ["TaskStore.load_raw (jetbridge/_store.py)"],
     "saves: TaskStore.save_raw (CAS publish, await the ack)": ["TaskStore.save_raw (jetbridge/_store.py)"],
     "state machine: on_delivery/on_outcome/apply": ["on_delivery (bridge/states.py)", "on_outcome (bridge/states.py)",
                                                     "apply (bridge/states.py)"],
-    "events: Dispatcher._event (task_state_event + publish)": ["Dispatcher._event (bridge/dispatcher.py)"],
+    "events: Settler.event (task_state_event + publish)": ["Settler.event (bridge/settle.py)"],
     "attempt: AttemptRunner.run (build the request, request, read the reply)":
         ["AttemptRunner.run (bridge/attempts.py)"],
-    "ack: Dispatcher._item": ["Dispatcher._item (bridge/dispatcher.py)"],
+    "ack: Settler.item": ["Settler.item (bridge/settle.py)"],
     "metrics: prometheus_client": ["MetricWrapperBase.labels (prometheus_client/metrics.py)",
                                    "Counter.inc (prometheus_client/metrics.py)",
                                    "Gauge.inc (prometheus_client/metrics.py)", "Gauge.dec (prometheus_client/metrics.py)",
@@ -103,8 +103,11 @@ STEPS = {
     "nats-py: read loop (parse, headers, hand to subscriptions)": ["Client._read_loop (nats/aio/client.py)"],
     "nats-py: subscription callback tasks (include intake and replies)":
         ["Subscription._wait_for_msgs (nats/aio/subscription.py)"],
-    "nats-py: publish (build PUB/HPUB, headers; inside the steps above)": ["Client.publish (nats/aio/client.py)"],
+    "nats-py: publish (build PUB/HPUB, headers; inside the steps above)": ["Client.publish (nats/aio/client.py)",
+                                                                           "publish_nowait (bridge/fastpub.py)"],
     "nats-py: flusher (socket writes)": ["Client._flusher (nats/aio/client.py)"],
-    "per-request timers: call_later in Requester.request and watchdogs": ["BaseEventLoop.call_later (asyncio/base_events.py)"],
+    # per-request and watchdog timers (call_later), and the requester's shared one (Requester._arm, call_at)
+    "timers: call_later, Requester._arm (requests, attempt watchdogs)": [
+        "BaseEventLoop.call_later (asyncio/base_events.py)", "Requester._arm (jetbridge/_requester.py)"],
     "random ids: secrets (event ids, attempt tokens)": ["token_bytes (secrets.py)"],
 }

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import api_bench, baselines, index_bench, scenarios, tracing_ab
+from . import api_bench, baselines, index_bench, peer_baselines, scenarios, tracing_ab
 from .infra import REPO, build_go, ensure_py_spy, ensure_uvloop, go_version, load_avg, log
 
 RESULTS = REPO / "bench" / "results" / "latest.json"
@@ -47,6 +47,8 @@ class Counts:
     cost_window: int = 20_000
     depth_small: int = 10_000
     two_n: int = 20_000
+    #: no-op tasks each peer (taskiq, FastStream) enqueues and drains
+    peers_n: int = 20_000
     #: tasks per drain of the limits-cost scenario (issue 18: four drains)
     limits_n: int = 10_000
     #: tasks in the store for the index scenario (issue 17), and the large run (None: skipped)
@@ -58,7 +60,7 @@ class Counts:
 
 
 QUICK = Counts(rr_n=5000, js_n=5000, naive_n=2000, asyncjobs_n=5000, drain_n=5000, profile_n=5000, drain_py_n=3000,
-               enqueue_n=5000, limits_n=3000,
+               enqueue_n=5000, peers_n=5000, limits_n=3000,
                latency_seconds=2.0, cost_queued=20_000, cost_window=5000, depth_small=3000, two_n=5000,
                index_n=20_000, index_large_n=None, api_n=20_000, api_enqueue_n=1000)
 
@@ -167,8 +169,8 @@ def ratios(out: dict[str, Any]) -> None:
     pub = _val(b, "jetstream", "publish_async", "msgs_per_s")
     naive = _val(b, "naive_loop", "jobs_per_s")
     aj_drain = _val(b, "asyncjobs", "drain_tasks_per_s")
-    for key in ("drain_go", "drain_go_profiled", "drain_python", "scaling_two_dispatchers", "scaling_depth_small",
-                "cost"):
+    for key in ("drain_go", "drain_go_profiled", "drain_python", "scaling_two_dispatchers", "scaling_processes_2",
+                "scaling_depth_small", "cost"):
         rate = _val(s, key, "tasks_per_s")
         if rate is None:
             continue
@@ -194,6 +196,9 @@ def ratios(out: dict[str, Any]) -> None:
     deep = _val(s, "cost", "dispatcher_cpu_us_per_task")
     out["scaling"] = {
         "one_dispatcher_tasks_per_s": one, "two_dispatchers_tasks_per_s": two, "two_over_one": _ratio(two, one),
+        "processes_2_tasks_per_s": (p2 := _val(s, "scaling_processes_2", "tasks_per_s")),
+        "processes_2_over_1": _ratio(p2, one),
+        "processes_2_cpu_us_per_task": _val(s, "scaling_processes_2", "dispatcher_cpu_us_per_task"),
         "one_dispatcher_cpu_us_per_task": _val(s, "drain_go", "dispatcher_cpu_us_per_task"),
         "two_dispatchers_cpu_us_per_task": _val(s, "scaling_two_dispatchers", "dispatcher_cpu_us_per_task"),
         "cpu_us_per_task_by_depth": {str(small_n): small, str(deep_n): deep},
@@ -232,6 +237,42 @@ def targets(out: dict[str, Any]) -> list[dict[str, Any]]:
     return result
 
 
+PEER_METRICS = ("drain_tasks_per_s", "enqueue_tasks_per_s", "worker_cpu_us_per_task")
+#: the dispatcher's CPU per task in drain_go before issue 21's changes: commit 9073877, median of 3 runs on this
+#: machine (2026-12-03, load 3-4), the "today" of the issue's goal
+RECORDED_CPU_US_PER_TASK = {"commit": "9073877", "dispatcher_cpu_us_per_task": 273.1}
+
+
+def goals(out: dict[str, Any]) -> dict[str, Any]:
+    """Issue 21's goals as ratios within this run (machine speed cancels out), each met or not."""
+    b, s = out["baselines"], out["scenarios"]
+    drain = _val(s, "drain_go", "tasks_per_s")
+    cpu = _val(s, "drain_go", "dispatcher_cpu_us_per_task")
+    naive_cpu = _val(b, "naive_loop", "cpu_us_per_job")
+    rows: dict[str, Any] = {}
+
+    def row(key: str, value: float | None, op: str, goal: float, how: str) -> None:
+        met = value is not None and (value >= goal if op == ">=" else value <= goal)
+        rows[key] = {"value": value, "goal": f"{op} {goal}", "met": met, "how": how}
+
+    row("drain_over_taskiq", _ratio(drain, _val(b, "peer_taskiq", "drain_tasks_per_s")), ">=", 1.2,
+        "drain_go tasks/s over taskiq-nats' drain (medians)")
+    row("drain_over_faststream", _ratio(drain, _val(b, "peer_faststream", "drain_tasks_per_s")), ">=", 1.5,
+        "drain_go tasks/s over FastStream's drain (medians)")
+    to_naive = _ratio(cpu, naive_cpu)
+    to_recorded = _ratio(cpu, RECORDED_CPU_US_PER_TASK["dispatcher_cpu_us_per_task"])
+    row("dispatcher_cpu_over_naive_loop", to_naive, "<=", 1.0, "drain_go dispatcher CPU/task over the naive loop's")
+    row("dispatcher_cpu_over_recorded", to_recorded, "<=", 0.6,
+        f"drain_go dispatcher CPU/task over {RECORDED_CPU_US_PER_TASK} (another day: indicative only)")
+    rows["dispatcher_cpu"] = {"met": rows["dispatcher_cpu_over_naive_loop"]["met"]
+                              or rows["dispatcher_cpu_over_recorded"]["met"], "how": "either of the two above"}
+    row("enqueue_over_taskiq", _ratio(_val(s, "enqueue", "tasks_per_s"), _val(b, "peer_taskiq", "enqueue_tasks_per_s")),
+        ">=", 1.5, "Producer.enqueue_many tasks/s over taskiq's kiq() with 100 in flight")
+    row("p99_added_latency_ms_at_200", _val(s, "latency", "rate_200", "overhead_p99_ms"), "<=", 3.0,
+        "p99 end-to-end minus raw request-reply at 200 tasks/s, ms")
+    return rows
+
+
 DRAIN_METRICS = ("tasks_per_s", "dispatcher_cpu_us_per_task", "dispatcher_peak_rss_mb_max")
 
 
@@ -247,6 +288,9 @@ def _steps(c: Counts, bins: dict[str, str | None], spy: str | None) -> list[Step
              ("requests_per_s",), reps=3, needs_go=True),
         Step("jetstream", "baselines", 10, lambda: baselines.jetstream(c.js_n),
              ("publish_async.msgs_per_s", "fetch_ack.msgs_per_s"), reps=3),
+        Step("peer_taskiq", "baselines", 25, lambda: peer_baselines.run("taskiq", c.peers_n), PEER_METRICS, reps=3),
+        Step("peer_faststream", "baselines", 25, lambda: peer_baselines.run("faststream", c.peers_n), PEER_METRICS,
+             reps=3),
         Step("drain_go", "scenarios", 25, drain(handler="go", n=c.drain_n), DRAIN_METRICS, reps=3, needs_go=True),
         Step("enqueue", "scenarios", 12, lambda: scenarios.enqueue(n=c.enqueue_n, chunk=500),
              ("tasks_per_s", "producer_cpu_us_per_task", "pipelined_two_phase.tasks_per_s"), reps=3),
@@ -267,6 +311,8 @@ def _steps(c: Counts, bins: dict[str, str | None], spy: str | None) -> list[Step
         Step("scaling_depth_small", "scenarios", 15, drain(handler="go", n=c.depth_small), DRAIN_METRICS, reps=2,
              needs_go=True),
         Step("scaling_two_dispatchers", "scenarios", 20, drain(handler="go", n=c.two_n, dispatchers=2), DRAIN_METRICS,
+             reps=2, needs_go=True),
+        Step("scaling_processes_2", "scenarios", 20, drain(handler="go", n=c.two_n, processes=2), DRAIN_METRICS,
              reps=2, needs_go=True),
         Step("limits_cost", "scenarios", 60, lambda: scenarios.limits_cost(n=c.limits_n, concurrency=c.concurrency,
                                                                            noop_bin=go_noop),
@@ -306,14 +352,32 @@ def _run_once(step: Step) -> dict[str, Any]:
     return result
 
 
+def _builds(out: dict[str, Any], only: set[str] | None) -> tuple[dict[str, str | None], str | None]:
+    """The Go programs, py-spy and (when a peer runs) the peers' venv; each build's time and error go in ``out``."""
+    bins: dict[str, str | None] = {}
+    for name in ("noop", "asyncjobs"):
+        t = time.monotonic()
+        bins[name], err = build_go(name)
+        out["builds"][name] = {"binary": bins[name], "seconds": round(time.monotonic() - t, 1), "error": err}
+        log(f"built bench/go/{name} in {time.monotonic() - t:.1f}s" if not err else err)
+    spy, err = ensure_py_spy()
+    out["builds"]["py_spy"] = {"binary": spy, "error": err}
+    if only is None or only & {"peer_taskiq", "peer_faststream"}:
+        t = time.monotonic()
+        peers_python, err = peer_baselines.ensure_venv()
+        out["builds"]["peers_venv"] = {"python": peers_python, "seconds": round(time.monotonic() - t, 1),
+                                       "error": err}
+    return bins, spy
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small counts and one run of each step")
     parser.add_argument("--only", help="comma-separated step names (see bench/README.md)")
     parser.add_argument("--reps", type=int, help="runs of every step (default: each step's own, 1 to 3)")
-    parser.add_argument("--budget", type=float, default=400.0,
-                        help="seconds for the whole run, builds included (default 400)")
+    parser.add_argument("--budget", type=float, default=600.0,
+                        help="seconds for the whole run, builds included (default 600)")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -326,16 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     log(f"load average at start: {out['load_avg_start']} on {out['machine']['cpus']} CPUs")
 
-    bins: dict[str, str | None] = {}
-    for name in ("noop", "asyncjobs"):
-        t = time.monotonic()
-        bins[name], err = build_go(name)
-        out["builds"][name] = {"binary": bins[name], "seconds": round(time.monotonic() - t, 1), "error": err}
-        log(f"built bench/go/{name} in {time.monotonic() - t:.1f}s" if not err else err)
-    spy, err = ensure_py_spy()
-    out["builds"]["py_spy"] = {"binary": spy, "error": err}
-
     only = set(args.only.split(",")) if args.only else None
+    bins, spy = _builds(out, only)
     steps = [st for st in _steps(counts, bins, spy) if only is None or st.name in only]
     runs: dict[str, list[dict[str, Any]]] = {st.name: [] for st in steps}
     reps = {st.name: 1 if args.quick else (args.reps or st.reps) for st in steps}
@@ -369,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             out[step.section][step.name] = aggregate(runs[step.name], step.metrics)
 
     ratios(out)
+    out["ratios"] = goals(out)
     out["targets"] = targets(out)
     out["load_avg_end"] = load_avg()
     # Others edit this working tree while the bench runs: say whether the code under test changed meanwhile.
@@ -381,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.output, "w") as f:
         f.write(text + "\n")
     print(text)
+    for key, goal in out["ratios"].items():
+        log(f"ratio  {'MET ' if goal['met'] else 'MISS'} {key}: {goal.get('value')} (goal {goal.get('goal')})")
     for row in out["targets"]:
         log(f"target {'MET ' if row['met'] else 'MISS'} {row['target']}: {row['measured']} "
             f"(best run {row['best_run']}; goal {row['goal']})")

@@ -23,11 +23,13 @@ from .infra import (
     Children,
     Proc,
     Server,
+    child_pids,
     dispatcher_proc,
     go_noop_proc,
     load_avg,
     log,
     percentile,
+    proc_mem_kb,
     py_noop_proc,
 )
 from .workload import PAYLOAD, check_drained, create_queue, fill, measure_drain, task_requests
@@ -41,12 +43,13 @@ def _kb_to_mb(kb: int | None) -> float | None:
 
 async def drain(*, handler: str, n: int, concurrency: int, noop_bin: str | None, dispatchers: int = 1,
                 window: int | None = None, limit_s: float = 120.0, py_spy: str | None = None,
-                loop: str = "cli", dispatcher_env: dict[str, str] | None = None,
+                loop: str = "cli", dispatcher_env: dict[str, str] | None = None, processes: int = 1,
                 limit: dict[str, Any] | None = None) -> dict[str, Any]:
     """Queue ``n`` no-op tasks, then start the handler and ``dispatchers`` dispatcher processes and time the drain.
 
     With ``window``, only that many tasks are timed (the queue stays deep); with ``py_spy``, the first dispatcher
-    is sampled by py-spy for the whole drain.
+    is sampled by py-spy for the whole drain; with ``processes`` > 1, one `jetbridge run --processes N` (each of its
+    processes counts as a dispatcher).
     """
     result: dict[str, Any] = {"handler": handler, "dispatchers": dispatchers, "concurrency": concurrency,
                               "queue_max_concurrent": concurrency, "dispatcher_runs_as": loop, "load_avg": load_avg()}
@@ -71,23 +74,28 @@ async def drain(*, handler: str, n: int, concurrency: int, noop_bin: str | None,
                 hproc = kids.start(py_noop_proc(srv.url, concurrency))
             # Start every dispatcher before waiting for any, so that they begin together.
             dprocs = [kids.start(dispatcher_proc(srv.url, QUEUE, concurrency, name=f"dispatcher{i + 1}", loop=loop,
-                                                 env=dispatcher_env),
+                                                 env=dispatcher_env, processes=processes),
                                  wait=False) for i in range(dispatchers)]
             for p in dprocs:
                 p.wait_ready()
             spy = _start_py_spy(py_spy, dprocs[0].pid) if py_spy else None
             procs: dict[str, Proc | int] = {p.name: p for p in dprocs}
+            if processes > 1:
+                result["processes"] = processes
+                procs = {"supervisor": dprocs[0]}
+                procs.update({f"dispatcher{i + 1}": pid for i, pid in enumerate(child_pids(dprocs[0].pid))})
             procs.update(handler=hproc, server=srv.pid)
             result.update(await measure_drain(nc, QUEUE, n, procs, limit_s=limit_s, window=window))
-            for p in dprocs:
-                mem = p.mem_kb()
-                result.setdefault("dispatcher_peak_rss_mb", {})[p.name] = _kb_to_mb(mem.get("VmHWM"))
+            for name, p in procs.items():
+                if name.startswith("dispatcher"):
+                    mem = p.mem_kb() if isinstance(p, Proc) else proc_mem_kb(p)
+                    result.setdefault("dispatcher_peak_rss_mb", {})[name] = _kb_to_mb(mem.get("VmHWM"))
             result["handler_peak_rss_mb"] = _kb_to_mb(hproc.mem_kb().get("VmHWM"))
             if spy is not None:
                 result["profile"] = _stop_py_spy(*spy)
             if window is None and "error" not in result:
                 result["check"] = await check_drained(nc, QUEUE, ids)
-            _summarise_dispatcher_cost(result, [p.name for p in dprocs])
+            _summarise_dispatcher_cost(result, [name for name in procs if name.startswith("dispatcher")])
             for p in dprocs:
                 errors = [line for line in p.tail if '"level": "error"' in line or "Traceback" in line]
                 if errors:

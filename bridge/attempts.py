@@ -9,6 +9,7 @@ the attempt token; one for a token that is not running is stale, and is logged a
 from __future__ import annotations
 
 import asyncio
+import base64
 import secrets
 import time
 from collections import OrderedDict
@@ -43,12 +44,25 @@ from .tracing import request_traceparent
 log = structlog.get_logger("jetbridge.attempt")
 
 
+_TOKEN_BYTES = 12
+_POOL_TOKENS = 256
+_pool = b""
+_pool_at = 0
+
+
 def new_token() -> str:
     """96 bits from the operating system's CSPRNG, URL-safe base64 (16 characters): unguessable per attempt.
 
-    A handler that served one attempt must not be able to predict the next token and forge its heartbeats.
+    A handler that served one attempt must not be able to predict the next token and forge its heartbeats. Every
+    token is 12 fresh bytes of ``secrets.token_bytes`` (``os.urandom``); they are drawn 256 tokens at a time, one
+    system call instead of one per attempt, and no byte is ever used twice.
     """
-    return secrets.token_urlsafe(12)
+    global _pool, _pool_at
+    if _pool_at >= len(_pool):
+        _pool, _pool_at = secrets.token_bytes(_TOKEN_BYTES * _POOL_TOKENS), 0
+    raw = _pool[_pool_at:_pool_at + _TOKEN_BYTES]
+    _pool_at += _TOKEN_BYTES
+    return base64.urlsafe_b64encode(raw).decode()
 
 
 class AttemptAborted(Exception):
@@ -143,7 +157,8 @@ class AttemptRunner:
         self._by_task[attempt.task.id] = attempt
         beats: int | None = None
         if attempt.lease is not None:
-            self._arm_watchdog(attempt, attempt.lease + self.first_contact_grace)
+            # one timer per attempt: the watchdog also ends it when its budget is spent (the request has none)
+            self._arm_watchdog(attempt, min(attempt.lease + self.first_contact_grace, attempt.budget))
         try:
             if attempt.route.mode == "asyncjobs":
                 return await self._run_asyncjobs(attempt)
@@ -184,7 +199,7 @@ class AttemptRunner:
         try:
             reply = await self._requester.request(
                 attempt.subject, proto.encode_request(request), headers=proto.request_headers(request),
-                timeout=attempt.budget, token=attempt.token)
+                timeout=None if attempt.lease is not None else attempt.budget, token=attempt.token)
         except BaseException as exc:  # noqa: BLE001 - every way the wait ends maps to an outcome
             return await self._ended_without_reply(attempt, exc)
         outcome = proto.interpret_reply(reply.headers, reply.data)
@@ -194,8 +209,6 @@ class AttemptRunner:
                                   f"protocol error: reply carried attempt token {outcome.attempt_token}, not this attempt's")
         if outcome.kind == "complete":
             if isinstance(outcome.result, proto.Bytes):
-                import base64
-
                 return AttemptOutcome("complete", result=base64.b64encode(outcome.result.data).decode(),
                                       result_encoding="base64", content_type=outcome.result.content_type)
             return AttemptOutcome("complete", result=outcome.result)
@@ -222,8 +235,6 @@ class AttemptRunner:
             return AttemptOutcome("terminate", "terminate", f"{rh[names.H_AJ_TERMINATE]}: terminate task")
         if rh.get(names.H_AJ_ERROR):
             return AttemptOutcome("retry", "handler_error", rh[names.H_AJ_ERROR])
-        import base64
-
         return AttemptOutcome("complete", result=base64.b64encode(reply.data).decode(), result_encoding="base64",
                               content_type="application/octet-stream")
 
@@ -269,15 +280,23 @@ class AttemptRunner:
         attempt.watchdog = loop.call_later(delay, self._check_lease, attempt)
 
     def _check_lease(self, attempt: Attempt) -> None:
+        """The watchdog: the attempt's budget is spent (a timeout, as the request's own timer would say), or its
+        handler has been silent for a lease (lost); else look again when either can next happen."""
         assert attempt.lease is not None
+        now = time.monotonic()
+        left = attempt.budget - (now - attempt.started)
+        if left <= 0:
+            if not self._requester.abort(attempt.token, nats.errors.TimeoutError()) and attempt.token in self.running:
+                self._arm_watchdog(attempt, 0.005)  # spent before its request was even sent: end it once it is
+            return
         allowed = attempt.lease if attempt.contacted else attempt.lease + self.first_contact_grace
-        silent = time.monotonic() - attempt.last_beat
+        silent = now - attempt.last_beat
         if silent >= allowed:
             first = "" if attempt.contacted else " (no heartbeat at all since the request was sent)"
             self.abort(attempt, "lost", f"handler lost: no heartbeat for {silent:.3f}s during attempt "
                                         f"{attempt.task.tries}{first} (heartbeat timeout {attempt.lease:.3f}s)")
         else:
-            self._arm_watchdog(attempt, allowed - silent)
+            self._arm_watchdog(attempt, min(allowed - silent, left))
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         attempt = self.running.get(msg.subject[len(self._hb_prefix) + 1:])

@@ -87,6 +87,8 @@ def run(
         "--hook", help="Dispatcher hook to load: an entry point in group jetbridge.hooks (repeat).")] = None,
     http_listen: Annotated[str | None, typer.Option("--http", help="host:port for the HTTP API and dashboard.")] = None,
     background: Annotated[bool, typer.Option("--background", help="Start detached, return once serving.")] = False,
+    processes: Annotated[int, typer.Option("--processes", help="Dispatcher processes, each with its own pull "
+                                           "(one per core to use; see bridge/processes.py).")] = 1,
     ready_fd: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run the dispatcher until SIGTERM or SIGINT, then drain. No --server: on the data dir's embedded server."""
@@ -111,6 +113,12 @@ def run(
             os.write(ready_fd, f"ready {url}\n".encode())
             os.close(ready_fd)
 
+    if processes != 1:
+        from .processes import MAX_PROCESSES, Supervisor
+
+        if not 1 <= processes <= MAX_PROCESSES:
+            raise fail(f"--processes must be between 1 and {MAX_PROCESSES}, got {processes}")
+        raise typer.Exit(Supervisor(settings, ctx.obj["argv"], processes).run(on_ready=ready))
     anyio.run(lambda: run_dispatcher(settings, on_ready=ready))
 
 

@@ -56,6 +56,7 @@ from .routes import Router
 from .scheduler import run_schedules
 from .settings import Settings
 from .settle import Settler
+from .spawn import Spawner
 from .states import (
     Decision,
     Dependencies,
@@ -114,6 +115,8 @@ class Dispatcher:
         self.limiter = Limiter(nc, self.id, self.metrics, self.settler, on_lost=self._permit_lost, requester=self._rq)
         self.workers: dict[str, QueueWorker] = {}
         self._tg: TaskGroup | None = None
+        #: one task per work item (cheaper than the task group's start_soon; see bridge/spawn.py)
+        self._items = Spawner()
         self._stop = anyio.Event()
         #: set once :meth:`run` has drained and returned
         self.stopped = anyio.Event()
@@ -235,6 +238,7 @@ class Dispatcher:
                     await self.settler.item([m.reply for m in self.pool.drop(worker) if m.reply], ItemAction.NAK)
             mover.stop()
             await self._drain()
+            await self._items.cancel_all()
             if self.hooks is not None:
                 await self.hooks.close()  # queued hook calls get hook_timeout to finish
             tg.cancel_scope.cancel()
@@ -269,7 +273,7 @@ class Dispatcher:
         worker.inflight[msg.reply] = time.monotonic()
         self.busy.enter()
         self.metrics.child(self.metrics.in_flight, worker.name).inc()
-        self._tg.start_soon(self._process, worker, msg)
+        self._items.spawn(self._process(worker, msg))
 
     def _on_due(self, msg: Msg) -> None:
         assert self._tg is not None
@@ -323,7 +327,8 @@ class Dispatcher:
         if claimed is not None:
             active, seq = claimed
             try:
-                await self.settler.event(active)
+                if self.settings.active_events:
+                    await self.settler.event(active)
                 self.metrics.child(self.metrics.tasks, worker.name, active.type, "active").inc()
                 if self.hooks is not None:
                     self.hooks.state_changed(worker.name, task, active, "attempt started")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 from collections.abc import Callable
 
@@ -16,6 +17,20 @@ from .metrics import Metrics
 from .settings import Settings
 
 log = structlog.get_logger("jetbridge")
+
+
+#: young objects between collections of the youngest generation (Python's default: 700)
+GC_THRESHOLD = (20_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Once serving: keep what start-up made out of every later collection (``gc.freeze``), and collect the youngest
+    generation every 20,000 container allocations instead of 700. A task allocates hundreds of short-lived containers
+    (futures, coroutines, messages) that reference counting frees; the default threshold ran a collection every few
+    tasks for nothing: -2.7 % instructions per task (bench/README.md).
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 async def run_dispatcher(settings: Settings, *, on_ready: Callable[[str], None] | None = None) -> None:
@@ -41,6 +56,7 @@ async def run_dispatcher(settings: Settings, *, on_ready: Callable[[str], None] 
 
                 await tg.start(serve_http, settings, nc)
             await tg.start(dispatcher.run)
+            tune_gc()
             if on_ready is not None:
                 on_ready(describe(settings))
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -53,6 +53,8 @@ class Settings:
         fire_schedules: fire the cron schedules (every dispatcher does; turn off where asyncjobs' scheduler runs).
         queue_refresh_interval: how often to look for new queues (with ``*``) and changed queue settings (0: never).
         first_contact_grace: extra silence allowed before an attempt's first heartbeat (a cold or busy handler).
+        active_events: publish the ``active`` lifecycle event when an attempt starts; off saves one publish per
+            attempt (issue 21), and watchers then see a task go from ``new`` or ``retry`` straight to its outcome.
         store_replicas: replicas (1-5) of the stores and queues this dispatcher creates; existing ones keep theirs.
         metrics_listen: ``host:port`` for /metrics, /healthz and /readyz; empty: off.
         http_listen: ``host:port`` for the HTTP API and dashboard inside the dispatcher (as ``jetbridge serve``);
@@ -94,6 +96,7 @@ class Settings:
     fire_schedules: bool = True
     queue_refresh_interval: float = 2.0
     first_contact_grace: float = 2.0
+    active_events: bool = True
     store_replicas: int = 1
     metrics_listen: str = ""
     http_listen: str = ""

@@ -360,3 +360,20 @@ async def test_asyncjobs_dependencies_wait_run_with_results_or_become_unreachabl
     assert f"dependency {bad} ended terminated" in failed.last_err
     assert (missing.state, missing.last_err) == ("unreachable", "dependency missing-parent does not exist")
     assert list(seen) == [f"c1-{h.unique}"]
+
+
+@pytest.mark.parametrize("active_events", [True, False])
+async def test_the_active_event_can_be_turned_off(h: Harness, active_events: bool) -> None:
+    async def ok(task: jetbridge.Task) -> Any:
+        return "done"
+
+    async with h.dispatcher(active_events=active_events), h.service({"ok": ok}), h.events() as events:
+        task_id = await h.producer.enqueue("ok")
+        states = []
+        with anyio.fail_after(10):
+            async for event in events:
+                if event.task_id == task_id:
+                    states.append(event.state)
+                    if event.state == "complete":
+                        break
+    assert states == (["new", "active", "complete"] if active_events else ["new", "complete"])

@@ -54,6 +54,18 @@ async def queue_state(nc: Client, queue: str) -> tuple[int, int]:
     return int(stream["state"]["messages"]), int(consumer["num_ack_pending"])
 
 
+async def assert_queue_settles_empty(nc: Client, queue: str, within: float = 10.0) -> None:
+    """Every item settled and removed. Acks are sent without waiting and the server removes an acked item from a
+    work queue just after it stops counting it pending, so this waits (bounded) for (0, 0) rather than reading once;
+    an item left behind still fails it."""
+    state = await queue_state(nc, queue)
+    with anyio.move_on_after(within):
+        while state != (0, 0):
+            await anyio.sleep(0.05)
+            state = await queue_state(nc, queue)
+    assert state == (0, 0), f"(items stored, items pending) = {state}"
+
+
 async def test_a_second_item_while_the_attempt_runs_is_adopted_not_run(h: Harness) -> None:
     gate = Gate()
     async with h.dispatcher() as d, h.service({"slow": gate.handle}):
@@ -66,7 +78,7 @@ async def test_a_second_item_while_the_attempt_runs_is_adopted_not_run(h: Harnes
         gate.release.set()
         record = await h.producer.wait(task_id, timeout=20)
         await eventually(lambda: d.busy.count == 0)
-        assert await queue_state(h.nc, h.queue) == (0, 0)  # the adopted items were settled with the outcome
+        await assert_queue_settles_empty(h.nc, h.queue)  # the adopted items were settled with the outcome
     assert (record.state, record.tries, record.result and record.result.value()) == ("complete", 1, {"attempt": 1})
     assert [c[:2] for c in gate.calls] == [(task_id, 1)]
 
@@ -83,7 +95,7 @@ async def test_a_second_item_on_another_dispatcher_is_handed_to_the_one_running_
             gate.release.set()
             record = await h.producer.wait(task_id, timeout=20)
             await eventually(lambda: first.busy.count == 0 and second.busy.count == 0)
-            assert await queue_state(h.nc, h.queue) == (0, 0)
+            await assert_queue_settles_empty(h.nc, h.queue)
     assert (record.state, record.tries, record.dispatcher) == ("complete", 1, first.id)
     assert [c[:2] for c in gate.calls] == [(task_id, 1)]
 
@@ -112,33 +124,34 @@ async def test_an_operator_retry_and_the_retry_schedule_never_run_two_attempts(h
         gate.release.set()
         record = await h.producer.wait(task_id, timeout=20)
         await eventually(lambda: d.busy.count == 0)
-        assert await queue_state(h.nc, h.queue) == (0, 0)
+        await assert_queue_settles_empty(h.nc, h.queue)
     assert [c[:2] for c in gate.calls] == [(task_id, 1), (task_id, 2)]
     assert (record.state, record.tries) == ("complete", 2)
 
 
-async def test_a_task_rewritten_before_its_claim_is_verified_again(h: Harness) -> None:
+async def test_a_task_rewritten_before_its_claim_is_verified_again(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     """The signed task is read and verified, then replaced with changed content before the ``active`` save: the
     save loses its compare-and-set, and the re-read version must be verified too, never run."""
     gate = Gate()
     gate.release.set()
     producer = signed(h)
     task_id = await producer.enqueue("work", {"n": 1}, max_tries=3)
-    async with h.dispatcher(verify_key=PUBLIC) as d, h.service({"work": gate.handle}):
-        real_save = d.store.save
-        tampered = False
+    real_save = TaskStore.save
+    tampered = False
 
-        async def save_after_tampering(doc: jetbridge.TaskRecord, seq: int, **kw: Any) -> int:
-            nonlocal tampered
-            if doc.id == task_id and not tampered:
-                tampered = True
-                store = TaskStore(Requester(h.nc))
-                current, current_seq = await store.load(task_id)
-                current.payload = b'{"n": 666}'  # the signature no longer matches
-                await store.save(current, current_seq)
-            return await real_save(doc, seq, **kw)
+    async def save_after_tampering(self: TaskStore, doc: jetbridge.TaskRecord, seq: int, **kw: Any) -> int:
+        nonlocal tampered
+        if doc.id == task_id and not tampered:
+            tampered = True
+            store = TaskStore(Requester(h.nc))
+            current, current_seq = await store.load(task_id)
+            current.payload = b'{"n": 666}'  # the signature no longer matches
+            await store.save(current, current_seq)
+        return await real_save(self, doc, seq, **kw)
 
-        d.store.save = save_after_tampering  # type: ignore[method-assign]
+    # In place before the dispatcher starts: it may claim the task while the handler service is still starting.
+    monkeypatch.setattr(TaskStore, "save", save_after_tampering)
+    async with h.dispatcher(verify_key=PUBLIC), h.service({"work": gate.handle}):
         record = await producer.wait(task_id, timeout=20)
     assert tampered
     assert (record.state, record.last_err_code, record.tries) == ("terminated", "signature", 0)
@@ -159,7 +172,7 @@ async def test_items_naming_a_task_of_another_queue_are_dropped(h: Harness, nc: 
         await put_item(nc, h.queue, own, subject_id=victim)  # an item whose subject and job disagree
         record = await h.producer.wait(own, timeout=20)
         await eventually(lambda: metric(d.metrics.dropped_items, queue=h.queue, reason="foreign_item") >= 2)
-        assert await queue_state(h.nc, h.queue) == (0, 0)
+        await assert_queue_settles_empty(h.nc, h.queue)
     untouched = await other.producer.get(victim)
     assert (untouched.state, untouched.tries) == ("new", 0)
     assert record.state == "complete"
