@@ -49,6 +49,8 @@ class Counts:
     two_n: int = 20_000
     #: no-op tasks each peer (taskiq, FastStream) enqueues and drains
     peers_n: int = 20_000
+    #: tasks per drain of the limits-cost scenario (issue 18: four drains)
+    limits_n: int = 10_000
     #: tasks in the store for the index scenario (issue 17), and the large run (None: skipped)
     index_n: int = 100_000
     index_large_n: int | None = 1_000_000
@@ -58,7 +60,7 @@ class Counts:
 
 
 QUICK = Counts(rr_n=5000, js_n=5000, naive_n=2000, asyncjobs_n=5000, drain_n=5000, profile_n=5000, drain_py_n=3000,
-               enqueue_n=5000, peers_n=5000,
+               enqueue_n=5000, peers_n=5000, limits_n=3000,
                latency_seconds=2.0, cost_queued=20_000, cost_window=5000, depth_small=3000, two_n=5000,
                index_n=20_000, index_large_n=None, api_n=20_000, api_enqueue_n=1000)
 
@@ -312,6 +314,11 @@ def _steps(c: Counts, bins: dict[str, str | None], spy: str | None) -> list[Step
              reps=2, needs_go=True),
         Step("scaling_processes_2", "scenarios", 20, drain(handler="go", n=c.two_n, processes=2), DRAIN_METRICS,
              reps=2, needs_go=True),
+        Step("limits_cost", "scenarios", 60, lambda: scenarios.limits_cost(n=c.limits_n, concurrency=c.concurrency,
+                                                                           noop_bin=go_noop),
+             ("none.dispatcher_cpu_us_per_task", "concurrency_not_throttling.dispatcher_cpu_us_per_task",
+              "rate_not_throttling.dispatcher_cpu_us_per_task", "none.tasks_per_s",
+              "concurrency_not_throttling.tasks_per_s", "rate_not_throttling.tasks_per_s"), needs_go=True),
         Step("delayed_accuracy", "scenarios", 25, lambda: scenarios.delayed_accuracy(n=1000, concurrency=c.concurrency),
              ("p99_late_ms", "p50_late_ms", "early"), reps=1),
         Step("enqueue_chunk_1000", "scenarios", 12, lambda: scenarios.enqueue(n=c.enqueue_n, chunk=1000),

@@ -43,7 +43,8 @@ def _kb_to_mb(kb: int | None) -> float | None:
 
 async def drain(*, handler: str, n: int, concurrency: int, noop_bin: str | None, dispatchers: int = 1,
                 window: int | None = None, limit_s: float = 120.0, py_spy: str | None = None,
-                loop: str = "cli", dispatcher_env: dict[str, str] | None = None, processes: int = 1) -> dict[str, Any]:
+                loop: str = "cli", dispatcher_env: dict[str, str] | None = None, processes: int = 1,
+                limit: dict[str, Any] | None = None) -> dict[str, Any]:
     """Queue ``n`` no-op tasks, then start the handler and ``dispatchers`` dispatcher processes and time the drain.
 
     With ``window``, only that many tasks are timed (the queue stays deep); with ``py_spy``, the first dispatcher
@@ -57,6 +58,15 @@ async def drain(*, handler: str, n: int, concurrency: int, noop_bin: str | None,
         try:
             await create_queue(nc, QUEUE, concurrency)
             ids = await fill(nc, QUEUE, n)
+            if limit is not None:  # a global limit on the tasks' type (issue 18), as `jetbridge limit set` stores it
+                from bridge.limit_store import open_bucket, save_spec
+                from bridge.limits import make_spec
+
+                kv = await open_bucket(nc, create=True)
+                assert kv is not None
+                await save_spec(kv, make_spec("noop", "*", limit.get("concurrency"), limit.get("rate"),
+                                              limit.get("burst")))
+                result["limit"] = limit
             if handler == "go":
                 assert noop_bin is not None
                 hproc = kids.start(go_noop_proc(noop_bin, srv.url, concurrency))
@@ -93,6 +103,27 @@ async def drain(*, handler: str, n: int, concurrency: int, noop_bin: str | None,
         finally:
             await nc.close()
     return result
+
+
+async def limits_cost(*, n: int, concurrency: int, noop_bin: str) -> dict[str, Any]:
+    """The dispatcher's CPU per task draining ``n`` Go no-op tasks with no limit, then with a global limit in force
+    that never throttles (so only the limit's own work is measured: a permit taken and given back, or a rate token
+    taken, each a compare-and-set in KV JETBRIDGE_LIMITS, plus the KV watch traffic). A limit that throttles is
+    not timed here: the drain's clock (items leaving the queue stream) would stop while rescheduled tasks wait."""
+    cases: dict[str, dict[str, Any] | None] = {
+        "none": None, "concurrency_not_throttling": {"concurrency": concurrency},
+        "rate_not_throttling": {"rate": "1000000/s", "burst": 100_000}}
+    out: dict[str, Any] = {"n": n}
+    for name, limit in cases.items():
+        run = await drain(handler="go", n=n, concurrency=concurrency, noop_bin=noop_bin, limit=limit)
+        out[name] = {k: run.get(k) for k in ("tasks_per_s", "dispatcher_cpu_us_per_task", "limit", "error", "check")
+                     if run.get(k) is not None}
+    base = (out["none"] or {}).get("dispatcher_cpu_us_per_task")
+    for name in cases:
+        cost = out[name].get("dispatcher_cpu_us_per_task")
+        if base and cost:
+            out[name]["cpu_over_none"] = round(cost / base, 2)
+    return out
 
 
 def _summarise_dispatcher_cost(result: dict[str, Any], names: list[str]) -> None:

@@ -114,7 +114,9 @@ class AttemptRunner:
         self._nc = nc
         self.dispatcher_id = dispatcher_id
         self._metrics = metrics
-        self._requester = Requester(nc, prefix=f"_INBOX.jetbridge.{dispatcher_id}", on_stale=self._on_stale_reply)
+        # ".a": its own corner of the connection's inbox, so the push deliveries of nats-py's KV watches (whose
+        # subjects are `_INBOX.jetbridge.<id>.<nuid>`: limits, schedules) never reach it as stale replies.
+        self._requester = Requester(nc, prefix=f"_INBOX.jetbridge.{dispatcher_id}.a", on_stale=self._on_stale_reply)
         self._hb_prefix = f"{names.HEARTBEAT_SUBJECT_PREFIX}.{dispatcher_id}"
         #: extra silence allowed before an attempt's first heartbeat: a cold runtime, a forking command handler
         #: or a request waiting in a busy handler's queue has not yet seen the task

@@ -44,6 +44,9 @@ cli_tasks.task_app.command("reschedule")(task_reschedule)
 from .cli_serve import serve  # noqa: E402  (issue 19: HTTP API and dashboard)
 
 app.command("serve")(serve)
+from .cli_limits import limit_app  # noqa: E402  (issue 18: global limits)
+
+app.add_typer(limit_app, name="limit")
 
 #: the command line after global options were moved to the front (``run --background`` starts it again)
 _ARGV: list[str] = []

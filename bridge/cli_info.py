@@ -57,6 +57,9 @@ async def gather_info(nc: Client) -> dict[str, Any]:
             now["rate"] = round(max(0, now.pop("delivered") - before[q]["delivered"]) / elapsed, 2)
             queues.append(now)
         online = await dispatchers(nc, infos)
+        from .limit_store import limit_rows
+
+        limits = await limit_rows(nc)
     finally:
         await rq.close()
     for d in online:
@@ -68,7 +71,7 @@ async def gather_info(nc: Client) -> dict[str, Any]:
         "jetstream": {"api_level": (account.get("api") or {}).get("level"), "streams": account.get("streams"),
                       "memory": account.get("memory"), "storage": account.get("storage")},
         "task_store": task_store, "queues": queues, "dispatchers": online,
-        "handlers": [g.to_dict() for g in handler_groups(infos)],
+        "handlers": [g.to_dict() for g in handler_groups(infos)], "limits": limits,
     }
 
 
@@ -103,6 +106,10 @@ def show_info(data: dict[str, Any]) -> None:
     _table("handlers", ["service", "language", "version", "instances", "task types"],
            [[h["service"], ", ".join(h["sdk"]), ", ".join(h["versions"]), str(h["instances"]),
              ", ".join(h["task_types"])] for h in data["handlers"]], "none online")
+    if data.get("limits"):
+        from .cli_limits import show_limits
+
+        show_limits(data["limits"])
 
 
 def info(ctx: typer.Context, as_json: JsonOpt = False) -> None:

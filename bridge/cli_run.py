@@ -74,7 +74,11 @@ def _start_background(argv: list[str], settings: Settings) -> None:
 def run(
     ctx: typer.Context,
     queue: Annotated[list[str] | None, typer.Option("--queue", "-q", help="Queue to serve (repeat; '*': all).")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Attempts at once per queue.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Attempts at once per queue (with --queues: in all).")] = None,
+    priorities: Annotated[str | None, typer.Option("--queues", help="Queues by priority from one pool of slots, "
+                                                   "e.g. CRITICAL:6,DEFAULT:3,LOW:1 (weighted).")] = None,
+    strict_priority: Annotated[bool | None, typer.Option("--strict-priority", help="With --queues: a lower queue "
+                                                         "runs only while higher ones are empty.")] = None,
     metrics_listen: Annotated[str | None, typer.Option("--metrics", help="host:port for /metrics, /healthz, /readyz.")] = None,
     log_format: Annotated[str | None, typer.Option(help="auto, console or json.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
@@ -88,7 +92,8 @@ def run(
     ready_fd: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run the dispatcher until SIGTERM or SIGINT, then drain. No --server: on the data dir's embedded server."""
-    flags = dict(ctx.obj["flags"], queues=queue or None, concurrency=concurrency, metrics_listen=metrics_listen,
+    flags = dict(ctx.obj["flags"], queues=queue or None, concurrency=concurrency, priorities=priorities,
+                 strict_priority=strict_priority, metrics_listen=metrics_listen,
                  log_format=log_format, log_level=log_level, shutdown_grace=shutdown_grace, hooks=hook or None,
                  http_listen=http_listen)
     settings = load_settings(ctx.obj["config"], env=ctx.obj["env"], flags=flags)

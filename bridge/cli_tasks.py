@@ -140,6 +140,10 @@ def task_get(ctx: typer.Context, task_id: str, as_json: JsonOpt = False) -> None
     """Show one task."""
     record = with_producer(ctx, lambda p, nc: p.get(task_id))
     print_json(task_dict(record)) if as_json else show_task(record, queue_try_limit(ctx, record.queue))
+    if not as_json:
+        from .cli_limits import limits_note  # issue 18: the global limits an unfinished task waits for
+
+        limits_note(ctx, record)
 
 
 def queue_try_limit(ctx: typer.Context, queue: str) -> int:

@@ -42,10 +42,12 @@ from .announce import announce
 from .attempts import Attempt, AttemptRunner
 from .history import record_attempt
 from .hooks import load_hooks
+from .limiter import Limiter
 from .logs import RateLimitedLog
 from .metrics import Metrics
 from .policy import parse_policy
 from .presence import HandlerPresence, probe_delay
+from .priorities import priority_pool
 from .puller import Puller
 from .queue_watch import warn_if_asyncjobs, watch_queues
 from .queues import QueueAdmin, QueueConfig
@@ -87,6 +89,7 @@ class Dispatcher:
 
     def __init__(self, nc: Client, settings: Settings, *, metrics: Metrics | None = None) -> None:
         self.nc = nc
+        settings, self.pool = priority_pool(settings, self._on_item)  # --queues A:6,B:1 (bridge/priorities.py)
         self.settings = settings.validate()
         self.metrics = metrics or Metrics()
         self.id = settings.dispatcher_id
@@ -108,6 +111,8 @@ class Dispatcher:
         self._foreign_items = RateLimitedLog(log, "foreign_work_item")
         self._claim_failures = RateLimitedLog(log, "task_save_failed")
         self._mover = Mover(nc, self._rq)
+        #: global limits per task type and queue (bridge/limiter.py, docs/flow-control.md)
+        self.limiter = Limiter(nc, self.id, self.metrics, self.settler, on_lost=self._permit_lost, requester=self._rq)
         self.workers: dict[str, QueueWorker] = {}
         self._tg: TaskGroup | None = None
         #: one task per work item (cheaper than the task group's start_soon; see bridge/spawn.py)
@@ -172,6 +177,8 @@ class Dispatcher:
                       no_handler_delay=self.settings.no_handler_delay)
 
     def _capacity(self, config: QueueConfig) -> int:
+        if self.pool is not None:  # the pool caps the total; a queue may buffer up to its max_concurrent
+            return config.max_concurrent
         return min(self.settings.concurrency, config.max_concurrent)
 
     def serve_queue(self, config: QueueConfig) -> QueueWorker:
@@ -189,8 +196,11 @@ class Dispatcher:
             worker.puller.poke()
 
     def _start_worker(self, tg: TaskGroup, worker: QueueWorker) -> None:
-        worker.puller = Puller(self.nc, names.queue_stream(worker.name), names.QUEUE_CONSUMER,
-                               functools.partial(self._on_item, worker), worker.free_slots)
+        intake, free = functools.partial(self._on_item, worker), worker.free_slots
+        if self.pool is not None:
+            self.pool.attach(worker)
+            intake, free = functools.partial(self.pool.offer, worker), functools.partial(self.pool.free_for, worker)
+        worker.puller = Puller(self.nc, names.queue_stream(worker.name), names.QUEUE_CONSUMER, intake, free)
         tg.start_soon(worker.puller.run)
         tg.start_soon(self._keeper, worker)
 
@@ -200,6 +210,8 @@ class Dispatcher:
         mover = Puller(self.nc, names.SCHEDULE_STREAM, MOVER_CONSUMER, self._on_due, lambda: 1000)
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            tg.start_soon(self.limiter.run)
+            await self.limiter.wait_ready()
             for worker in list(self.workers.values()):
                 self._start_worker(tg, worker)
             tg.start_soon(mover.run)
@@ -218,9 +230,12 @@ class Dispatcher:
             await self._stop.wait()
             self.ready = False
             self.metrics.ready.set(0)
+            self.limiter.close()
             for worker in self.workers.values():
                 assert worker.puller is not None
                 worker.puller.stop()
+                if self.pool is not None:  # buffered, never started: handed back at once
+                    await self.settler.item([m.reply for m in self.pool.drop(worker) if m.reply], ItemAction.NAK)
             mover.stop()
             await self._drain()
             await self._items.cancel_all()
@@ -275,6 +290,8 @@ class Dispatcher:
             worker.inflight.pop(msg.reply, None)
             self.metrics.child(self.metrics.in_flight, worker.name).dec()
             self.busy.leave()
+            if worker.pool is not None:
+                worker.pool.done(worker)
             if worker.puller is not None:
                 worker.puller.poke()
 
@@ -297,6 +314,15 @@ class Dispatcher:
         if task.queue != worker.name and not self._signature_problem(task):
             await self._drop_foreign(worker, msg, task_id, f"the task belongs to queue {task.queue}")
             return
+        admission = await self.limiter.admit(worker, msg, task)  # global limits: wait here, no attempt spent
+        if admission is None:
+            return
+        try:
+            await self._claim_and_run(worker, msg, task, seq)
+        finally:
+            await admission.release()
+
+    async def _claim_and_run(self, worker: QueueWorker, msg: Msg, task: TaskRecord, seq: int) -> None:
         claimed = await self._claim(worker, msg, task, seq)
         if claimed is not None:
             active, seq = claimed
@@ -310,6 +336,12 @@ class Dispatcher:
                 self.claims.end(active.id)
                 raise
             await self._run_attempt(worker, msg, active, seq)  # ends the claim once the attempt is registered
+
+    def _permit_lost(self, task_id: str) -> None:
+        """A concurrency permit of a running attempt expired and was taken elsewhere: stop the attempt."""
+        attempt = self.runner.attempt_for(task_id)
+        if attempt is not None:
+            self.runner.abort(attempt, "lost", "its concurrency permit expired (was this dispatcher paused?)")
 
     async def _drop_foreign(self, worker: QueueWorker, msg: Msg, task_id: str, why: str) -> None:
         """An item that does not match its task (forged, or put on the wrong queue): removed, the task untouched."""
@@ -484,6 +516,7 @@ class Dispatcher:
             outcome = await self.runner.run(attempt)
             if self.hooks is not None:
                 self.hooks.after_attempt(attempt, outcome, time.monotonic() - started)
+            await self.limiter.observe(worker.name, task.type, outcome)  # adaptive limits: handlers push back
             self.metrics.child(self.metrics.attempt_duration, worker.name, task.type, outcome.kind).observe(
                 time.monotonic() - started)
             if outcome.kind == "no_handler":

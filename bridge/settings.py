@@ -39,7 +39,11 @@ class Settings:
         queues: queues to serve; ``*`` serves every queue that exists, including ones created later (the default
             serves ``DEFAULT``, created if missing, and every other queue).
         create_queues: create missing queues (with default settings) instead of failing.
-        concurrency: attempts this dispatcher runs at once on each queue (capped by the queue's max_concurrent).
+        concurrency: attempts this dispatcher runs at once on each queue (capped by the queue's max_concurrent);
+            with ``priorities``, the size of the one pool of slots all its queues share.
+        priorities: queues served from one pool by priority, ``CRITICAL:6,DEFAULT:3,LOW:1`` (replaces ``queues``;
+            see bridge/priorities.py and docs/flow-control.md); weighted unless ``strict_priority``.
+        strict_priority: with ``priorities``, a lower queue runs only while every higher one is empty.
         subject_prefix: default route subject prefix (``<prefix>.<type>``).
         routes: the route table (see bridge.routes).
         no_handler_delay: wait between tries while no handler answers (not counted as attempts).
@@ -81,6 +85,8 @@ class Settings:
     queues: tuple[str, ...] = ("DEFAULT", "*")
     create_queues: bool = True
     concurrency: int = 200
+    priorities: str = ""
+    strict_priority: bool = False
     subject_prefix: str = names.DEFAULT_TASK_SUBJECT_PREFIX
     routes: tuple[Route, ...] = ()
     no_handler_delay: float = 5.0
@@ -115,6 +121,12 @@ class Settings:
         return self
 
     def _check_queues(self) -> None:
+        if self.priorities:
+            from .priorities import parse_priorities
+
+            parse_priorities(self.priorities)
+        elif self.strict_priority:
+            raise ConfigError("strict_priority needs priorities (--queues CRITICAL:6,DEFAULT:3,LOW:1)")
         if not self.queues:
             raise ConfigError("queues: name at least one queue, or '*' for all")
         for q in self.queues:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import msgspec
 from jetbridge.internal import TaskRecord, names, parse_ns
@@ -10,6 +11,9 @@ from jetbridge.internal import TaskRecord, names, parse_ns
 from .puller import Puller
 from .queues import QueueConfig
 from .states import Limits
+
+if TYPE_CHECKING:
+    from .priorities import PriorityPool
 
 
 class _Item(msgspec.Struct):
@@ -60,10 +64,21 @@ class QueueWorker:
     inflight: dict[str, float] = field(default_factory=dict)
     #: the queue was deleted (it is served again if it comes back)
     gone: bool = False
+    #: items in ``inflight`` that wait for a global limit (bridge/limiter.py): they hold no slot
+    waiting: int = 0
+    #: the shared slots when the dispatcher serves queues by priority (bridge/priorities.py)
+    pool: PriorityPool | None = None
 
     @property
     def name(self) -> str:
         return self.config.name
 
     def free_slots(self) -> int:
-        return self.capacity - len(self.inflight)
+        return self.capacity - len(self.inflight) + self.waiting
+
+    def slot_freed(self) -> None:
+        """A slot came free (an item ended, or waits for a limit): pull or start more."""
+        if self.pool is not None:
+            self.pool.kick()
+        if self.puller is not None:
+            self.puller.poke()

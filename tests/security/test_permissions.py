@@ -156,6 +156,14 @@ async def test_each_role_works_with_exactly_its_set(site: Site, cli: Cli) -> Non
 
     async with as_role(site, "admin") as (admin, admin_errors):
         await make_queues(admin)
+        # A global limit on the type (never reached here): the dispatcher follows KV JETBRIDGE_LIMITS and takes,
+        # renews and gives back a permit per attempt with the permissions docs/security.md lists (issue 18).
+        from bridge.limit_store import open_bucket, save_spec
+        from bridge.limits import make_spec
+
+        limits = await open_bucket(admin, create=True)
+        assert limits is not None
+        await save_spec(limits, make_spec(TASK_TYPE, "*", 20, "1000/s", 100))
         # An orphan: a task in the store, an hour old, without a work item. The reconciler must re-queue it.
         store = TaskStore(Requester(admin))
         orphan = new_task(task_id="orphan-1", task_type=TASK_TYPE, queue=QUEUE, payload=b'{"mode": "orphan"}',
