@@ -14,3 +14,5 @@ go build -o "$REPO/.build/go/resize" ./examples/resize
 # The tracing module (jbotel, its own module: OpenTelemetry stays out of the main one) and its traced handler,
 # used by tests/tracing.
 (cd jbotel && go build ./... && go build -o "$REPO/.build/go/traced" ./cmd/traced)
+# The metrics module (jbprom, its own module: the Prometheus client stays out of the main one).
+(cd jbprom && go build ./...)

@@ -22,3 +22,4 @@ if [ "$(go env CGO_ENABLED)" = 1 ] && command -v "$(go env CC)" >/dev/null; then
 fi
 go test -count=1 "${race[@]}" ./...
 (cd jbotel && go vet ./... && go test -count=1 ./...)
+(cd jbprom && go vet ./... && go test -count=1 ./...)

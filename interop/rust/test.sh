@@ -8,3 +8,6 @@ cd "$RUST_DIR"
 # The OpenTelemetry middleware (feature `otel`): its unit tests and doc sample; tests/tracing runs it end to end.
 "$CARGO" test --features otel --lib otel "$@"
 "$CARGO" test --features otel --doc otel "$@"
+# The Prometheus metrics middleware (feature `prometheus`): its test through a service, and its doc sample.
+"$CARGO" test --features prometheus --test prometheus "$@"
+"$CARGO" test --features prometheus --doc prometheus "$@"

@@ -43,7 +43,7 @@ GO_DIR="jetbridge-go-$GO_VERSION"
 mkdir -p "$OUT/go/$GO_DIR"
 # The library, its example and the conformance handler; tests stay behind (they read the repo's protocol/).
 (cd "$REPO/interop/go" && cp --parents go.mod go.sum README.md $(ls *.go | grep -v '_test\.go$') \
-  -r cmd examples jbotel "$OUT/go/$GO_DIR/")
+  -r cmd examples jbotel jbprom "$OUT/go/$GO_DIR/")
 (cd "$OUT/go" && "$PY" -m zipfile -c "$GO_DIR.zip" "$GO_DIR" && rm -rf "$GO_DIR")
 
 echo "built:"

@@ -41,6 +41,8 @@ pub mod middleware;
 mod output;
 #[cfg(feature = "otel")]
 pub mod otel;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 pub mod protocol;
 mod service;
 mod signal;
