@@ -108,6 +108,16 @@ async def dispatchers(b: B) -> dict[str, Any]:
     return {"dispatchers": await b.dispatchers()}
 
 
+@router.get("/v1/limits", response_model=models.LimitList, response_model_exclude_none=True,
+            dependencies=[READ], responses=ERRORS, tags=["limits"])
+async def limits(b: B) -> dict[str, Any]:
+    """Global limits in force (``jetbridge limit set``; docs/flow-control.md) with the permits held now. Read-only
+    here: limits are set and deleted with the CLI."""
+    from ..limit_store import limit_rows
+
+    return {"limits": await limit_rows(b.nc)}
+
+
 @router.get("/v1/events", dependencies=[READ], responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
             tags=["events"])
 async def events(request: Request, b: B,

@@ -311,6 +311,22 @@ class DispatcherList(BaseModel):
     dispatchers: list[Dispatcher]
 
 
+class Limit(BaseModel):
+    id: str
+    types: str = Field(description="task types it limits (a pattern such as 'email:*')")
+    queues: str = Field(description="queues it limits (a pattern; '*': all)")
+    concurrency: int | None = Field(None, description="attempts that may run at once, across every dispatcher")
+    rate: str | None = Field(None, description="starts allowed, as the operator wrote it (100/s, 6000/m)")
+    rate_per_s: float | None = None
+    burst: int | None = None
+    adaptive: bool = Field(description="whether handlers' 'overloaded' retries lower the rate for a while")
+    running: int | None = Field(None, description="permits held now (concurrency limits)")
+
+
+class LimitList(BaseModel):
+    limits: list[Limit]
+
+
 class SchedulePauseRequest(Strict):
     note: str = Field("", max_length=500)
 

@@ -142,3 +142,21 @@ async def test_a_running_dispatcher_is_listed_until_it_stops(web: Served, nats_s
     async with httpx.AsyncClient(base_url=web.url) as c:
         gone = (await c.get("/v1/dispatchers")).json()["dispatchers"]
     assert all(x["id"] != did for x in gone)
+
+
+async def test_limits_in_force_are_listed(web: Served, h: Harness) -> None:
+    from bridge.limit_store import delete_spec, open_bucket, save_spec
+    from bridge.limits import make_spec
+
+    kv = await open_bucket(h.nc, create=True)
+    assert kv is not None
+    spec = make_spec(f"{h.unique}:*", "*", 3, "50/s", None, False)
+    await save_spec(kv, spec)
+    try:
+        async with httpx.AsyncClient(base_url=web.url) as c:
+            listed = (await c.get("/v1/limits")).json()["limits"]
+        mine = [row for row in listed if row["types"] == f"{h.unique}:*"]
+        assert mine == [{"id": spec.id, "types": f"{h.unique}:*", "queues": "*", "concurrency": 3, "rate": "50/s",
+                         "rate_per_s": 50.0, "burst": spec.burst, "adaptive": False, "running": 0}], listed
+    finally:
+        await delete_spec(kv, spec.id)
