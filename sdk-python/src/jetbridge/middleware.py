@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -50,6 +51,21 @@ def outcome_of(exc: BaseException | None) -> tuple[str, str | None]:
     return "cancelled", "cancelled"
 
 
+async def _observed(task: Task, call_next: Next, done: Callable[[str, str | None, float], None]) -> Any:
+    """Run the rest of the chain and tell ``done`` how the attempt ended (:func:`outcome_of`) and how long it took,
+    whether it returned or raised: the one shape of the observing built-ins (logging, metrics)."""
+    started = time.perf_counter()
+    failure: BaseException | None = None
+    try:
+        return await call_next(task)
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        outcome, code = outcome_of(failure)
+        done(outcome, code, time.perf_counter() - started)
+
+
 def log_attempts(logger: Any = None) -> Middleware:
     """One structured log line per attempt when it ends (event ``attempt_done``): task id, type, queue, attempt,
     outcome (see :func:`outcome_of`), error code and duration; INFO for ``ok``, WARNING otherwise.
@@ -60,18 +76,10 @@ def log_attempts(logger: Any = None) -> Middleware:
     out = logger if logger is not None else structlog.get_logger("jetbridge.attempts")
 
     async def logging(task: Task, call_next: Next) -> Any:
-        started = time.perf_counter()
-        failure: BaseException | None = None
-        try:
-            return await call_next(task)
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            outcome, code = outcome_of(failure)
+        def done(outcome: str, code: str | None, seconds: float) -> None:
             fields: dict[str, Any] = {
                 "task_id": task.id, "type": task.type, "queue": task.queue, "attempt": task.attempt,
-                "outcome": outcome, "duration_ms": round((time.perf_counter() - started) * 1000, 3)}
+                "outcome": outcome, "duration_ms": round(seconds * 1000, 3)}
             if code is not None:
                 fields["code"] = code
             if outcome == "cancelled":
@@ -80,6 +88,8 @@ def log_attempts(logger: Any = None) -> Middleware:
                 out.info("attempt_done", **fields)
             else:
                 out.warning("attempt_done", **fields)
+
+        return await _observed(task, call_next, done)
 
     return logging
 
@@ -139,17 +149,12 @@ def prometheus_metrics(registry: CollectorRegistry | None = None) -> Middleware:
     async def measured(task: Task, call_next: Next) -> Any:
         running = metrics.in_progress.labels(task.type)
         running.inc()
-        started = time.perf_counter()
-        failure: BaseException | None = None
-        try:
-            return await call_next(task)
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
+
+        def done(outcome: str, _code: str | None, seconds: float) -> None:
             running.dec()
-            outcome, _ = outcome_of(failure)
             metrics.attempts.labels(task.type, outcome).inc()
-            metrics.duration.labels(task.type, outcome).observe(time.perf_counter() - started)
+            metrics.duration.labels(task.type, outcome).observe(seconds)
+
+        return await _observed(task, call_next, done)
 
     return measured
