@@ -109,6 +109,23 @@ class Requester:
             if self._pending.get(token) is future:
                 del self._pending[token]
 
+    def send(self, subject: str, data: bytes, *, headers: dict[str, str] | None = None,
+             timeout: float = 5.0) -> asyncio.Future[Msg] | None:
+        """Send a request without awaiting anything; its reply (or a timeout) resolves the returned future.
+
+        For pipelines that send many requests and then gather the replies: a future per request, and no coroutine
+        or task. None when the publish could not be queued at once (not connected, a full buffer): use
+        :meth:`request`. :meth:`start` must have been awaited.
+        """
+        token = self.new_token()
+        if self._sub is None or not publish_nowait(self._nc, subject, data, f"{self.prefix}.{token}", headers):
+            return None
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Msg] = loop.create_future()
+        self._pending[token] = future
+        self._expire_after(loop, max(timeout, 0.0), token)
+        return future
+
     def forget(self, token: str) -> None:
         """Stop waiting for ``token``; a reply that still comes is stale."""
         future = self._pending.pop(token, None)
