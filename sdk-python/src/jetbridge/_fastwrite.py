@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Any
 
 from nats.aio.client import Client
+
+CONNECTED = Client.CONNECTED
 
 #: what nats-py's ``publish`` refuses in a subject (``_SUBJECT_INVALID_RE``)
 _BAD_SUBJECT = re.compile(r"[ \t\r\n]")
@@ -25,15 +28,31 @@ _BAD_SUBJECT = re.compile(r"[ \t\r\n]")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
+#: header names seen -> the name as written (stripped), or None where ``publish`` would refuse it; names repeat
+_NAMES: dict[str, str | None] = {}
+_NAMES_MAX = 1024
+
+
+def _checked_name(name: str) -> str | None:
+    key = name.strip()
+    checked = key if _HEADER_NAME.fullmatch(key) else None
+    if len(_NAMES) < _NAMES_MAX:
+        _NAMES[name] = checked
+    return checked
+
+
 def _header_block(headers: dict[str, str]) -> bytes | None:
     """``NATS/1.0`` and the header lines as ``publish`` writes them, or None if ``publish`` would refuse them."""
     lines = ["NATS/1.0\r\n"]
+    names = _NAMES
     for name, value in headers.items():
-        key = name.strip()
-        if not key:
-            continue
-        if not _HEADER_NAME.fullmatch(key) or "\r" in value or "\n" in value:
-            return None  # publish() raises for a bad name and rewrites line breaks: let it
+        key = names[name] if name in names else _checked_name(name)
+        if key is None:
+            if not name.strip():
+                continue  # publish() skips an empty name
+            return None  # publish() raises for a bad name: let it
+        if "\r" in value or "\n" in value:
+            return None  # publish() rewrites line breaks: let it
         lines.append(f"{key}: {value.strip()}\r\n")
     lines.append("\r\n")
     return "".join(lines).encode()
@@ -42,9 +61,10 @@ def _header_block(headers: dict[str, str]) -> bytes | None:
 def publish_nowait(nc: Client, subject: str, payload: bytes, reply: str = "",
                    headers: dict[str, str] | None = None) -> bool:
     """Queue a core publish without awaiting; False when it could not be done this way (use ``nc.publish``)."""
-    if not nc.is_connected or nc.is_draining_pubs or len(payload) > nc.max_payload or not subject \
+    client: Any = nc
+    if client._status != CONNECTED or len(payload) > client._max_payload or not subject \
             or _BAD_SUBJECT.search(subject) or (reply and _BAD_SUBJECT.search(reply)):
-        return False
+        return False  # closed, reconnecting or draining, or what publish() refuses: let it
     if headers is None:
         cmd = b"".join((f"PUB {subject} {reply} {len(payload)}\r\n".encode(), payload, b"\r\n"))
     else:
@@ -53,14 +73,29 @@ def publish_nowait(nc: Client, subject: str, payload: bytes, reply: str = "",
             return False
         cmd = b"".join((f"HPUB {subject} {reply} {len(block)} {len(block) + len(payload)}\r\n".encode(),
                         block, payload, b"\r\n"))
-    if 0 < nc._max_pending_size < nc._pending_data_size + len(cmd):
-        return False  # publish() forces a flush here
-    nc._pending.append(cmd)
-    nc._pending_data_size += len(cmd)
-    stats = nc.stats
+    if not _queue(client, cmd):
+        return False
+    stats = client.stats
     stats["out_msgs"] += 1
     stats["out_bytes"] += len(payload)
-    queue = nc._flush_queue
+    return True
+
+
+def command_nowait(nc: Client, cmd: bytes) -> bool:
+    """Queue a protocol command (``SUB``, ``UNSUB``) as ``_send_command`` and ``_flush_pending`` would, without
+    awaiting; False when not connected or the buffer is full (use nats-py's own call)."""
+    client: Any = nc
+    return client._status == CONNECTED and _queue(client, cmd)
+
+
+def _queue(client: Any, cmd: bytes) -> bool:
+    """Append ``cmd`` to the client's outgoing buffer and wake its flusher, unless that would force a flush."""
+    size = client._pending_data_size + len(cmd)
+    if 0 < client._max_pending_size < size:
+        return False  # publish() forces a flush here
+    client._pending.append(cmd)
+    client._pending_data_size = size
+    queue = client._flush_queue
     if queue is not None and queue.empty():
         queue.put_nowait(asyncio.get_running_loop().create_future())  # the flusher resolves it after writing
     return True

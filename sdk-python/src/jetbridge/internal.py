@@ -63,10 +63,11 @@ from ._fastread import (
     subscribe_lane,
 )
 from ._fastwrite import (
-    publish as publish_fast,
+    command_nowait,
+    publish_nowait,
 )
 from ._fastwrite import (
-    publish_nowait,
+    publish as publish_fast,
 )
 from ._inflight import (
     InFlight,
@@ -170,6 +171,7 @@ __all__ = [
     "TaskStore",
     "TransportError",
     "check_name",
+    "command_nowait",
     "config_bucket",
     "decode_doc",
     "decode_event",
