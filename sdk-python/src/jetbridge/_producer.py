@@ -47,7 +47,7 @@ DEFAULT_MAX_TRIES = 10
 MAX_TRIES_LIMIT = 2**63 - 1
 T = TypeVar("T")
 #: ``enqueue_many`` chunks in flight at once
-CHUNKS_IN_FLIGHT = 2
+CHUNKS_IN_FLIGHT = 3
 _json = msgspec.json.Encoder()
 
 
