@@ -62,3 +62,12 @@ async def test_a_full_queue_refuses_the_rest_of_a_batch(nc: Client, unique: str)
     assert await _waiting(h) == 3
     for task_id in ok:
         assert (await h.producer.get(task_id)).state == "new"
+
+
+async def test_large_tasks_that_overflow_the_outgoing_buffer_are_all_enqueued(h: Harness) -> None:
+    """Sixty 100 kB tasks are more than nats-py's 2 MiB outgoing buffer: those that do not fit take the awaited path."""
+    big = b"x" * 100_000
+    results = await h.producer.enqueue_many([TaskSpec(type="t", payload=big) for _ in range(60)])
+    assert all(isinstance(r, str) for r in results), [r for r in results if not isinstance(r, str)][:1]
+    assert await _waiting(h) == 60
+    assert (await h.producer.get(results[59])).payload == big  # type: ignore[arg-type]
