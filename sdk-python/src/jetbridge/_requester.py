@@ -59,9 +59,9 @@ class Requester:
 
     async def close(self) -> None:
         if self._sub is not None:
-            await self._sub.unsubscribe()
-            drop_lane(self._nc, self._sub)
-            self._sub = None
+            sub, self._sub = self._sub, None
+            drop_lane(self._nc, sub)
+            await sub.unsubscribe()
         for future in self._pending.values():
             if not future.done():
                 future.cancel()
