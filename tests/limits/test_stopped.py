@@ -1,0 +1,136 @@
+"""Issue 18 under attack: a paused permit holder, a careless operator, and garbage in the limits bucket.
+
+- A dispatcher SIGSTOPped while its attempt runs under a concurrency limit of 1: its protocol 1.1 handler fences
+  the attempt, the permit expires and a second dispatcher takes it over; after SIGCONT the paused one must not
+  believe it still holds the permit (no renewal over the new holder, no release of the new holder's permit), and
+  no task is lost or run to completion twice.
+- ``limit set`` with absurd values: one line, exit code 2, nothing stored.
+- A hand-written garbage entry in ``JETBRIDGE_LIMITS``: logged once, ignored; the dispatcher keeps following the
+  bucket and other types keep flowing.
+
+Every wait here is for an event or a state (bounded by generous timeouts): the machine is a loaded 2-core one.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import anyio
+import jetbridge
+import msgspec
+import pytest
+from nats.aio.client import Client
+
+from bridge.embedded import NatsServer
+from bridge.limit_store import open_bucket
+from bridge.limits import Permit, limit_id
+from tests.harness import Harness
+from tests.limits.procs import cli, start_dispatcher
+from tests.limits.test_concurrency import holds_a_permit
+
+pytestmark = pytest.mark.anyio
+
+#: the queue's lease: short so the permit expiry (2 x lease + 1 s) passes quickly, long enough that a loaded machine
+#: never misses a heartbeat acknowledgement by accident (a 1.1 handler fences itself one lease after the last one)
+LEASE = 1.0
+
+
+class Attempts:
+    """What the handler saw: attempts running now, the most at once, starts in order, returns per task."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.most = 0
+        self.returned: Counter[str] = Counter()
+        self.send, self.starts = anyio.create_memory_object_stream[str](100)
+
+    def enter(self, task_id: str) -> None:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        self.send.send_nowait(task_id)
+
+
+async def _log_line(path: Path, event: str, timeout: float) -> dict[str, Any]:
+    """The first JSON log line of ``event`` in a dispatcher's log file (written by another process)."""
+    with anyio.fail_after(timeout):
+        while True:
+            for line in path.read_text().splitlines() if path.exists() else []:
+                if f'"{event}"' in line:
+                    return dict(json.loads(line))
+            await anyio.sleep(0.05)  # another process's file: nothing announces a new line
+
+
+async def test_a_paused_permit_holder_is_fenced_and_never_takes_the_permit_back(
+        nats_server: NatsServer, nc: Client, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness(nc, unique)
+    await h.make_queue(lease=LEASE, max_run_time=120, retry="fixed:0.05")
+    task_type = f"stop{unique}"
+    assert cli(nats_server, "limit", "set", task_type, "--concurrency", "1").returncode == 0
+    kv = await open_bucket(nc, create=False)
+    assert kv is not None
+    slot = f"permit.{limit_id(task_type, '*')}.0"
+    seen = Attempts()
+    release = anyio.Event()
+
+    async def work(task: jetbridge.Task) -> Any:
+        seen.enter(task.id)
+        try:
+            await release.wait()  # a fenced attempt is cancelled here
+        finally:
+            seen.running -= 1
+        seen.returned[task.id] += 1
+        return "ok"
+
+    a_log, b_log = tmp_path / "a.log", tmp_path / "b.log"
+    monkeypatch.setenv("LIMITS_TEST_LOG_LEVEL", "info")
+    async with h.service({task_type: work}):
+        monkeypatch.setenv("LIMITS_TEST_LOG", str(a_log))
+        a = start_dispatcher(nats_server, h, dispatcher_id=f"a{unique}")
+        monkeypatch.setenv("LIMITS_TEST_LOG", str(b_log))
+        b: Any = None
+        try:
+            first = await h.producer.enqueue(task_type)
+            with anyio.fail_after(60):
+                assert await seen.starts.receive() == first  # A runs the first task's attempt ...
+                await holds_a_permit(nc, f"a{unique}")  # ... under the limit's only permit
+            b = start_dispatcher(nats_server, h, dispatcher_id=f"b{unique}")
+            a.send_signal(signal.SIGSTOP)
+            async with h.events(first) as first_events:
+                second = await h.producer.enqueue(task_type)  # only B can pull it now
+                with anyio.fail_after(90):  # the permit expires 2 x lease + 1 s after A's last renewal
+                    next_start = await seen.starts.receive()
+                assert seen.most == 1, "B's attempt started while A's fenced attempt still ran"
+                held = msgspec.json.decode((await kv.get(slot)).value or b"", type=Permit)
+                assert held.dispatcher == f"b{unique}" and held.task == next_start
+                a.send_signal(signal.SIGCONT)
+                with anyio.fail_after(60):  # A wakes up, finds its attempt lost and saves that (task back to retry)
+                    async for event in first_events:
+                        if event.state != "active":
+                            break
+            lost = await h.producer.get(first)
+            assert lost.state in ("retry", "active") and lost.tries == 1, lost
+            # A noticed the permit is gone: it neither renewed it over B nor gave B's permit back on its way out
+            after = msgspec.json.decode((await kv.get(slot)).value or b"", type=Permit)
+            assert (after.dispatcher, after.task) == (f"b{unique}", next_start), after
+            assert seen.running == 1 and seen.most == 1
+            release.set()
+            for task_id in (first, second):
+                record = await h.producer.wait(task_id, timeout=90)
+                assert record.state == "complete", record
+        finally:
+            for p in (a, b):
+                if p is not None:
+                    if p.poll() is None:
+                        p.send_signal(signal.SIGCONT)
+                        p.kill()
+                    p.wait()
+    assert seen.most == 1, f"{seen.most} attempts of a type limited to 1 ran at once"
+    assert seen.returned == {first: 1, second: 1}, seen.returned  # none lost, none completed twice
+    noticed = await _log_line(a_log, "limit_permit_lost", 5)
+    assert noticed["task_id"] == first and noticed["permit"] == slot
+    for log in (a_log, b_log):
+        assert '"level": "error"' not in log.read_text() and "Traceback" not in log.read_text()
