@@ -58,7 +58,8 @@ async def _log_line(path: Path, event: str, timeout: float) -> dict[str, Any]:
     """The first JSON log line of ``event`` in a dispatcher's log file (written by another process)."""
     with anyio.fail_after(timeout):
         while True:
-            for line in path.read_text().splitlines() if path.exists() else []:
+            text = await anyio.Path(path).read_text() if await anyio.Path(path).exists() else ""
+            for line in text.splitlines():
                 if f'"{event}"' in line:
                     return dict(json.loads(line))
             await anyio.sleep(0.05)  # another process's file: nothing announces a new line
@@ -133,4 +134,107 @@ async def test_a_paused_permit_holder_is_fenced_and_never_takes_the_permit_back(
     noticed = await _log_line(a_log, "limit_permit_lost", 5)
     assert noticed["task_id"] == first and noticed["permit"] == slot
     for log in (a_log, b_log):
-        assert '"level": "error"' not in log.read_text() and "Traceback" not in log.read_text()
+        text = await anyio.Path(log).read_text()
+        assert '"level": "error"' not in text and "Traceback" not in text, text
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["x", "--concurrency", "-1"], "--concurrency must be between 1 and 10000, got -1"),
+    (["x", "--concurrency", str(10**12)], f"--concurrency must be between 1 and 10000, got {10**12}"),
+    (["x", "--rate", "abc"], "--rate 'abc' is not a rate: write COUNT/UNIT, e.g. 100/s, 6000/m or 10/5s"),
+    (["x", "--rate", "5/fortnight"], "--rate '5/fortnight' is not a rate: write COUNT/UNIT, e.g. 100/s, 6000/m or "
+                                     "10/5s"),
+    (["x", "--rate", "0." + "0" * 320 + "1/s"], None),  # more than 0, but its interval is infinite
+    (["x", "--rate", "1/25h"], "--rate '1/25h' is less than one start a day: the slowest rate is 1/24h"),
+    (["x", "--rate", "5/s", "--burst", "0"], "--burst must be between 1 and 100000, got 0"),
+    (["x", "--burst", "3"], "a limit needs --concurrency N, --rate COUNT/UNIT, or both"),
+    (["x", "--concurrency", "1", "--adaptive"], "--adaptive only applies with --rate"),
+    (["x.>", "--concurrency", "1"], "PATTERN 'x.>' must be a task type or fnmatch pattern of letters, digits and "
+                                    "_-:. with * ? [ ] (for example email:*)"),
+    (["x", "--queue", "Q >", "--concurrency", "1"], "--queue 'Q >' must be a task type or fnmatch pattern of "
+                                                    "letters, digits and _-:. with * ? [ ] (for example email:*)"),
+    (["a" * 5000, "--concurrency", "1"], "PATTERN 'aaaaaaaaaaaaaaaaaaaa...' is 5000 characters long: at most 200"),
+])
+def test_absurd_limits_are_one_line_and_store_nothing(nats_server: NatsServer, args: list[str],
+                                                      message: str | None) -> None:
+    """What tests/limits/test_cli.py does not cover yet; each is refused before anything is written."""
+    before = cli(nats_server, "limit", "list", "--json")
+    done = cli(nats_server, "limit", "set", *args)
+    assert done.returncode == 2, done
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    if message is not None:
+        assert done.stderr.strip() == f"error: {message}"
+    else:
+        assert done.stderr.startswith("error: --rate '0.000"), done.stderr
+    assert cli(nats_server, "limit", "list", "--json").stdout == before.stdout
+
+
+async def test_garbage_in_the_limits_bucket_is_logged_once_and_ignored(
+        nats_server: NatsServer, nc: Client, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness(nc, unique)
+    await h.make_queue(lease=2.0, max_run_time=60)
+    limited, other = f"lim{unique}", f"other{unique}"
+    assert cli(nats_server, "limit", "set", limited, "--concurrency", "1").returncode == 0
+    kv = await open_bucket(nc, create=False)
+    assert kv is not None
+    started = Attempts()
+    release = anyio.Event()
+
+    async def limited_work(task: jetbridge.Task) -> Any:
+        started.enter(task.id)
+        try:
+            await release.wait()
+        finally:
+            started.running -= 1
+        return "ok"
+
+    async def other_work(task: jetbridge.Task) -> Any:
+        return "ok"
+
+    # written by hand, only for this test's queue (the server is shared); each one used to crash or stall something
+    garbage = {
+        f"def.{limit_id(f'gone{unique}', '*')}": b"{not json",
+        # valid JSON: every type on the queue, a concurrency that makes the permit scan raise
+        f"def.{limit_id('*', h.queue)}": json.dumps({"types": "*", "queues": h.queue, "concurrency": -1}).encode(),
+        # a rate whose GCRA interval overflows
+        f"def.{limit_id('*', h.queue + '*')}": json.dumps({"types": "*", "queues": h.queue + "*",
+                                                           "rate": 1e-300}).encode(),
+        # not a slot number: ended the KV watch, again at every restart
+        f"permit.{limit_id(limited, '*')}.x{unique}": b"{}",
+    }
+    log = tmp_path / "d.log"
+    monkeypatch.setenv("LIMITS_TEST_LOG", str(log))
+    monkeypatch.setenv("LIMITS_TEST_LOG_LEVEL", "info")
+    try:
+        async with h.service({limited: limited_work, other: other_work}):
+            d = start_dispatcher(nats_server, h, dispatcher_id=f"g{unique}")
+            try:
+                await h.run(other, timeout=60)  # serving, and following the bucket
+                for key, value in garbage.items():
+                    await kv.put(key, value)
+                first, second = await h.producer.enqueue(limited), await h.producer.enqueue(limited)
+                with anyio.fail_after(60):
+                    assert await started.starts.receive() in (first, second)
+                for task_id in await h.producer.enqueue_many([jetbridge.TaskSpec(type=other) for _ in range(20)]):
+                    assert isinstance(task_id, str)
+                    assert (await h.producer.wait(task_id, timeout=60)).state == "complete"
+                assert started.running == 1, "the limit of 1 no longer holds"
+                assert cli(nats_server, "limit", "delete", limited).returncode == 0
+                with anyio.fail_after(30):  # the dispatcher still follows the bucket: the waiting task starts
+                    await started.starts.receive()
+                release.set()
+                for task_id in (first, second):
+                    assert (await h.producer.wait(task_id, timeout=60)).state == "complete"
+            finally:
+                d.kill()
+                d.wait()
+    finally:
+        for key in garbage:
+            await kv.purge(key)
+    text = await anyio.Path(log).read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    bad = Counter(line["key"] for line in lines if line["event"] == "bad_limit_entry")
+    assert bad == dict.fromkeys(garbage, 1), bad  # logged once each
+    assert not [line for line in lines if line["level"] == "error" or "watch_failed" in line["event"]
+                or line["event"] == "limit_check_failed"], text
+    assert "Traceback" not in text
