@@ -192,15 +192,27 @@ class LimitMirror:
         return None
 
 
-@dataclass
+@dataclass(eq=False)
 class Held:
-    """A permit this dispatcher holds for one task."""
+    """A permit this dispatcher holds for one task.
+
+    Compared by identity: a slot given up (lost, or being given back) may already be held again, for another task,
+    and the two holdings must never be mistaken for each other.
+    """
 
     key: str
     task: str
     revision: int
     lease: float
     renewed: float
+    #: found taken by another holder (it expired while this dispatcher was paused or cut off): never renewed or
+    #: written again
+    lost: bool = False
+    released: bool = False
+    #: a renewal and the release of one permit never overlap: a release sent while a renewal's write is still
+    #: unacknowledged compares against the revision before it, fails, and leaves the permit held (capacity lost
+    #: until it expires); a renewal sent after the release finds the slot empty and would call the permit lost
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
 
 
 class LimitKV:
@@ -285,31 +297,43 @@ class LimitKV:
 
     async def renew(self, held: Held, now_mono: float) -> bool:
         """Push the permit's expiry on; False only when another holder has it now (it expired and was taken while
-        we were away). A permit whose limit was deleted is simply no longer renewed."""
-        value = self._permit(held.task, held.lease)
-        try:
-            held.revision = await self._write(held.key, value, held.revision)
-        except jserr.KeyWrongLastSequenceError:
+        we were away; then ``held.lost``). A permit whose limit was deleted, or that was given back meanwhile, is
+        simply no longer renewed."""
+        async with held.lock:
+            if held.released or held.lost:
+                return not held.lost
+            value = self._permit(held.task, held.lease)
             try:
-                entry = await self.kv.get(held.key)
-            except jserr.KeyNotFoundError:
-                held.renewed = float("inf")  # the limit was deleted (its slots purged): nothing to renew
-                return True
-            current = _decode_permit(entry.value)
-            if current is not None and current.task == held.task and current.dispatcher == self.dispatcher:
-                held.revision = entry.revision or held.revision  # still ours: renew from that revision next round
-                return True
-            return False  # taken (and maybe given back) by another: it expired while we were away
-        self.mirror.apply(held.key, value, held.revision)
-        held.renewed = now_mono
-        return True
+                held.revision = await self._write(held.key, value, held.revision)
+            except jserr.KeyWrongLastSequenceError:
+                try:
+                    entry = await self.kv.get(held.key)
+                except jserr.KeyNotFoundError:
+                    held.renewed = float("inf")  # the limit was deleted (its slots purged): nothing to renew
+                    return True
+                current = _decode_permit(entry.value)
+                if current is not None and current.task == held.task and current.dispatcher == self.dispatcher:
+                    held.revision = entry.revision or held.revision  # still ours: renew from that revision next round
+                    return True
+                held.lost = True  # taken (and maybe given back) by another: it expired while we were away
+                return False
+            self.mirror.apply(held.key, value, held.revision)
+            held.renewed = now_mono
+            return True
 
     async def release(self, held: Held) -> None:
-        try:
-            revision = await self._write(held.key, b"", held.revision)
-            self.mirror.apply(held.key, b"", revision)
-        except jserr.KeyWrongLastSequenceError:
-            pass  # it expired and was taken: nothing of ours to give back
+        """Give the permit back (once); a lost one is not ours to write any more."""
+        async with held.lock:
+            if held.released:
+                return
+            held.released = True
+            if held.lost:
+                return
+            try:
+                revision = await self._write(held.key, b"", held.revision)
+                self.mirror.apply(held.key, b"", revision)
+            except jserr.KeyWrongLastSequenceError:
+                pass  # it expired and was taken: nothing of ours to give back
 
     async def take_token(self, spec: LimitSpec) -> int:
         """Start one attempt against ``spec``'s rate: 0 when allowed (and counted), else ns to wait.
