@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,7 +27,7 @@ import anyio
 import jetbridge
 import msgspec
 import pytest
-from jetbridge.internal import TaskRecord, now_ns
+from jetbridge.internal import TaskRecord, names, now_ns
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -35,6 +36,7 @@ from bridge.limit_store import LimitKV, LimitMirror, open_bucket, save_spec
 from bridge.limiter import Limiter
 from bridge.limits import LimitSpec, Permit, limit_id, make_spec
 from bridge.metrics import Metrics
+from bridge.presence import PROBE_HEADER
 from bridge.queues import QueueConfig
 from bridge.states import Limits
 from bridge.worker import QueueWorker
@@ -75,6 +77,28 @@ async def _log_line(path: Path, event: str, timeout: float) -> dict[str, Any]:
             await anyio.sleep(0.05)  # another process's file: nothing announces a new line
 
 
+async def _until(check: Any, timeout: float) -> None:
+    with anyio.fail_after(timeout):
+        while not check():  # noqa: ASYNC110 - the limiter's mirror, a handler's counters: nothing announces them
+            await anyio.sleep(0.01)
+
+
+def _end(*procs: subprocess.Popen[bytes] | None) -> None:
+    for p in procs:
+        if p is not None:
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+            p.wait()
+
+
+async def _event(events: Any, task_id: str, state: str) -> None:
+    with anyio.fail_after(60):
+        async for event in events:
+            if event.task_id == task_id and event.state == state:
+                return
+
+
 async def test_a_paused_permit_holder_is_fenced_and_never_takes_the_permit_back(
         nats_server: NatsServer, nc: Client, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     h = Harness(nc, unique)
@@ -102,7 +126,7 @@ async def test_a_paused_permit_holder_is_fenced_and_never_takes_the_permit_back(
         monkeypatch.setenv("LIMITS_TEST_LOG", str(a_log))
         a = start_dispatcher(nats_server, h, dispatcher_id=f"a{unique}")
         monkeypatch.setenv("LIMITS_TEST_LOG", str(b_log))
-        b: Any = None
+        b: subprocess.Popen[bytes] | None = None
         try:
             first = await h.producer.enqueue(task_type)
             with anyio.fail_after(60):
@@ -124,6 +148,7 @@ async def test_a_paused_permit_holder_is_fenced_and_never_takes_the_permit_back(
                             break
             lost = await h.producer.get(first)
             assert lost.state in ("retry", "active") and lost.tries == 1, lost
+            assert lost.last_err_code in ("handler_lost", "cancelled"), lost
             # A noticed the permit is gone: it neither renewed it over B nor gave B's permit back on its way out
             after = msgspec.json.decode((await kv.get(slot)).value or b"", type=Permit)
             assert (after.dispatcher, after.task) == (f"b{unique}", next_start), after
@@ -133,19 +158,100 @@ async def test_a_paused_permit_holder_is_fenced_and_never_takes_the_permit_back(
                 record = await h.producer.wait(task_id, timeout=90)
                 assert record.state == "complete", record
         finally:
-            for p in (a, b):
-                if p is not None:
-                    if p.poll() is None:
-                        p.send_signal(signal.SIGCONT)
-                        p.kill()
-                    p.wait()
+            _end(a, b)
     assert seen.most == 1, f"{seen.most} attempts of a type limited to 1 ran at once"
     assert seen.returned == {first: 1, second: 1}, seen.returned  # none lost, none completed twice
-    noticed = await _log_line(a_log, "limit_permit_lost", 5)
-    assert noticed["task_id"] == first and noticed["permit"] == slot
+    # which of A's timers fires first on waking decides whether A also logs limit_permit_lost: its attempt's
+    # watchdog (silent for over a lease: lost) or its permit renewal (taken over: lost); both end the attempt
     for log in (a_log, b_log):
         text = await anyio.Path(log).read_text()
         assert '"level": "error"' not in text and "Traceback" not in text, text
+
+
+
+async def test_an_attempt_sent_after_a_pause_without_its_permit_is_stopped_at_once(
+        nats_server: NatsServer, nc: Client, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A is paused after taking the permit but before sending its attempt (here: while it probes for a handler,
+    which it does holding the permit); B takes the expired permit over and runs its attempt; A, woken, sends its
+    attempt anyway. That attempt must be stopped at A's next permit round, not run to its end beside B's.
+
+    The dispatchers serve different queues (the limit is on the type, across queues), so B never takes A's task.
+    """
+    h = Harness(nc, unique)
+    await h.make_queue(lease=LEASE, max_run_time=120, retry="fixed:0.05")
+    queue_b = f"QB{unique}"
+    await h.admin.add(QueueConfig(name=queue_b, lease=LEASE, max_run_time=120, retry="fixed:0.05"))
+    producer_b = jetbridge.Producer(nc, queue=queue_b)
+    task_type = f"late{unique}"
+    assert cli(nats_server, "limit", "set", task_type, "--concurrency", "1").returncode == 0
+    seen = Attempts()
+    release = anyio.Event()
+    cancelled: dict[str, float] = {}
+
+    async def work(task: jetbridge.Task) -> Any:
+        seen.enter(task.id)
+        began = time.monotonic()
+        try:
+            await release.wait()
+        except BaseException:  # cancelled: by its dispatcher, or fenced
+            cancelled[task.id] = time.monotonic() - began
+            raise
+        finally:
+            seen.running -= 1
+        seen.returned[task.id] += 1
+        return "ok"
+
+    probed = anyio.Event()
+
+    async def on_probe(msg: Msg) -> None:
+        if (msg.headers or {}).get(PROBE_HEADER):
+            probed.set()
+
+    a_log = tmp_path / "a.log"
+    monkeypatch.setenv("LIMITS_TEST_LOG_LEVEL", "info")
+    monkeypatch.setenv("LIMITS_TEST_LOG", str(a_log))
+    monkeypatch.setenv("JETBRIDGE_NO_HANDLER_DELAY", "0.2")
+    a = start_dispatcher(nats_server, h, h.queue, dispatcher_id=f"a{unique}")
+    b: subprocess.Popen[bytes] | None = None
+    try:
+        async with h.events() as events:
+            late = await h.producer.enqueue(task_type)  # no handler yet: A's attempt finds none
+            await _event(events, late, "no_handler")
+        probe = await nc.subscribe(names.handler_subject(task_type, h.prefix), cb=on_probe)
+        with anyio.fail_after(60):
+            await probed.wait()  # A holds the permit and waits (at most 1 s) for the probe's answer: pause it now
+        a.send_signal(signal.SIGSTOP)
+        await probe.unsubscribe()
+        async with h.service({task_type: work}), h.events(late) as late_events:
+            b = start_dispatcher(nats_server, h, queue_b, dispatcher_id=f"b{unique}")
+            other = await producer_b.enqueue(task_type)
+            with anyio.fail_after(90):  # after A's permit expired
+                assert await seen.starts.receive() == other
+            a.send_signal(signal.SIGCONT)
+            # A's probe times out, it claims its task (saved active) and sends the attempt, which must be stopped
+            # (saved retry) while B's still runs: its permit is B's. The stop may reach the handler before or after
+            # the attempt entered the handler's function; either way it ends at once.
+            states = []
+            with anyio.fail_after(60):
+                async for event in late_events:
+                    states.append(event.state)
+                    if event.state == "retry":
+                        break
+            assert states == ["active", "retry"], states
+            assert (await h.producer.get(late)).last_err_code in ("handler_lost", "cancelled")
+            await _until(lambda: seen.running == 1, 10)  # the stop reaches the handler on its own path
+            assert other not in cancelled and seen.returned[late] == 0
+            if late in cancelled:
+                assert cancelled[late] < 2.0, f"the attempt without a permit ran {cancelled[late]:.2f}s"
+            release.set()
+            for task_id, producer in ((late, h.producer), (other, producer_b)):
+                record = await producer.wait(task_id, timeout=90)
+                assert record.state == "complete", record
+    finally:
+        _end(a, b)
+    assert seen.returned == {late: 1, other: 1}, seen.returned
+    noticed = await _log_line(a_log, "limit_permit_lost", 5)
+    assert noticed["task_id"] == late
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -249,12 +355,6 @@ async def test_garbage_in_the_limits_bucket_is_logged_once_and_ignored(
     assert not [line for line in lines if line["level"] == "error" or "watch_failed" in line["event"]
                 or line["event"] == "limit_check_failed"], text
     assert "Traceback" not in text
-
-
-async def _until(check: Any, timeout: float) -> None:
-    with anyio.fail_after(timeout):
-        while not check():  # noqa: ASYNC110 - the limiter's mirror and a callback's list: nothing announces them
-            await anyio.sleep(0.01)
 
 
 async def test_a_renewal_and_the_release_of_one_permit_never_cross(nc: Client, unique: str) -> None:
