@@ -317,7 +317,8 @@ async def test_garbage_in_the_limits_bucket_is_logged_once_and_ignored(
         f"def.{limit_id('*', h.queue + '*')}": json.dumps({"types": "*", "queues": h.queue + "*",
                                                            "rate": 1e-300}).encode(),
         # not a slot number: ended the KV watch, again at every restart
-        f"permit.{limit_id(limited, '*')}.x{unique}": b"{}",
+        f"permit.{limit_id(limited, '*')}.x{unique}": msgspec.json.encode(
+            Permit(task="hand", dispatcher="made", expires=now_ns() + 3600 * 10**9)),
     }
     log = tmp_path / "d.log"
     monkeypatch.setenv("LIMITS_TEST_LOG", str(log))
@@ -336,6 +337,10 @@ async def test_garbage_in_the_limits_bucket_is_logged_once_and_ignored(
                     assert isinstance(task_id, str)
                     assert (await h.producer.wait(task_id, timeout=60)).state == "complete"
                 assert started.running == 1, "the limit of 1 no longer holds"
+                listed = cli(nats_server, "limit", "list", "--json")  # a slot key without a number made it raise
+                assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+                mine = [r for r in json.loads(listed.stdout) if unique in str(r["types"]) + str(r["queues"])]
+                assert [(r["types"], r["running"]) for r in mine] == [(limited, 1)], mine
                 assert cli(nats_server, "limit", "delete", limited).returncode == 0
                 with anyio.fail_after(30):  # the dispatcher still follows the bucket: the waiting task starts
                     await started.starts.receive()
