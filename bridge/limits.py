@@ -32,6 +32,8 @@ MAX_CONCURRENCY, MAX_BURST, MAX_RATE = 10_000, 100_000, 1_000_000.0
 #: the slowest rate, one start a day: slower ones are mistakes, and their interval (1/rate in ns) overflows the GCRA
 #: arithmetic long before 0 (``1e-320/s`` is more than 0, its interval is infinite)
 MIN_RATE = 1 / 86_400
+#: the slowest rate a dispatcher applies from the bucket (an interval of 31 years)
+_MIN_STORED_RATE = 1e-9
 
 
 class LimitSpec(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -124,8 +126,10 @@ def stored_problem(spec: LimitSpec, key_id: str) -> str | None:
         return "it has neither a concurrency nor a rate"
     if not 0 <= spec.concurrency <= MAX_CONCURRENCY:
         return f"concurrency {spec.concurrency} is not between 1 and {MAX_CONCURRENCY}"
-    if spec.rate and not MIN_RATE * (1 - 1e-9) <= spec.rate <= MAX_RATE:  # NaN fails this too
-        return f"rate {spec.rate}/s is not between one a day and {MAX_RATE:.0f}/s"
+    # slower than limit set allows (a limit stored by an older version stays in force), but not so slow that
+    # its interval overflows; NaN fails this too
+    if spec.rate and not _MIN_STORED_RATE <= spec.rate <= MAX_RATE:
+        return f"rate {spec.rate}/s is not between {_MIN_STORED_RATE}/s and {MAX_RATE:.0f}/s"
     if not 1 <= spec.burst <= MAX_BURST:
         return f"burst {spec.burst} is not between 1 and {MAX_BURST}"
     return None

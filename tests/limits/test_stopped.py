@@ -438,3 +438,20 @@ async def test_a_lost_permit_stops_its_attempt_until_given_back_and_never_touche
         await second.release()
         assert not (await kv.get(slot)).value
         tg.cancel_scope.cancel()
+
+
+def test_what_a_dispatcher_applies_from_the_bucket() -> None:
+    from bridge.limits import permit_slot, stored_problem
+
+    good = LimitSpec(types="email:*", concurrency=3)
+    assert stored_problem(good, good.id) is None
+    assert stored_problem(LimitSpec(types="x", rate=1 / (48 * 3600)), limit_id("x", "*")) is None  # older limits
+    for bad in (LimitSpec(types="x"), LimitSpec(types="x", concurrency=-1), LimitSpec(types="x", concurrency=10**12),
+                LimitSpec(types="x", rate=1e-300), LimitSpec(types="x", rate=-5.0), LimitSpec(types="x", rate=1e7),
+                LimitSpec(types="x", rate=1.0, burst=0), LimitSpec(types="x y", concurrency=1),
+                LimitSpec(types="a" * 201, concurrency=1)):
+        assert stored_problem(bad, bad.id) is not None, bad
+    assert stored_problem(good, "someotherkey") is not None
+    assert permit_slot("permit.abc.7") == ("abc", 7)
+    for key in ("permit.abc", "permit.abc.x", "permit..1", "permit.abc.-1", "permit.abc.١", "def.abc.1"):
+        assert permit_slot(key) is None, key
