@@ -31,7 +31,7 @@ from nats.js.kv import KeyValue
 from prometheus_client import Counter, Gauge, Histogram
 
 from .limit_store import BUCKET, Held, LimitKV, LimitMirror, open_bucket
-from .limits import OVERLOAD_CODES, LimitSpec, hold_cap, matching, next_expiry, overflow_delay
+from .limits import OVERLOAD_CODES, LimitSpec, hold_cap, matching, next_expiry, overflow_delay, permit_expiry
 from .logs import RateLimitedLog
 from .states import AttemptOutcome, ItemAction
 
@@ -135,6 +135,8 @@ class Limiter:
         self._ready = anyio.Event()
         #: one info line every 10 s while tasks wait for limits (each task is logged at debug)
         self._throttling = RateLimitedLog(log, "tasks_throttled", every=10.0)
+        #: while the bucket cannot be written every held permit fails every round (0.2 s): one line a second
+        self._renew_failed = RateLimitedLog(log, "limit_renew_failed")
 
     async def run(self) -> None:
         """Follow the bucket and renew held permits until cancelled (run in the dispatcher's task group).
@@ -377,7 +379,9 @@ class Limiter:
                 try:
                     renewed = await self._kv.renew(held, now)
                 except Exception as exc:  # noqa: BLE001 - try again on the next round, well within the expiry
-                    log.warning("limit_renew_failed", permit=held.key, error=repr(exc))
+                    self._renew_failed.warning(permit=held.key, task_id=held.task, error=repr(exc),
+                                               hint="tried again every 0.2 s; the permit expires "
+                                                    f"{permit_expiry(held.lease):g}s after its last renewal")
                     continue
                 if not renewed:
                     self.metrics.lost.inc()
