@@ -277,12 +277,39 @@ class Children:
             proc.stop()
 
 
+def commit_tree(commit: str) -> tuple[Path | None, str | None]:
+    """The source tree of ``commit`` (``git archive``) under ``.build/bench/commit-<commit>``, made once.
+
+    The bench runs an older dispatcher from it, on this venv, as a baseline in the same run (issue 21: "today's"
+    CPU per task). Returns (path, None) or (None, why not): a shallow clone may not have the commit.
+    """
+    target = BUILD_DIR / f"commit-{commit}"
+    stamp = target / ".complete"
+    if stamp.exists():
+        return target, None
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    try:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit], check=True,
+                                 capture_output=True, timeout=120).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True, capture_output=True, timeout=120)
+    except (subprocess.SubprocessError, OSError) as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        detail = exc.stderr.decode(errors="replace").strip() if isinstance(exc, subprocess.CalledProcessError) else ""
+        return None, f"could not extract commit {commit}: {detail or exc}"
+    stamp.write_text(commit)
+    return target, None
+
+
 def dispatcher_proc(url: str, queue: str, concurrency: int, name: str = "dispatcher", loop: str = "cli",
-                    env: dict[str, str] | None = None, processes: int = 1) -> Proc:
+                    env: dict[str, str] | None = None, processes: int = 1, root: Path | None = None) -> Proc:
     """The dispatcher as `jetbridge run` runs it (``loop="cli"``), or in-process on ``asyncio`` or ``uvloop``;
     with ``processes`` > 1, `jetbridge run --processes N` (ready once its supervisor says every process serves).
 
-    ``env``: variables added to its environment (the tracing experiment's ``OTEL_*``)."""
+    ``env``: variables added to its environment (the tracing experiment's ``OTEL_*``). ``root``: run the dispatcher
+    and SDK of another source tree (:func:`commit_tree`) instead of this one's."""
+    if root is not None:
+        env = {**(env or {}), "PYTHONPATH": f"{root}{os.pathsep}{root / 'sdk-python' / 'src'}"}
     if loop == "cli":
         argv = [sys.executable, "-m", "bridge", "--server", url, "run", "--queue", queue,
                 "--concurrency", str(concurrency), "--log-level", "info", "--log-format", "json"]
@@ -292,7 +319,8 @@ def dispatcher_proc(url: str, queue: str, concurrency: int, name: str = "dispatc
     else:
         argv = [sys.executable, "-m", "bench.inproc", "--server", url, "--queue", queue,
                 "--concurrency", str(concurrency)] + (["--uvloop"] if loop == "uvloop" else [])
-    return Proc(name, argv, ready="dispatcher_started", env={**child_env(), **env} if env else None)
+    return Proc(name, argv, ready="dispatcher_started", env={**child_env(), **env} if env else None,
+                cwd=root or REPO)
 
 
 def go_noop_proc(binary: str, url: str, concurrency: int = 1000) -> Proc:

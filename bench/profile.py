@@ -104,7 +104,7 @@ STEPS = {
     "nats-py: subscription callback tasks (include intake and replies)":
         ["Subscription._wait_for_msgs (nats/aio/subscription.py)"],
     "nats-py: publish (build PUB/HPUB, headers; inside the steps above)": ["Client.publish (nats/aio/client.py)",
-                                                                           "publish_nowait (bridge/fastpub.py)"],
+                                                                           "publish_nowait (jetbridge/_fastwrite.py)"],
     "nats-py: flusher (socket writes)": ["Client._flusher (nats/aio/client.py)"],
     # per-request and watchdog timers (call_later), and the requester's shared one (Requester._arm, call_at)
     "timers: call_later, Requester._arm (requests, attempt watchdogs)": [

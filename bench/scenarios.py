@@ -29,6 +29,7 @@ from .infra import (
     load_avg,
     log,
     percentile,
+    proc_cpu,
     proc_mem_kb,
     py_noop_proc,
 )
@@ -44,12 +45,12 @@ def _kb_to_mb(kb: int | None) -> float | None:
 async def drain(*, handler: str, n: int, concurrency: int, noop_bin: str | None, dispatchers: int = 1,
                 window: int | None = None, limit_s: float = 120.0, py_spy: str | None = None,
                 loop: str = "cli", dispatcher_env: dict[str, str] | None = None, processes: int = 1,
-                limit: dict[str, Any] | None = None) -> dict[str, Any]:
+                limit: dict[str, Any] | None = None, root: Path | None = None) -> dict[str, Any]:
     """Queue ``n`` no-op tasks, then start the handler and ``dispatchers`` dispatcher processes and time the drain.
 
     With ``window``, only that many tasks are timed (the queue stays deep); with ``py_spy``, the first dispatcher
     is sampled by py-spy for the whole drain; with ``processes`` > 1, one `jetbridge run --processes N` (each of its
-    processes counts as a dispatcher).
+    processes counts as a dispatcher); with ``root``, the dispatcher of that source tree (an older commit).
     """
     result: dict[str, Any] = {"handler": handler, "dispatchers": dispatchers, "concurrency": concurrency,
                               "queue_max_concurrent": concurrency, "dispatcher_runs_as": loop, "load_avg": load_avg()}
@@ -74,7 +75,7 @@ async def drain(*, handler: str, n: int, concurrency: int, noop_bin: str | None,
                 hproc = kids.start(py_noop_proc(srv.url, concurrency))
             # Start every dispatcher before waiting for any, so that they begin together.
             dprocs = [kids.start(dispatcher_proc(srv.url, QUEUE, concurrency, name=f"dispatcher{i + 1}", loop=loop,
-                                                 env=dispatcher_env, processes=processes),
+                                                 env=dispatcher_env, processes=processes, root=root),
                                  wait=False) for i in range(dispatchers)]
             for p in dprocs:
                 p.wait_ready()
@@ -179,11 +180,15 @@ async def enqueue(*, n: int, chunk: int) -> dict[str, Any]:
             producer = Producer(nc, queue=QUEUE)
             await producer.enqueue_many([TaskSpec(type="noop", payload=PAYLOAD) for _ in range(200)])  # warm-up
             specs = [TaskSpec(type="noop", payload=PAYLOAD) for _ in range(n)]
+            server_cpu = proc_cpu(srv.pid)
             cpu = time.process_time()
             start = time.perf_counter()
             results = await asyncio.wait_for(producer.enqueue_many(specs, chunk=chunk), 120)
             seconds = time.perf_counter() - start
             cpu = time.process_time() - cpu
+            server_end = proc_cpu(srv.pid)
+            if server_cpu is not None and server_end is not None:
+                result["server_cpu_us_per_task"] = round((server_end - server_cpu) * 1e6 / n, 1)
             errors = [r for r in results if not isinstance(r, str)]
             await producer.close()
             # The reference: the same documents and publishes, a chunk at a time, every publish of a step in flight.

@@ -7,7 +7,8 @@ than the rest of the attempt's bookkeeping. Here each attempt gets a real server
 and subject, so a reconnect re-subscribes it like any other) whose messages go into the queue of one shared
 subscription, read by one task.
 
-This leans on three internals of the pinned nats-py 2.16 (``Client._sid``, ``Client._subs`` and
+The ``SUB`` and ``UNSUB`` commands are queued without awaiting (``jetbridge.internal.command_nowait``), as a
+publish is. This leans on three internals of the pinned nats-py 2.16 (``Client._sid``, ``Client._subs`` and
 ``Client._send_subscribe``/``_send_unsubscribe``, and ``Subscription._pending_queue``); the heartbeat tests fail
 loudly if a new version changes them.
 """
@@ -16,9 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from jetbridge.internal import command_nowait
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.protocol.command import sub_cmd, unsub_cmd
 
 _UNLIMITED = 0  # nats-py: a pending bytes limit of 0 disables the check
 
@@ -54,14 +57,15 @@ class SharedSubscriptions:
         sub = Subscription(nc, sid, subject, pending_bytes_limit=_UNLIMITED)
         sub._pending_queue = self._anchor._pending_queue
         nc._subs[sid] = sub
-        await nc._send_subscribe(sub)
+        if not command_nowait(nc, sub_cmd(subject, "", sid)):
+            await nc._send_subscribe(sub)
         return sid
 
     async def remove(self, sid: int) -> None:
         """Stop delivering a subject added with :meth:`add`."""
         nc = self._nc
         nc._remove_sub(sid)
-        if nc.is_connected:
+        if nc.is_connected and not command_nowait(nc, unsub_cmd(sid, 0)):
             try:
                 await nc._send_unsubscribe(sid)
             except Exception:  # noqa: BLE001 - reconnecting: the server forgets the subscription anyway

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import msgspec
 import structlog
+from jetbridge.internal import drop_lane, subscribe_lane
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -61,8 +62,7 @@ class Puller:
 
     async def run(self) -> None:
         """Pull until :meth:`stop`; returns after the last pull is abandoned."""
-        self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_msg,
-                                             pending_msgs_limit=1_000_000, pending_bytes_limit=1 << 30)
+        self._sub = await subscribe_lane(self._nc, f"{self._inbox}.*", self._on_msg)
         try:
             while not self._stopped:
                 if self.failures and self._outstanding == 0:
@@ -81,8 +81,10 @@ class Puller:
                         self._outstanding = 0
         finally:
             sub, self._sub = self._sub, None
-            if sub is not None and self._nc.is_connected:
-                await sub.unsubscribe()
+            if sub is not None:
+                drop_lane(self._nc, sub)
+                if self._nc.is_connected:
+                    await sub.unsubscribe()
 
     def poke(self) -> None:
         """A slot was freed: maybe pull more."""
@@ -105,7 +107,8 @@ class Puller:
             self._outstanding = 0
             self.last_error = str(exc)
 
-    async def _on_msg(self, msg: Msg) -> None:
+    def _on_msg(self, msg: Msg) -> None:
+        """A delivery or a status of our pull, in the read loop (a lane of ``jetbridge.internal.subscribe_lane``)."""
         headers = msg.headers
         if msg.subject == self._pull_subject:
             self._last_seen = time.monotonic()

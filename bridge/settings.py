@@ -298,6 +298,7 @@ def load_settings(
 
 
 #: JETBRIDGE_* variables that are not settings (used by handlers and the CLI).
-_NOT_SETTINGS = frozenset({"JETBRIDGE_INSTANCE", "JETBRIDGE_CONFIG", "JETBRIDGE_CONTROL_FD"})
+_NOT_SETTINGS = frozenset({"JETBRIDGE_INSTANCE", "JETBRIDGE_CONFIG", "JETBRIDGE_CONTROL_FD",
+                           "JETBRIDGE_FAST_READ"})  # the SDK's switch for its fast wire path (jetbridge._fastread)
 #: what `jetbridge handle` gives a task's command, so that the command can run jetbridge itself
 _TASK_ENV_PREFIX = "JETBRIDGE_TASK_"

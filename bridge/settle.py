@@ -21,12 +21,13 @@ from jetbridge.internal import (
     format_ns,
     names,
     now_ns,
+    publish_fast,
     task_state_event,
 )
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from . import dlq, fastpub
+from . import dlq
 from .attempts import Attempt
 from .hooks import Hooks
 from .metrics import Metrics
@@ -150,7 +151,7 @@ class Settler:
         else:
             return
         for reply in replies:
-            await fastpub.publish(self.nc, reply, body)
+            await publish_fast(self.nc, reply, body)
 
     async def quarantine(self, worker: QueueWorker, msg: Msg, task_id: str, raw: bytes, seq: int, error: str) -> None:
         """A stored document that is not a task: keep its bytes in a terminated record anyone can inspect."""
@@ -171,6 +172,6 @@ class Settler:
 
     async def event(self, task: TaskRecord) -> None:
         try:
-            await fastpub.publish(self.nc, names.task_state_event_subject(task.id), task_state_event(task))
+            await publish_fast(self.nc, names.task_state_event_subject(task.id), task_state_event(task))
         except Exception:  # noqa: BLE001 - events are best effort, like asyncjobs'
             pass

@@ -67,3 +67,8 @@ def test_secrets_are_redacted() -> None:
                            "JETBRIDGE_TOKEN": "t0k"})
     shown = str(s.redacted())
     assert "hunter2" not in shown and "pw@" not in shown and "t0k" not in shown and "<redacted>" in shown
+
+
+def test_the_sdk_fast_read_switch_is_not_an_unknown_setting() -> None:
+    """``JETBRIDGE_FAST_READ`` belongs to the SDK (jetbridge._fastread): the dispatcher must start with it set."""
+    assert load_settings(None, env={"JETBRIDGE_FAST_READ": "0"}, flags={}).concurrency > 0

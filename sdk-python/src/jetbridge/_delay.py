@@ -87,7 +87,7 @@ async def publish_due(producer: Producer, queue: str, task_id: str, due: int) ->
 
 async def enqueue_delayed(producer: Producer, spec: TaskSpec, due: int) -> str:
     """Store the task ``scheduled`` and schedule its work item; marks it ``queue_error`` if that fails."""
-    doc, queue = producer._build(spec)
+    doc, queue, _ = producer._build(spec)
     doc.state = TaskState.SCHEDULED.value
     doc.due = format_ns(due)
     seq = await producer._store_new(doc, queue, spec.dedup_key)

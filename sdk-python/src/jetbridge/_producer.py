@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 
 import anyio
 import msgspec
-from ksuid import Ksuid
 from nats.aio.client import Client
 
 from . import _names as names
@@ -33,6 +32,8 @@ from ._errors import (
     TransportError,
 )
 from ._events import decode_event, task_state_event
+from ._ksuid import new_ksuid
+from ._pipeline import enqueue_chunk
 from ._protocol import JSON_CONTENT_TYPE, Bytes
 from ._requester import Requester
 from ._signing import Signer
@@ -45,6 +46,8 @@ DEFAULT_MAX_TRIES = 10
 #: the largest try limit: asyncjobs stores max_tries as a Go int (int64)
 MAX_TRIES_LIMIT = 2**63 - 1
 T = TypeVar("T")
+#: ``enqueue_many`` chunks in flight at once
+CHUNKS_IN_FLIGHT = 3
 _json = msgspec.json.Encoder()
 
 
@@ -162,45 +165,30 @@ class Producer:
 
         Works in chunks of ``chunk`` tasks: every task of a chunk is stored at once, then every stored task's work
         item is published at once, then the events. Each item still goes out only after its own task is stored,
-        as in :meth:`enqueue`, but the round trips overlap instead of following one another.
+        as in :meth:`enqueue`, but the round trips overlap instead of following one another (see
+        :mod:`jetbridge._pipeline`). Two chunks are in flight at a time, so that the server stores one while the
+        next is built.
         """
         specs = list(tasks)
         results: list[str | JetbridgeError] = [""] * len(specs)
-        for start in range(0, len(specs), max(1, chunk)):
-            await self._enqueue_chunk(specs[start:start + chunk], results, start)
+        step = max(1, chunk)
+        gate = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
+
+        async def one(start: int) -> None:
+            try:
+                await enqueue_chunk(self, specs[start:start + step], results, start)
+            finally:
+                gate.release()
+
+        async with asyncio.TaskGroup() as group:
+            for start in range(0, len(specs), step):
+                await gate.acquire()
+                group.create_task(one(start))
         return results
 
-    async def _enqueue_chunk(self, specs: list[TaskSpec], results: list[str | JetbridgeError], offset: int) -> None:
-        built: list[tuple[int, TaskRecord, str]] = []
-        for i, spec in enumerate(specs, offset):
-            try:
-                doc, queue = self._build(spec)
-            except JetbridgeError as exc:
-                results[i] = exc
-            else:
-                built.append((i, doc, queue))
-        stored = await asyncio.gather(*(self._store_new(doc, queue, specs[i - offset].dedup_key)
-                                        for i, doc, queue in built), return_exceptions=True)
-        waiting = []
-        for (i, doc, queue), seq in zip(built, stored, strict=True):
-            if isinstance(seq, JetbridgeError):
-                results[i] = seq
-            elif isinstance(seq, BaseException):
-                raise seq
-            else:
-                waiting.append((i, doc, queue, seq))
-        queued = await asyncio.gather(*(self._queue_item(doc, queue, seq) for _, doc, queue, seq in waiting),
-                                      return_exceptions=True)
-        for (i, doc, _, _), outcome in zip(waiting, queued, strict=True):
-            if isinstance(outcome, JetbridgeError):
-                results[i] = outcome
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            else:
-                results[i] = doc.id
-                await self._nc.publish(names.task_state_event_subject(doc.id), task_state_event(doc))
-
-    def _build(self, spec: TaskSpec) -> tuple[TaskRecord, str]:
+    def _build(self, spec: TaskSpec) -> tuple[TaskRecord, str, bytes]:
+        """The task document of ``spec``, its queue and its stored bytes; raises :class:`ConfigError` and
+        :class:`PayloadTooLargeError` for what cannot be enqueued."""
         queue = spec.queue or self.queue
         for label, value in (("task type", spec.type), ("queue name", queue)):
             if not names.is_valid_name(value):
@@ -216,23 +204,24 @@ class Producer:
             raise ConfigError(f"content_type of {len(ctype)} characters is too long: the protocol carries at most 255")
         now = now_ns()
         deadline = _deadline_ns(spec.deadline, now)
-        doc = new_task(task_id=spec.task_id or str(Ksuid()), task_type=spec.type, queue=queue, payload=data,
+        doc = new_task(task_id=spec.task_id or new_ksuid(), task_type=spec.type, queue=queue, payload=data,
                        content_type=ctype, max_tries=spec.max_tries, created_ns=now, deadline_ns=deadline)
         doc.traceparent = current_traceparent() or ""  # the trace it joins (jetbridge.tracing), if any
         if self._signer is not None:
             doc.signature = self._signer.sign(doc)
-        size = len(encode_task(doc))
+        stored = encode_task(doc)
+        size = len(stored)
         limit = payload_limit(self._nc.max_payload)
         if size > limit:
             raise PayloadTooLargeError(
                 f"task {doc.id} of type {spec.type} is {size} bytes stored, over the limit of {limit} "
                 f"(half of the server's max_payload {self._nc.max_payload}, less 4096): store large data "
                 "elsewhere and enqueue a reference to it", size=size, limit=limit)
-        return doc, queue
+        return doc, queue, stored
 
     async def _enqueue(self, spec: TaskSpec) -> str:
         with enqueue_span(spec.type, spec.queue or self.queue) as span:
-            doc, queue = self._build(spec)
+            doc, queue, _ = self._build(spec)
             if span is not None:
                 span.set_attribute("jetbridge.task.id", doc.id)
             seq = await self._store_new(doc, queue, spec.dedup_key)
@@ -266,9 +255,12 @@ class Producer:
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    async def _store_new(self, doc: TaskRecord, queue: str, dedup_key: str | None) -> int:
-        """Step one of an enqueue: store the task (a create); returns the sequence to save against."""
-        tried = 0
+    async def _store_new(self, doc: TaskRecord, queue: str, dedup_key: str | None, *, tried: int = 0) -> int:
+        """Step one of an enqueue: store the task (a create); returns the sequence to save against.
+
+        ``tried``: creates of this very document already sent (whose answer was lost), so a "taken" answer may be
+        our own earlier create.
+        """
 
         async def create() -> int:
             nonlocal tried

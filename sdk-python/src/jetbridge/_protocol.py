@@ -8,6 +8,7 @@ codec in Python. Decoding follows the spec's order of checks exactly, because th
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -237,8 +238,6 @@ def request_headers(request: TaskRequest) -> dict[str, str]:
 
 def traceparent_for(task_id: str, attempt: int) -> str:
     """A W3C traceparent: one trace per task (from its id), one span per attempt."""
-    import hashlib
-
     digest = hashlib.sha256(task_id.encode()).hexdigest()
     span = hashlib.sha256(f"{task_id}/{attempt}".encode()).hexdigest()[:16]
     return f"00-{digest[:32]}-{span}-01"

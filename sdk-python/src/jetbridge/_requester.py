@@ -5,8 +5,12 @@ thousands of requests a second that is most of the cost. A :class:`Requester` ke
 and a future per token instead. Timeouts share one timer: requests with the same timeout expire in the order they
 were sent, so each timeout value keeps a FIFO of (deadline, token), and one ``call_at`` for the earliest head fails
 every request whose time is up (a ``call_later`` per request was 9 % of the dispatcher's CPU). Entries of answered
-requests stay until their deadline passes (cheaper than removing them); their token no longer maps to a future. Replies whose token is unknown (late replies to requests
-that timed out) go to ``on_stale`` rather than vanishing, which is how the dispatcher spots stale replies.
+requests stay until their deadline passes (cheaper than removing them); their token no longer maps to a future.
+Replies whose token is unknown (late replies to requests that timed out) go to ``on_stale`` rather than vanishing,
+which is how the dispatcher spots stale replies.
+
+The inbox is a lane of the fast read path (:mod:`._fastread`): a reply resolves its future inside the read loop,
+without a queue or a task switch; requests are queued without awaiting the publish (:mod:`._fastwrite`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
+from ._fastread import drop_lane, subscribe_lane
+from ._fastwrite import publish_nowait
 
 StaleHandler = Callable[[str, Msg], Awaitable[None] | None]
 
@@ -48,13 +55,13 @@ class Requester:
 
     async def start(self) -> None:
         if self._sub is None:
-            self._sub = await self._nc.subscribe(f"{self.prefix}.*", cb=self._on_reply,
-                                                 pending_msgs_limit=1_000_000, pending_bytes_limit=1 << 30)
+            self._sub = await subscribe_lane(self._nc, f"{self.prefix}.*", self._on_reply)
 
     async def close(self) -> None:
         if self._sub is not None:
-            await self._sub.unsubscribe()
-            self._sub = None
+            sub, self._sub = self._sub, None
+            drop_lane(self._nc, sub)
+            await sub.unsubscribe()
         for future in self._pending.values():
             if not future.done():
                 future.cancel()
@@ -92,13 +99,32 @@ class Requester:
         self._pending[token] = future
         timer = self._expire_after(loop, max(timeout, 0.0), token) if timeout is not None else None
         try:
-            await self._nc.publish(subject, data, reply=f"{self.prefix}.{token}", headers=headers)
+            reply = f"{self.prefix}.{token}"
+            if not publish_nowait(self._nc, subject, data, reply, headers):
+                await self._nc.publish(subject, data, reply=reply, headers=headers)
             return await future
         finally:
             if timer is not None:
                 timer.cancel()
             if self._pending.get(token) is future:
                 del self._pending[token]
+
+    def send(self, subject: str, data: bytes, *, headers: dict[str, str] | None = None,
+             timeout: float = 5.0) -> asyncio.Future[Msg] | None:
+        """Send a request without awaiting anything; its reply (or a timeout) resolves the returned future.
+
+        For pipelines that send many requests and then gather the replies: a future per request, and no coroutine
+        or task. None when the publish could not be queued at once (not connected, a full buffer): use
+        :meth:`request`. :meth:`start` must have been awaited.
+        """
+        token = self.new_token()
+        if self._sub is None or not publish_nowait(self._nc, subject, data, f"{self.prefix}.{token}", headers):
+            return None
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Msg] = loop.create_future()
+        self._pending[token] = future
+        self._expire_after(loop, max(timeout, 0.0), token)
+        return future
 
     def forget(self, token: str) -> None:
         """Stop waiting for ``token``; a reply that still comes is stale."""
@@ -154,14 +180,15 @@ class Requester:
         if future is not None and not future.done():
             future.set_exception(nats.errors.TimeoutError())
 
-    async def _on_reply(self, msg: Msg) -> None:
+    def _on_reply(self, msg: Msg) -> None:
+        """A reply, in the read loop (a lane): resolve its request's future."""
         token = msg.subject[len(self.prefix) + 1:]
         future = self._pending.pop(token, None)
         if future is None or future.done():
             if self._on_stale is not None:
                 result = self._on_stale(token, msg)
                 if result is not None:
-                    await result
+                    asyncio.ensure_future(result)
             return
         headers = msg.headers
         if headers and headers.get("Status") == "503" and not msg.data:

@@ -21,7 +21,6 @@ from datetime import timedelta
 from typing import Any
 
 import msgspec
-from ksuid import Ksuid
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
@@ -31,6 +30,7 @@ from . import _names as names
 from ._cron import CronSpec, parse_cron, slot_task_id
 from ._errors import ConfigError, ConflictError, DuplicateTaskError, JetbridgeError, TaskNotFoundError
 from ._events import task_state_event
+from ._ksuid import new_ksuid
 from ._producer import DEFAULT_MAX_TRIES, Producer, TaskSpec
 from ._protocol import JSON_CONTENT_TYPE, Bytes
 from ._store import js_publish
@@ -200,7 +200,7 @@ async def fire(producer: Producer, doc: ScheduleDoc, task_id: str) -> bool:
     spec = TaskSpec(type=doc.task_type, payload=payload, queue=doc.queue, task_id=task_id,
                     deadline=timedelta(microseconds=doc.deadline // 1000) if doc.deadline > 0 else None,
                     max_tries=doc.max_tries if doc.max_tries > 0 else DEFAULT_MAX_TRIES)
-    record, queue = producer._build(spec)
+    record, queue, _ = producer._build(spec)
     try:
         seq = await producer._store_new(record, queue, None)
     except DuplicateTaskError:
@@ -276,7 +276,7 @@ class Schedules:
         if spec.every_ns and jitter_ns >= spec.every_ns:
             raise ConfigError("jitter must be shorter than the @every interval")
         deadline_ns = _seconds_ns(deadline, "deadline", MIN_DEADLINE_NS)
-        record, queue = self._producer._build(TaskSpec(type=task_type, payload=payload, queue=queue,
+        record, queue, _ = self._producer._build(TaskSpec(type=task_type, payload=payload, queue=queue,
                                                       max_tries=max_tries, content_type=content_type))
         kv = await self._bucket()
         now = format_ns(now_ns())
@@ -362,7 +362,7 @@ class Schedules:
     async def trigger(self, name: str) -> str:
         """Fire the schedule now, outside its slots; returns the new task's id."""
         doc, _ = await self._load(name)
-        task_id = f"{name}:trigger:{Ksuid()}"
+        task_id = f"{name}:trigger:{new_ksuid()}"
         await fire(self._producer, doc, task_id)
         return task_id
 

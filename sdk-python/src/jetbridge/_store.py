@@ -6,11 +6,13 @@ nats-py's JetStream wrappers, because this is the dispatcher's hot path and thos
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
 import msgspec
 import nats.errors
+from nats.aio.msg import Msg
 
 from . import _names as names
 from ._errors import ConflictError, CorruptTaskError, DuplicateTaskError, TaskNotFoundError, TransportError
@@ -70,10 +72,28 @@ async def js_publish(
         raise JetStreamError(503, ERR_STREAM_NOT_FOUND, f"no stream takes subject {subject}") from None
     except nats.errors.TimeoutError:
         raise TransportError(f"JetStream did not ack a publish to {subject} within {timeout}s") from None
-    reply = _puback.decode(msg.data)
+    return read_puback(msg.data)
+
+
+def read_puback(data: bytes) -> PubAck:
+    """A publish acknowledgement; raises :class:`JetStreamError` for the error the stream answered with."""
+    reply = _puback.decode(data)
     if reply.error is not None:
         raise JetStreamError(reply.error.code, reply.error.err_code, reply.error.description)
     return PubAck(reply.stream, reply.seq, reply.duplicate)
+
+
+def settled_puback(future: asyncio.Future[Msg] | None) -> PubAck | JetStreamError | None:
+    """What a :meth:`Requester.send` to a stream came back with: its ack, the stream's error, or None for anything
+    else (not sent, no reply in time, no responders, not an ack), which the caller tries again the awaited way."""
+    if future is None or future.cancelled() or future.exception() is not None:
+        return None
+    try:
+        return read_puback(future.result().data)
+    except JetStreamError as exc:
+        return exc
+    except (msgspec.DecodeError, ValueError):
+        return None
 
 
 async def js_api(requester: Requester, subject: str, body: Any = None, timeout: float = 5.0) -> dict[str, Any]:
@@ -181,6 +201,20 @@ class TaskStore:
                 task_id=original,
             )
         return ack.seq
+
+    def create_nowait(self, task_id: str, data: bytes) -> asyncio.Future[Msg] | None:
+        """Send :meth:`create` (without a dedup key) for pipelining; :meth:`created` reads the answer."""
+        return self._rq.send(_task_subject(task_id), data, headers={names.H_EXPECTED_LAST_SUBJECT_SEQ: "0"})
+
+    @staticmethod
+    def created(task_id: str, future: asyncio.Future[Msg] | None) -> int | DuplicateTaskError | None:
+        """The sequence a :meth:`create_nowait` stored, the duplicate it met, or None: ask with :meth:`create`."""
+        ack = settled_puback(future)
+        if isinstance(ack, JetStreamError):
+            if ack.err_code in ERR_WRONG_LAST_SEQUENCE:
+                return DuplicateTaskError(f"task {task_id} already exists", task_id=task_id)
+            return None
+        return None if ack is None or ack.duplicate else ack.seq
 
     async def _task_id_at(self, seq: int) -> str:
         reply = await js_api(self._rq, f"STREAM.MSG.GET.{self.stream}", {"seq": seq})

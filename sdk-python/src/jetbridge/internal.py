@@ -18,6 +18,8 @@ What is here, by the private module that owns it:
   JetStream API helpers and error codes;
 - the handler protocol (``_protocol``, ``names``): request/reply codec, subjects and header names, also used by
   ``jetbridge handle``;
+- the fast wire path (``_fastread``, ``_fastwrite``): a one-pass protocol parser with *lanes* (subscriptions
+  whose messages reach a plain function inside the read loop) and publishes queued without awaiting;
 - request-reply (``_requester``), signing (``_signing``), lifecycle events (``_events``), in-flight accounting
   (``_inflight``);
 - schedules and delays (``_schedule``, ``_cron``, ``_delay``): the stored schedule documents and the cron rules the
@@ -55,6 +57,17 @@ from ._events import (
     TaskStateEvent,
     decode_event,
     task_state_event,
+)
+from ._fastread import (
+    drop_lane,
+    subscribe_lane,
+)
+from ._fastwrite import (
+    command_nowait,
+    publish_nowait,
+)
+from ._fastwrite import (
+    publish as publish_fast,
 )
 from ._inflight import (
     InFlight,
@@ -158,11 +171,13 @@ __all__ = [
     "TaskStore",
     "TransportError",
     "check_name",
+    "command_nowait",
     "config_bucket",
     "decode_doc",
     "decode_event",
     "decode_state",
     "decode_task",
+    "drop_lane",
     "def_key",
     "due_of",
     "encode_task",
@@ -178,8 +193,11 @@ __all__ = [
     "parse_cron",
     "parse_ns",
     "proto",
+    "publish_fast",
+    "publish_nowait",
     "schedule_names",
     "slot_task_id",
     "state_key",
+    "subscribe_lane",
     "task_state_event",
 ]
