@@ -27,7 +27,19 @@ from jetbridge.internal import JetStreamError, Requester, js_publish
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
-from .limits import Adapt, LimitSpec, Permit, gcra_take, is_free, lowered, permit_expiry, rate_factor, token_chunk
+from .limits import (
+    Adapt,
+    LimitSpec,
+    Permit,
+    gcra_take,
+    is_free,
+    lowered,
+    permit_expiry,
+    permit_slot,
+    rate_factor,
+    stored_problem,
+    token_chunk,
+)
 
 log = structlog.get_logger("jetbridge.limits")
 
@@ -73,6 +85,26 @@ async def _entries(kv: KeyValue, keys: str) -> list[KeyValue.Entry]:
     return found
 
 
+def decode_spec(key_id: str, value: bytes) -> LimitSpec:
+    """The limit stored under ``def.<key_id>``; ValueError (with the reason) for one that cannot be applied."""
+    try:
+        spec = _spec_decoder.decode(value)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"not a limit definition: {exc}") from None
+    problem = stored_problem(spec, key_id)
+    if problem is not None:
+        raise ValueError(problem)
+    return spec
+
+
+def _decode_permit(value: bytes | None) -> Permit | None:
+    """A slot's holder; None when free (empty) or unreadable (written by hand: holds nothing)."""
+    try:
+        return _permit_decoder.decode(value) if value else None
+    except msgspec.DecodeError:
+        return None
+
+
 async def save_spec(kv: KeyValue, spec: LimitSpec) -> None:
     await kv.put(_DEF + spec.id, msgspec.json.encode(spec))
 
@@ -81,9 +113,9 @@ async def load_specs(kv: KeyValue) -> list[LimitSpec]:
     specs = []
     for entry in await _entries(kv, _DEF + "*"):
         try:
-            specs.append(_spec_decoder.decode(entry.value or b""))
-        except msgspec.DecodeError:
-            continue
+            specs.append(decode_spec(entry.key[len(_DEF):], entry.value or b""))
+        except ValueError:
+            continue  # not applied by dispatchers either (LimitMirror.apply): not listed
     return sorted(specs, key=lambda s: (s.queues, s.types))
 
 
@@ -113,28 +145,37 @@ class LimitMirror:
     version: int = 0
 
     def apply(self, key: str, value: bytes | None, revision: int) -> str | None:
-        """One watched (or own) write; returns the limit id it concerns (None for a stale or foreign key)."""
+        """One watched (or own) write; returns the limit id it concerns (None for a stale or foreign key).
+
+        The bucket can be written by hand, so nothing in it may raise here (an exception would end the watch, and
+        the watch, restarted, would meet the same entry again: limits frozen for good). An entry that is not what
+        Jetbridge writes is logged once (per write) and ignored: a definition that cannot be applied as a whole
+        removes the limit stored under that key, as ``limit list`` (which skips it too) shows.
+        """
         if revision < self.revisions.get(key, 0):
             return None
         self.revisions[key] = revision
         kind, _, rest = key.partition(".")
         if kind == "def":
             self.version += 1
+            self.specs.pop(rest, None)
             if value:
                 try:
-                    self.specs[rest] = _spec_decoder.decode(value)
-                except msgspec.DecodeError:
-                    log.warning("bad_limit_definition", key=key)
-            else:
-                self.specs.pop(rest, None)
+                    self.specs[rest] = decode_spec(rest, value)
+                except ValueError as exc:
+                    log.warning("bad_limit_entry", key=key, error=str(exc), value=value[:200].decode(errors="replace"),
+                                hint="ignored: not a limit this dispatcher can apply; write limits with "
+                                     "`jetbridge limit set` (and remove this key)")
             return rest
         if kind == "permit":
-            spec_id, _, slot = rest.partition(".")
-            try:
-                permit = _permit_decoder.decode(value) if value else None
-            except msgspec.DecodeError:
-                permit = None
-            self.permits.setdefault(spec_id, {})[int(slot)] = permit
+            where = permit_slot(key)
+            if where is None:
+                if value:  # its deletion (``limit delete`` purges it with the limit's slots) says nothing new
+                    log.warning("bad_limit_entry", key=key, error="not a permit slot key (permit.<id>.<n>)",
+                                hint="ignored; remove this key from the bucket")
+                return None
+            spec_id, slot = where
+            self.permits.setdefault(spec_id, {})[slot] = _decode_permit(value)
             return spec_id
         if kind == "adapt":
             try:
@@ -151,15 +192,27 @@ class LimitMirror:
         return None
 
 
-@dataclass
+@dataclass(eq=False)
 class Held:
-    """A permit this dispatcher holds for one task."""
+    """A permit this dispatcher holds for one task.
+
+    Compared by identity: a slot given up (lost, or being given back) may already be held again, for another task,
+    and the two holdings must never be mistaken for each other.
+    """
 
     key: str
     task: str
     revision: int
     lease: float
     renewed: float
+    #: found taken by another holder (it expired while this dispatcher was paused or cut off): never renewed or
+    #: written again
+    lost: bool = False
+    released: bool = False
+    #: a renewal and the release of one permit never overlap: a release sent while a renewal's write is still
+    #: unacknowledged compares against the revision before it, fails, and leaves the permit held (capacity lost
+    #: until it expires); a renewal sent after the release finds the slot empty and would call the permit lost
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
 
 
 class LimitKV:
@@ -244,31 +297,43 @@ class LimitKV:
 
     async def renew(self, held: Held, now_mono: float) -> bool:
         """Push the permit's expiry on; False only when another holder has it now (it expired and was taken while
-        we were away). A permit whose limit was deleted is simply no longer renewed."""
-        value = self._permit(held.task, held.lease)
-        try:
-            held.revision = await self._write(held.key, value, held.revision)
-        except jserr.KeyWrongLastSequenceError:
+        we were away; then ``held.lost``). A permit whose limit was deleted, or that was given back meanwhile, is
+        simply no longer renewed."""
+        async with held.lock:
+            if held.released or held.lost:
+                return not held.lost
+            value = self._permit(held.task, held.lease)
             try:
-                entry = await self.kv.get(held.key)
-            except jserr.KeyNotFoundError:
-                held.renewed = float("inf")  # the limit was deleted (its slots purged): nothing to renew
-                return True
-            current = _permit_decoder.decode(entry.value) if entry.value else None
-            if current is not None and current.task == held.task and current.dispatcher == self.dispatcher:
-                held.revision = entry.revision or held.revision  # still ours: renew from that revision next round
-                return True
-            return False  # taken (and maybe given back) by another: it expired while we were away
-        self.mirror.apply(held.key, value, held.revision)
-        held.renewed = now_mono
-        return True
+                held.revision = await self._write(held.key, value, held.revision)
+            except jserr.KeyWrongLastSequenceError:
+                try:
+                    entry = await self.kv.get(held.key)
+                except jserr.KeyNotFoundError:
+                    held.renewed = float("inf")  # the limit was deleted (its slots purged): nothing to renew
+                    return True
+                current = _decode_permit(entry.value)
+                if current is not None and current.task == held.task and current.dispatcher == self.dispatcher:
+                    held.revision = entry.revision or held.revision  # still ours: renew from that revision next round
+                    return True
+                held.lost = True  # taken (and maybe given back) by another: it expired while we were away
+                return False
+            self.mirror.apply(held.key, value, held.revision)
+            held.renewed = now_mono
+            return True
 
     async def release(self, held: Held) -> None:
-        try:
-            revision = await self._write(held.key, b"", held.revision)
-            self.mirror.apply(held.key, b"", revision)
-        except jserr.KeyWrongLastSequenceError:
-            pass  # it expired and was taken: nothing of ours to give back
+        """Give the permit back (once); a lost one is not ours to write any more."""
+        async with held.lock:
+            if held.released:
+                return
+            held.released = True
+            if held.lost:
+                return
+            try:
+                revision = await self._write(held.key, b"", held.revision)
+                self.mirror.apply(held.key, b"", revision)
+            except jserr.KeyWrongLastSequenceError:
+                pass  # it expired and was taken: nothing of ours to give back
 
     async def take_token(self, spec: LimitSpec) -> int:
         """Start one attempt against ``spec``'s rate: 0 when allowed (and counted), else ns to wait.
@@ -322,11 +387,8 @@ async def permits_in_use(kv: KeyValue, spec: LimitSpec, now: int) -> int:
     """How many of ``spec``'s permit slots are held (not free, not expired) right now."""
     held = 0
     for entry in await _entries(kv, f"{_PERMIT}{spec.id}.*"):
-        try:
-            permit = _permit_decoder.decode(entry.value) if entry.value else None
-        except msgspec.DecodeError:
-            continue
-        if permit and permit.task and permit.expires > now and int(entry.key.rsplit(".", 1)[1]) < spec.concurrency:
+        permit, where = _decode_permit(entry.value), permit_slot(entry.key)
+        if permit and permit.task and permit.expires > now and where is not None and where[1] < spec.concurrency:
             held += 1
     return held
 

@@ -31,7 +31,7 @@ from nats.js.kv import KeyValue
 from prometheus_client import Counter, Gauge, Histogram
 
 from .limit_store import BUCKET, Held, LimitKV, LimitMirror, open_bucket
-from .limits import OVERLOAD_CODES, LimitSpec, hold_cap, matching, next_expiry, overflow_delay
+from .limits import OVERLOAD_CODES, LimitSpec, hold_cap, matching, next_expiry, overflow_delay, permit_expiry
 from .logs import RateLimitedLog
 from .states import AttemptOutcome, ItemAction
 
@@ -129,11 +129,14 @@ class Limiter:
         self._by_limit: dict[str, list[_Gate]] = {}
         self._matches: dict[tuple[str, str], list[LimitSpec]] = {}
         self._matches_version = -1
-        self._held: dict[str, Held] = {}
+        #: permits held by admissions here, until given back (a lost one too: see _renewer)
+        self._held: set[Held] = set()
         self._closing = False
         self._ready = anyio.Event()
         #: one info line every 10 s while tasks wait for limits (each task is logged at debug)
         self._throttling = RateLimitedLog(log, "tasks_throttled", every=10.0)
+        #: while the bucket cannot be written every held permit fails every round (0.2 s): one line a second
+        self._renew_failed = RateLimitedLog(log, "limit_renew_failed")
 
     async def run(self) -> None:
         """Follow the bucket and renew held permits until cancelled (run in the dispatcher's task group).
@@ -338,14 +341,13 @@ class Limiter:
                 if wait_ns:
                     await self.give_back(taken)
                     return None, wait_ns / _NS
-        for held in taken:
-            self._held[held.key] = held
+        self._held.update(taken)
         return Admission(self, taken, gate), 0.0
 
     async def give_back(self, permits: list[Held]) -> None:
         assert self._kv is not None or not permits
         for held in permits:
-            self._held.pop(held.key, None)
+            self._held.discard(held)
             try:
                 await self._kv.release(held)  # type: ignore[union-attr]
             except Exception as exc:  # noqa: BLE001 - unreleased, it expires with its lease
@@ -356,21 +358,32 @@ class Limiter:
                 gate.wake()
 
     async def _renewer(self) -> None:
-        """Renew every held permit a third of its lease after the last renewal; a lost one stops its attempt."""
+        """Renew every held permit a third of its lease after the last renewal; a lost one stops its attempt.
+
+        A permit can be lost before its attempt has started: the dispatcher was paused after taking it and before
+        sending the request. The stop then finds no attempt to stop, and the attempt, sent on waking, would run its
+        whole length without a permit, next to the one that took the slot over. So a lost permit stays listed and
+        its stop is repeated every round (0.2 s) until the admission gives it back (the attempt's outcome is
+        saved): an attempt started late is stopped within a round; stopping one that has ended does nothing.
+        """
         while True:
             await anyio.sleep(0.2)
             assert self._kv is not None
             now = time.monotonic()
-            for held in list(self._held.values()):
-                if now - held.renewed < held.lease / 3 or held.key not in self._held:
+            for held in list(self._held):
+                if held.lost:
+                    self._on_lost(held.task)
+                    continue
+                if now - held.renewed < held.lease / 3 or held not in self._held:
                     continue
                 try:
                     renewed = await self._kv.renew(held, now)
                 except Exception as exc:  # noqa: BLE001 - try again on the next round, well within the expiry
-                    log.warning("limit_renew_failed", permit=held.key, error=repr(exc))
+                    self._renew_failed.warning(permit=held.key, task_id=held.task, error=repr(exc),
+                                               hint="tried again every 0.2 s; the permit expires "
+                                                    f"{permit_expiry(held.lease):g}s after its last renewal")
                     continue
                 if not renewed:
-                    self._held.pop(held.key, None)
                     self.metrics.lost.inc()
                     log.warning("limit_permit_lost", task_id=held.task, permit=held.key,
                                 hint="the permit expired (this dispatcher was paused or cut off?) and was taken: "

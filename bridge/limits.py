@@ -26,8 +26,14 @@ from jetbridge.internal import ConfigError
 NS = 1_000_000_000
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _RATE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*/\s*(\d*)\s*([smh])")
-_PATTERN_RE = re.compile(r"[A-Za-z0-9_\-:.*?\[\]!]{1,200}")
-MAX_CONCURRENCY = 10_000
+_PATTERN_RE = re.compile(r"[A-Za-z0-9_\-:.*?\[\]!]+")
+MAX_PATTERN = 200
+MAX_CONCURRENCY, MAX_BURST, MAX_RATE = 10_000, 100_000, 1_000_000.0
+#: the slowest rate, one start a day: slower ones are mistakes, and their interval (1/rate in ns) overflows the GCRA
+#: arithmetic long before 0 (``1e-320/s`` is more than 0, its interval is infinite)
+MIN_RATE = 1 / 86_400
+#: the slowest rate a dispatcher applies from the bucket (an interval of 31 years)
+_MIN_STORED_RATE = 1e-9
 
 
 class LimitSpec(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -67,12 +73,16 @@ def parse_rate(text: str) -> float:
         raise ConfigError(f"--rate {text!r} is not a rate: write COUNT/UNIT, e.g. 100/s, 6000/m or 10/5s")
     count, every, unit = float(m.group(1)), float(m.group(2) or 1), _UNITS[m.group(3)]
     per_second = count / (every * unit) if every > 0 else 0.0
-    if not 0 < per_second <= 1_000_000:
+    if not 0 < per_second <= MAX_RATE:
         raise ConfigError(f"--rate {text!r} must be more than 0 and at most 1000000/s")
+    if per_second < MIN_RATE * (1 - 1e-9):
+        raise ConfigError(f"--rate {text!r} is less than one start a day: the slowest rate is 1/24h")
     return per_second
 
 
 def check_pattern(pattern: str, what: str) -> str:
+    if len(pattern) > MAX_PATTERN:
+        raise ConfigError(f"{what} {pattern[:20] + '...'!r} is {len(pattern)} characters long: at most {MAX_PATTERN}")
     if not _PATTERN_RE.fullmatch(pattern):
         raise ConfigError(f"{what} {pattern!r} must be a task type or fnmatch pattern of letters, digits and "
                           "_-:. with * ? [ ] (for example email:*)")
@@ -92,11 +102,46 @@ def make_spec(types: str, queues: str, concurrency: int | None, rate: str | None
         raise ConfigError("--burst only applies with --rate")
     if adaptive and rate is None:
         raise ConfigError("--adaptive only applies with --rate")
-    if burst is not None and not 1 <= burst <= 100_000:
-        raise ConfigError(f"--burst must be between 1 and 100000, got {burst}")
+    if burst is not None and not 1 <= burst <= MAX_BURST:
+        raise ConfigError(f"--burst must be between 1 and {MAX_BURST}, got {burst}")
     return LimitSpec(types=types, queues=queues, concurrency=concurrency or 0,
                      rate=parse_rate(rate) if rate is not None else 0.0, rate_text=(rate or "").replace(" ", ""),
                      burst=burst or 1, adaptive=adaptive)
+
+
+def stored_problem(spec: LimitSpec, key_id: str) -> str | None:
+    """Why a limit read from the bucket cannot be applied, or None.
+
+    ``limit set`` only stores checked limits, but the bucket is writable by hand (or by an older or newer
+    Jetbridge): a definition the dispatcher cannot apply exactly (a negative concurrency makes the permit scan
+    raise, a rate of ``1e-300`` overflows the GCRA interval, both for every task it matches) is ignored as a
+    whole rather than applied in part or allowed to stall the tasks it names.
+    """
+    for pattern in (spec.types, spec.queues):
+        if len(pattern) > MAX_PATTERN or not _PATTERN_RE.fullmatch(pattern):
+            return f"pattern {pattern[:40]!r} is not a task type or fnmatch pattern"
+    if key_id != spec.id:
+        return f"stored under id {key_id!r}, but its patterns give id {spec.id!r}"
+    if not (spec.concurrency or spec.rate):
+        return "it has neither a concurrency nor a rate"
+    if not 0 <= spec.concurrency <= MAX_CONCURRENCY:
+        return f"concurrency {spec.concurrency} is not between 1 and {MAX_CONCURRENCY}"
+    # slower than limit set allows (a limit stored by an older version stays in force), but not so slow that
+    # its interval overflows; NaN fails this too
+    if spec.rate and not _MIN_STORED_RATE <= spec.rate <= MAX_RATE:
+        return f"rate {spec.rate}/s is not between {_MIN_STORED_RATE}/s and {MAX_RATE:.0f}/s"
+    if not 1 <= spec.burst <= MAX_BURST:
+        return f"burst {spec.burst} is not between 1 and {MAX_BURST}"
+    return None
+
+
+def permit_slot(key: str) -> tuple[str, int] | None:
+    """``permit.<id>.<n>`` -> (id, n); None for a key of another shape (written by hand: ignored)."""
+    kind, _, rest = key.partition(".")
+    spec_id, _, slot = rest.partition(".")
+    if kind != "permit" or not spec_id or not slot.isascii() or not slot.isdigit():
+        return None
+    return spec_id, int(slot)
 
 
 def matching(specs: list[LimitSpec], queue: str, task_type: str) -> list[LimitSpec]:
@@ -216,7 +261,9 @@ def rate_factor(adapt: Adapt | None, now: int) -> float:
     (a halving from full rate is undone in 15 s)."""
     if adapt is None:
         return 1.0
-    return min(1.0, adapt.factor + max(0, now - adapt.at) / NS * RECOVERY_PER_S)
+    # never below MIN_FACTOR, whatever is stored: a hand-written factor of 0 would divide by zero, a negative one
+    # would never climb back
+    return min(1.0, max(MIN_FACTOR, adapt.factor + max(0, now - adapt.at) / NS * RECOVERY_PER_S))
 
 
 def lowered(adapt: Adapt | None, now: int) -> Adapt | None:
