@@ -241,7 +241,7 @@ class AttemptRunner:
     async def _ended_without_reply(self, attempt: Attempt, exc: BaseException, *, notify: bool = True) -> AttemptOutcome:
         task = attempt.task
         if isinstance(exc, nats.errors.NoRespondersError):
-            self._metrics.handler_available.labels(subject=attempt.subject).set(0)
+            self._metrics.handler_available.set(0, attempt.subject)
             return AttemptOutcome("no_handler", "no_handler",
                                   f"no handler online for task type {task.type} (subject {attempt.subject})")
         if isinstance(exc, AttemptAborted):

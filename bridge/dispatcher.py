@@ -272,7 +272,7 @@ class Dispatcher:
         assert self._tg is not None and msg.reply
         worker.inflight[msg.reply] = time.monotonic()
         self.busy.enter()
-        self.metrics.child(self.metrics.in_flight, worker.name).inc()
+        self.metrics.in_flight.inc(worker.name)
         self._items.spawn(self._process(worker, msg))
 
     def _on_due(self, msg: Msg) -> None:
@@ -288,7 +288,7 @@ class Dispatcher:
         finally:
             assert msg.reply
             worker.inflight.pop(msg.reply, None)
-            self.metrics.child(self.metrics.in_flight, worker.name).dec()
+            self.metrics.in_flight.dec(worker.name)
             self.busy.leave()
             if worker.pool is not None:
                 worker.pool.done(worker)
@@ -329,7 +329,7 @@ class Dispatcher:
             try:
                 if self.settings.active_events:
                     await self.settler.event(active)
-                self.metrics.child(self.metrics.tasks, worker.name, active.type, "active").inc()
+                self.metrics.tasks.inc(worker.name, active.type, "active")
                 if self.hooks is not None:
                     self.hooks.state_changed(worker.name, task, active, "attempt started")
             except BaseException:
@@ -503,7 +503,7 @@ class Dispatcher:
             attempt = Attempt(task=task, seq=seq, queue=worker.name, route=route, subject=subject, budget=budget,
                               lease=min(lease, budget) if lease is not None else None,
                               max_attempts=max_attempts(task, worker.limits))
-            self.metrics.child(self.metrics.attempts, worker.name, task.type).inc()
+            self.metrics.attempts.inc(worker.name, task.type)
             log.debug("attempt_started", task_id=task.id, queue=worker.name, type=task.type, attempt=task.tries,
                       subject=subject, budget_s=round(budget, 3))
             if self.tracing is not None:
@@ -517,12 +517,11 @@ class Dispatcher:
             if self.hooks is not None:
                 self.hooks.after_attempt(attempt, outcome, time.monotonic() - started)
             await self.limiter.observe(worker.name, task.type, outcome)  # adaptive limits: handlers push back
-            self.metrics.child(self.metrics.attempt_duration, worker.name, task.type, outcome.kind).observe(
-                time.monotonic() - started)
+            self.metrics.attempt_duration.observe(time.monotonic() - started, worker.name, task.type, outcome.kind)
             if outcome.kind == "no_handler":
                 self.presence.absent(subject)
             else:
-                self.metrics.child(self.metrics.handler_available, subject).set(1)
+                self.metrics.handler_available.set(1, subject)
             async with attempt.lock:
                 task, seq = attempt.task, attempt.seq
                 decision = on_outcome(task, outcome, now_ns(), worker.limits)

@@ -80,9 +80,9 @@ class Settler:
             if self.hooks is not None:
                 self.hooks.state_changed(worker.name, task, new, decision.reason)
             await dlq.announce(self.nc, self.metrics.registry, new)
-            self.metrics.child(self.metrics.tasks, worker.name, new.type, new.state).inc()
+            self.metrics.tasks.inc(worker.name, new.type, new.state)
             if decision.state is TaskState.RETRY:
-                self.metrics.child(self.metrics.retries, worker.name, new.type).inc()
+                self.metrics.retries.inc(worker.name, new.type)
             level = "debug" if decision.state in (TaskState.COMPLETE, TaskState.RETRY) else "info"
             getattr(log, level)("task_state", task_id=new.id, queue=worker.name, type=new.type, attempt=new.tries,
                                 from_state=task.state, to_state=new.state, reason=decision.reason,

@@ -314,7 +314,7 @@ async def test_scheduled_retry_comes_back_on_time(h: Harness) -> None:
 
     async with h.dispatcher() as d, h.service({"sched": fail_once}):
         record = await h.run("sched")
-        assert d.metrics.child(d.metrics.retries, h.queue, "sched")._value.get() == 1
+        assert d.metrics.retries.get(h.queue, "sched") == 1
     assert record.state == "complete" and record.tries == 2
     assert 1.5 <= times[1] - times[0] < 4.0  # schedules have one-second precision
 
