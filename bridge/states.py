@@ -108,8 +108,10 @@ class AttemptOutcome:
 
 def max_attempts(task: TaskRecord, limits: Limits) -> int:
     """The attempts a task gets: its own ``max_tries`` capped by the queue's; 0 means no limit."""
-    bounds = [n for n in (task.max_tries, limits.queue_max_tries) if n > 0]
-    return min(bounds) if bounds else 0
+    own, queue = task.max_tries, limits.queue_max_tries
+    if own > 0 and queue > 0:
+        return min(own, queue)
+    return max(own, queue, 0)
 
 
 @dataclass(frozen=True, slots=True)

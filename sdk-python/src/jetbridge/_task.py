@@ -48,6 +48,9 @@ class TaskState(StrEnum):
         return self in TERMINAL_STATES
 
 
+_STATES: dict[str, TaskState] = {state.value: state for state in TaskState}
+
+
 TERMINAL_STATES = frozenset(
     {TaskState.COMPLETE, TaskState.EXPIRED, TaskState.TERMINATED, TaskState.QUEUE_ERROR, TaskState.UNREACHABLE}
 )
@@ -136,10 +139,10 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     @property
     def task_state(self) -> TaskState:
-        try:
-            return TaskState(self.state)
-        except ValueError:
+        found = _STATES.get(self.state)  # a dict, not TaskState(...): an enum call is a few us, read often per task
+        if found is None:
             return TaskState.NEW if self.state == "" else TaskState.TERMINATED
+        return found
 
     @property
     def created_ns(self) -> int:
