@@ -14,6 +14,7 @@ import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import nats.errors
@@ -40,8 +41,12 @@ from .metrics import Metrics
 from .routes import Route
 from .states import AttemptOutcome
 from .tracing import request_traceparent
+from .wheel import TimerWheel
 
 log = structlog.get_logger("jetbridge.attempt")
+
+#: watchdogs share one timer: each fires at most this late (a lease is seconds)
+WATCHDOG_TICK = 0.01
 
 
 _TOKEN_BYTES = 12
@@ -99,7 +104,8 @@ class Attempt:
     progress: float | None = None
     progress_message: str = ""
     progress_dirty: bool = False
-    watchdog: asyncio.TimerHandle | None = None
+    #: the watchdog's slot in the runner's timer wheel, while one is armed
+    watchdog: int | None = None
     #: serialises saves of this attempt's task (progress and the outcome)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: tracing (bridge/tracing.py): the attempt's open span and the traceparent sent to the handler
@@ -129,6 +135,7 @@ class AttemptRunner:
         # "_" is no token (tokens are 16 characters): the anchor subject never gets a heartbeat
         self._beats = SharedSubscriptions(nc, f"{self._hb_prefix}._", self._on_heartbeat)
         self._stale_replies = RateLimitedLog(log, "stale_reply")
+        self._watchdogs = TimerWheel(WATCHDOG_TICK)
 
     async def start(self) -> None:
         await self._requester.start()
@@ -137,6 +144,7 @@ class AttemptRunner:
     async def close(self) -> None:
         await self._beats.close()
         await self._requester.close()
+        self._watchdogs.close()
 
     def attempt_for(self, task_id: str) -> Attempt | None:
         """The attempt of ``task_id`` this dispatcher holds: from its start until its outcome is settled."""
@@ -167,7 +175,8 @@ class AttemptRunner:
             return await self._run_v1(attempt)
         finally:
             if attempt.watchdog is not None:
-                attempt.watchdog.cancel()
+                self._watchdogs.remove(attempt.token, attempt.watchdog)
+                attempt.watchdog = None
             if beats is not None:
                 await self._beats.remove(beats)
             self.running.pop(attempt.token, None)
@@ -276,13 +285,13 @@ class AttemptRunner:
             pass
 
     def _arm_watchdog(self, attempt: Attempt, delay: float) -> None:
-        loop = asyncio.get_running_loop()
-        attempt.watchdog = loop.call_later(delay, self._check_lease, attempt)
+        attempt.watchdog = self._watchdogs.add(attempt.token, delay, partial(self._check_lease, attempt))
 
     def _check_lease(self, attempt: Attempt) -> None:
         """The watchdog: the attempt's budget is spent (a timeout, as the request's own timer would say), or its
         handler has been silent for a lease (lost); else look again when either can next happen."""
         assert attempt.lease is not None
+        attempt.watchdog = None  # the wheel has let go of it
         now = time.monotonic()
         left = attempt.budget - (now - attempt.started)
         if left <= 0:

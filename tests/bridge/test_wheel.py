@@ -1,0 +1,73 @@
+"""The watchdogs' timer wheel: never early, removed callbacks never run, one loop timer however many are armed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.wheel import TimerWheel
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_callbacks_run_once_each_not_before_their_time_and_removed_ones_never() -> None:
+    loop = asyncio.get_running_loop()
+    wheel = TimerWheel(tick=0.01)
+    ran: dict[str, float] = {}
+    armed_at = loop.time()
+    delays = {f"k{i}": (i % 7) * 0.013 for i in range(60)}
+    slots = {key: wheel.add(key, delay, lambda key=key: ran.setdefault(key, loop.time())) for key, delay in delays.items()}
+    removed = {key for i, key in enumerate(delays) if i % 3 == 0}
+    for key in removed:
+        wheel.remove(key, slots[key])
+    everything = asyncio.Event()
+    wheel.add("last", 0.1, everything.set)
+    await asyncio.wait_for(everything.wait(), 10)
+    assert set(ran) == set(delays) - removed
+    for key, at in ran.items():
+        assert at >= armed_at + delays[key], f"{key} ran {armed_at + delays[key] - at:.4f}s early"
+    assert len(wheel) == 0
+
+
+async def test_a_callback_can_arm_again_and_the_wheel_keeps_one_timer() -> None:
+    wheel = TimerWheel(tick=0.005)
+    fired: list[int] = []
+    done = asyncio.Event()
+
+    def again() -> None:
+        fired.append(1)
+        if len(fired) < 5:
+            wheel.add("w", 0.001, again)
+        else:
+            done.set()
+
+    wheel.add("w", 0.0, again)
+    for i in range(100):  # many far slots: still one loop timer, for the earliest
+        wheel.add(f"far{i}", 60 + i, lambda: None)
+    await asyncio.wait_for(done.wait(), 10)
+    assert len(fired) == 5
+    scheduled = [h for h in asyncio.get_running_loop()._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+    assert sum(1 for h in scheduled if getattr(h, "_callback", None) == wheel._fire) == 1
+    wheel.close()
+    assert len(wheel) == 0
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.booleans()), min_size=1, max_size=30))
+def test_any_mix_of_adds_and_removes(plan: list[tuple[int, bool]]) -> None:
+    async def run() -> None:
+        wheel = TimerWheel(tick=0.002)
+        ran: list[int] = []
+        for i, (ticks, remove) in enumerate(plan):
+            slot = wheel.add(i, ticks * 0.002, lambda i=i: ran.append(i))
+            if remove:
+                wheel.remove(i, slot)
+        end = asyncio.Event()
+        wheel.add("end", 0.02, end.set)
+        await asyncio.wait_for(end.wait(), 10)
+        assert sorted(ran) == [i for i, (_, remove) in enumerate(plan) if not remove]
+
+    asyncio.run(run())
