@@ -45,7 +45,8 @@ from .wheel import TimerWheel
 
 log = structlog.get_logger("jetbridge.attempt")
 
-#: watchdogs share one timer: each fires at most this late (a lease is seconds)
+#: watchdogs share one timer wheel with slots this long: one may wake up to a tick early, sees what is left of
+#: its lease or budget and arms again for exactly that (bridge/wheel.py)
 WATCHDOG_TICK = 0.01
 
 
@@ -104,8 +105,6 @@ class Attempt:
     progress: float | None = None
     progress_message: str = ""
     progress_dirty: bool = False
-    #: the watchdog's slot in the runner's timer wheel, while one is armed
-    watchdog: int | None = None
     #: serialises saves of this attempt's task (progress and the outcome)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: tracing (bridge/tracing.py): the attempt's open span and the traceparent sent to the handler
@@ -165,7 +164,7 @@ class AttemptRunner:
         self._by_task[attempt.task.id] = attempt
         beats: int | None = None
         if attempt.lease is not None:
-            # one timer per attempt: the watchdog also ends it when its budget is spent (the request has none)
+            # one watchdog per attempt: it also ends the attempt when its budget is spent (the request has none)
             self._arm_watchdog(attempt, min(attempt.lease + self.first_contact_grace, attempt.budget))
         try:
             if attempt.route.mode == "asyncjobs":
@@ -174,9 +173,8 @@ class AttemptRunner:
                 beats = await self._beats.add(self.heartbeat_subject(attempt))
             return await self._run_v1(attempt)
         finally:
-            if attempt.watchdog is not None:
-                self._watchdogs.remove(attempt.token, attempt.watchdog)
-                attempt.watchdog = None
+            if attempt.lease is not None:
+                self._watchdogs.remove(attempt.token)
             if beats is not None:
                 await self._beats.remove(beats)
             self.running.pop(attempt.token, None)
@@ -285,14 +283,13 @@ class AttemptRunner:
             pass
 
     def _arm_watchdog(self, attempt: Attempt, delay: float) -> None:
-        attempt.watchdog = self._watchdogs.add(attempt.token, delay, partial(self._check_lease, attempt))
+        self._watchdogs.add(attempt.token, delay, partial(self._check_lease, attempt))
 
     def _check_lease(self, attempt: Attempt) -> None:
         """The watchdog: the attempt's budget is spent (a timeout, as the request's own timer would say), or its
         handler has been silent for a lease (lost); else look again when either can next happen."""
         assert attempt.lease is not None
-        attempt.watchdog = None  # the wheel has let go of it
-        now = time.monotonic()
+        now = time.monotonic()  # the wheel may run this up to a tick early: what is left is armed again
         left = attempt.budget - (now - attempt.started)
         if left <= 0:
             if not self._requester.abort(attempt.token, nats.errors.TimeoutError()) and attempt.token in self.running:
