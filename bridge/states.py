@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -66,9 +66,12 @@ class Limits:
     schedule_threshold: float = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The changes to make to a task, and what to do with its work item after saving them."""
+class Decision(msgspec.Struct, frozen=True):
+    """The changes to make to a task, and what to do with its work item after saving them.
+
+    Decisions and outcomes are frozen msgspec Structs rather than frozen dataclasses: a few are made per task, and a
+    frozen dataclass's ``__init__`` (an ``object.__setattr__`` per field) takes about 1 us, a Struct's 0.05 us.
+    """
 
     action: ItemAction
     state: TaskState | None = None
@@ -92,8 +95,7 @@ OutcomeKind = Literal[
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptOutcome:
+class AttemptOutcome(msgspec.Struct, frozen=True):
     """How an attempt ended, as the dispatcher saw it."""
 
     kind: OutcomeKind
@@ -103,7 +105,7 @@ class AttemptOutcome:
     result: Any = None
     result_encoding: str = ""
     content_type: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 def max_attempts(task: TaskRecord, limits: Limits) -> int:

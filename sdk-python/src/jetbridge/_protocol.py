@@ -305,8 +305,7 @@ def _header_safe(text: str) -> str:
     return " ".join(text.split())[:1024] or "error"
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True):
     """What the dispatcher makes of a reply (SPEC §4.1)."""
 
     kind: Literal["complete", "retry", "terminate", "protocol_error"]
