@@ -6,6 +6,7 @@ keeping them here makes that compatibility reviewable on one screen.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import msgspec
@@ -68,6 +69,17 @@ H_SCHEDULE_TARGET = "Nats-Schedule-Target"
 def is_valid_name(name: object) -> bool:
     """True when ``name`` can be a task id, task type or queue name."""
     return isinstance(name, str) and 0 < len(name) <= MAX_NAME_LENGTH and _NAME_RE.fullmatch(name) is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_valid_label(name: str) -> bool:
+    return is_valid_name(name)
+
+
+def is_valid_label(name: object) -> bool:
+    """:func:`is_valid_name` for names that repeat (task types, queue names): remembered, where ids would only
+    crowd the memory out."""
+    return isinstance(name, str) and _is_valid_label(name)
 
 
 def task_subject(task_id: str) -> str:

@@ -191,7 +191,7 @@ class Producer:
         :class:`PayloadTooLargeError` for what cannot be enqueued."""
         queue = spec.queue or self.queue
         for label, value in (("task type", spec.type), ("queue name", queue)):
-            if not names.is_valid_name(value):
+            if not names.is_valid_label(value):
                 raise ConfigError(f"{label} {value!r} is invalid: use 1-256 letters, digits, '_', '-' and ':'")
         if spec.task_id is not None and not names.is_valid_name(spec.task_id):
             raise ConfigError(f"task id {spec.task_id!r} is invalid: use 1-256 letters, digits, '_', '-' and ':'")
