@@ -455,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         f.write(text + "\n")
     print(text)
     for key, goal in out["ratios"].items():
-        log(f"ratio  {'MET ' if goal['met'] else 'MISS'} {key}: {goal.get('value')} (goal {goal.get('goal')})")
+        said = f"{goal['value']} (goal {goal['goal']})" if "value" in goal else goal["how"]
+        log(f"ratio  {'MET ' if goal['met'] else 'MISS'} {key}: {said}")
     for row in out["targets"]:
         log(f"target {'MET ' if row['met'] else 'MISS'} {row['target']}: {row['measured']} "
             f"(best run {row['best_run']}; goal {row['goal']})")
