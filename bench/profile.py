@@ -14,6 +14,8 @@ from typing import Any
 
 #: where a leaf frame's file puts its time; the first matching prefix wins
 AREAS = (
+    ("jetbridge/_fastread.py", "jetbridge wire path (_fastread, _fastwrite: nats-py's parse and publish, redone)"),
+    ("jetbridge/_fastwrite.py", "jetbridge wire path (_fastread, _fastwrite: nats-py's parse and publish, redone)"),
     ("jetbridge/", "jetbridge SDK (store, requester, protocol, events)"),
     ("bridge/", "bridge (dispatcher)"),
     ("nats/", "nats-py client"),
@@ -94,20 +96,27 @@ STEPS = {
     "attempt: AttemptRunner.run (build the request, request, read the reply)":
         ["AttemptRunner.run (bridge/attempts.py)"],
     "ack: Settler.item": ["Settler.item (bridge/settle.py)"],
-    "metrics: prometheus_client": ["MetricWrapperBase.labels (prometheus_client/metrics.py)",
+    "metrics: prometheus_client": ["Tally.inc (bridge/tally.py)", "Tally.dec (bridge/tally.py)",
+                                   "Tally.set (bridge/tally.py)", "TallyHistogram.observe (bridge/tally.py)",
+                                   "MetricWrapperBase.labels (prometheus_client/metrics.py)",
                                    "Counter.inc (prometheus_client/metrics.py)",
                                    "Gauge.inc (prometheus_client/metrics.py)", "Gauge.dec (prometheus_client/metrics.py)",
                                    "Histogram.observe (prometheus_client/metrics.py)",
                                    "Gauge.set (prometheus_client/metrics.py)"],
     "replies: Requester._on_reply (futures resolved)": ["Requester._on_reply (jetbridge/_requester.py)"],
     "nats-py: read loop (parse, headers, hand to subscriptions)": ["Client._read_loop (nats/aio/client.py)"],
+    # with the fast wire path the read loop runs jetbridge._fastread.FastParser, which calls the lanes (intake,
+    # replies) in the loop: this row then includes them
     "nats-py: subscription callback tasks (include intake and replies)":
         ["Subscription._wait_for_msgs (nats/aio/subscription.py)"],
     "nats-py: publish (build PUB/HPUB, headers; inside the steps above)": ["Client.publish (nats/aio/client.py)",
                                                                            "publish_nowait (jetbridge/_fastwrite.py)"],
     "nats-py: flusher (socket writes)": ["Client._flusher (nats/aio/client.py)"],
-    # per-request and watchdog timers (call_later), and the requester's shared one (Requester._arm, call_at)
+    # per-request and watchdog timers (call_later), the requester's shared one (Requester._arm, call_at and its
+    # FIFOs), and the watchdogs' timer wheel
     "timers: call_later, Requester._arm (requests, attempt watchdogs)": [
-        "BaseEventLoop.call_later (asyncio/base_events.py)", "Requester._arm (jetbridge/_requester.py)"],
+        "BaseEventLoop.call_later (asyncio/base_events.py)", "Requester._arm (jetbridge/_requester.py)",
+        "Requester._expire_after (jetbridge/_requester.py)", "Requester._sweep (jetbridge/_requester.py)",
+        "TimerWheel.add (bridge/wheel.py)", "TimerWheel.remove (bridge/wheel.py)", "TimerWheel._fire (bridge/wheel.py)"],
     "random ids: secrets (event ids, attempt tokens)": ["token_bytes (secrets.py)"],
 }
