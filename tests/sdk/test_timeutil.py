@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
-
 from jetbridge._timeutil import NS, format_ms, format_ns, parse_ns
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
