@@ -87,9 +87,6 @@ class TallyHistogram:
         row[bisect.bisect_left(self.bounds, value)] += 1  # a bucket counts values <= its bound
         self.sums[labels] += value
 
-    def count(self, *labels: str) -> int:
-        return sum(self.rows.get(labels, ()))
-
     def family(self) -> Metric:
         histogram = HistogramMetricFamily(self.name, self.doc, labels=self.label_names)
         for labels, row in list(self.rows.items()):

@@ -91,7 +91,10 @@ class TimerWheel:
             for key, callback in slots.pop(number).items():  # a callback's add() never lands in this slot
                 if where.get(key) == number:  # not removed (or armed again) by an earlier callback
                     del where[key]
-                    callback()
+                    try:
+                        callback()
+                    except Exception as exc:  # noqa: BLE001 - one failing watchdog must not stop the others
+                        loop.call_exception_handler({"message": "timer wheel callback failed", "exception": exc})
         while order and not slots[order[0]]:  # slots emptied by remove(): no timer for them
             del slots[heapq.heappop(order)]
         if order:

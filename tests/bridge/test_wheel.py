@@ -89,3 +89,26 @@ def test_any_mix_of_adds_and_removes(plan: list[tuple[int, bool]]) -> None:
         assert len(wheel) == 0
 
     asyncio.run(run())
+
+
+async def test_a_failing_callback_does_not_stop_the_others() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        wheel = TimerWheel(tick=TICK)
+        ran: list[str] = []
+        done = asyncio.Event()
+
+        def fail() -> None:
+            raise RuntimeError("boom")
+
+        wheel.add("a", TICK, fail)
+        wheel.add("b", TICK, lambda: ran.append("b"))
+        wheel.add("c", 3 * TICK, lambda: ran.append("c"))
+        wheel.add("end", 5 * TICK, done.set)
+        await asyncio.wait_for(done.wait(), 10)
+    finally:
+        loop.set_exception_handler(None)
+    assert ran == ["b", "c"]
+    assert [(c["message"], str(c["exception"])) for c in reported] == [("timer wheel callback failed", "boom")]

@@ -78,8 +78,9 @@ def _is_valid_label(name: str) -> bool:
 
 def is_valid_label(name: object) -> bool:
     """:func:`is_valid_name` for names that repeat (task types, queue names): remembered, where ids would only
-    crowd the memory out."""
-    return isinstance(name, str) and _is_valid_label(name)
+    crowd the memory out. Only names short enough to be valid are remembered (an API caller's megabyte-long
+    type is refused without being kept)."""
+    return isinstance(name, str) and len(name) <= MAX_NAME_LENGTH and _is_valid_label(name)
 
 
 def task_subject(task_id: str) -> str:
