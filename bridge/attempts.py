@@ -13,6 +13,7 @@ import base64
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -110,6 +111,8 @@ class Attempt:
     #: tracing (bridge/tracing.py): the attempt's open span and the traceparent sent to the handler
     span: Any = None
     traceparent: str = ""
+    #: global limits (bridge/limiter.py): whether its permits are still held, asked right before it is sent
+    permitted: Callable[[], bool] | None = None
 
 
 class AttemptRunner:
@@ -203,6 +206,8 @@ class AttemptRunner:
 
     async def _run_v1(self, attempt: Attempt) -> AttemptOutcome:
         request = self._request(attempt)
+        if attempt.permitted is not None and not attempt.permitted():
+            return _permit_gone(attempt)
         try:
             reply = await self._requester.request(
                 attempt.subject, proto.encode_request(request), headers=proto.request_headers(request),
@@ -232,6 +237,8 @@ class AttemptRunner:
         deadline = now_ns() + int(attempt.budget * NS)
         headers = {names.H_AJ_CONTENT_TYPE: names.AJ_TASK_CONTENT_TYPE,
                    names.H_AJ_DEADLINE: format_ns(deadline - 2 * NS, digits=0)}
+        if attempt.permitted is not None and not attempt.permitted():
+            return _permit_gone(attempt)
         try:
             reply = await self._requester.request(attempt.subject, encode_task(attempt.task), headers=headers,
                                                   timeout=attempt.budget, token=attempt.token)
@@ -334,6 +341,16 @@ class AttemptRunner:
         task_id = self._finished.get(token) or (msg.headers or {}).get(names.H_TASK_ID)
         self._stale_replies.info(task_id=task_id, token=token,
                                  why="the attempt had already ended; the reply is not stored")
+
+
+def _permit_gone(attempt: Attempt) -> AttemptOutcome:
+    """An attempt not sent: its global limit permit expired first (the dispatcher was paused) and may be another's
+    now. It ends as a lost attempt would (its try is spent, the retry policy applies); it never reached a handler."""
+    log.warning("attempt_not_sent", task_id=attempt.task.id, queue=attempt.queue, type=attempt.task.type,
+                attempt=attempt.task.tries, hint="its global limit permit expired before it was sent (was this "
+                                                 "dispatcher paused?): not sent, retried under a new permit")
+    return AttemptOutcome("lost", "handler_lost", f"attempt {attempt.task.tries} not sent: its global limit permit "
+                                                  "expired first (was this dispatcher paused?)")
 
 
 _ABORT_OUTCOMES = {"lost": "lost", "operator": "cancelled", "shutdown": "shutdown", "deadline": "deadline",

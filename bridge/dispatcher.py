@@ -42,7 +42,7 @@ from .announce import announce
 from .attempts import Attempt, AttemptRunner
 from .history import record_attempt
 from .hooks import load_hooks
-from .limiter import Limiter
+from .limiter import Admission, Limiter
 from .logs import RateLimitedLog
 from .metrics import Metrics
 from .policy import parse_policy
@@ -318,11 +318,12 @@ class Dispatcher:
         if admission is None:
             return
         try:
-            await self._claim_and_run(worker, msg, task, seq)
+            await self._claim_and_run(worker, msg, task, seq, admission)
         finally:
             await admission.release()
 
-    async def _claim_and_run(self, worker: QueueWorker, msg: Msg, task: TaskRecord, seq: int) -> None:
+    async def _claim_and_run(self, worker: QueueWorker, msg: Msg, task: TaskRecord, seq: int,
+                             admission: Admission) -> None:
         claimed = await self._claim(worker, msg, task, seq)
         if claimed is not None:
             active, seq = claimed
@@ -335,7 +336,7 @@ class Dispatcher:
             except BaseException:
                 self.claims.end(active.id)
                 raise
-            await self._run_attempt(worker, msg, active, seq)  # ends the claim once the attempt is registered
+            await self._run_attempt(worker, msg, active, seq, admission)  # ends the claim once it is registered
 
     def _permit_lost(self, task_id: str) -> None:
         """A concurrency permit of a running attempt expired and was taken elsewhere: stop the attempt."""
@@ -489,7 +490,8 @@ class Dispatcher:
                 waiting += 1
         return Dependencies(waiting=waiting, results=results if task.load_dependencies else None)
 
-    async def _run_attempt(self, worker: QueueWorker, msg: Msg, task: TaskRecord, seq: int) -> None:
+    async def _run_attempt(self, worker: QueueWorker, msg: Msg, task: TaskRecord, seq: int,
+                           admission: Admission) -> None:
         """Run the attempt of a task this dispatcher has just claimed; ends the claim (see :class:`Claims`)."""
         assert msg.reply
         task_id, claimed, attempt = task.id, True, None
@@ -502,7 +504,8 @@ class Dispatcher:
             lease = worker.config.lease if (route.mode == "jetbridge" and route.heartbeats) else None
             attempt = Attempt(task=task, seq=seq, queue=worker.name, route=route, subject=subject, budget=budget,
                               lease=min(lease, budget) if lease is not None else None,
-                              max_attempts=max_attempts(task, worker.limits))
+                              max_attempts=max_attempts(task, worker.limits),
+                              permitted=admission.still_held if admission.permits else None)
             self.metrics.attempts.inc(worker.name, task.type)
             log.debug("attempt_started", task_id=task.id, queue=worker.name, type=task.type, attempt=task.tries,
                       subject=subject, budget_s=round(budget, 3))

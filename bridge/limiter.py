@@ -57,6 +57,18 @@ class Admission:
         self.gate = gate
         self.since = time.monotonic()
 
+    def still_held(self) -> bool:
+        """Whether every permit is surely still this dispatcher's, judged by its own clock: not found lost, and
+        renewed within its expiry less one lease. Asked right before an attempt is sent: a dispatcher paused after
+        taking its permits (SIGSTOP, a VM pause) may wake after they expired and were taken over; its renewals only
+        find that out on their next round, 0.2 s later, by which time the attempt would be running beside the new
+        holder's. The monotonic clock counts the pause."""
+        if not self.permits:
+            return True
+        now = time.monotonic()
+        return all(not held.lost and now - held.renewed < permit_expiry(held.lease) - held.lease
+                   for held in self.permits)
+
     async def release(self) -> None:
         if self.gate is not None:
             self.gate.held_for(time.monotonic() - self.since)
