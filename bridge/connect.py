@@ -19,7 +19,7 @@ from typing import Any
 import nats
 import nats.errors
 import structlog
-from jetbridge.internal import ConfigError, TransportError
+from jetbridge.internal import ConfigError, TransportError, harden
 from nats.aio.client import Client
 
 from .embedded import NatsServer, no_server_error, running_server, start_local_server, stop_local_server
@@ -230,6 +230,7 @@ async def connect(settings: Settings, **callbacks: Any) -> Client:
         raise exc
     nc = attempt.result()
     nc.options["max_reconnect_attempts"] = -1
+    harden(nc)  # a flush given up (a server paused for 2 s) must not end the read loop: see jetbridge._fastread
     connected = True
     return nc
 

@@ -207,3 +207,69 @@ async def test_the_fast_read_path_can_be_turned_off(nats_server: Any, monkeypatc
         assert got[0].data == b"x"
     finally:
         await plain.close()
+
+
+async def _deaf_after_a_given_up_flush(client: Client) -> bool:
+    """Whether ``client`` stops reading after a flush whose wait was given up: its PING's future is cancelled and
+    left queued, and the server's PONG then meets it. Closes ``client``."""
+    try:
+        async def echo(msg: Msg) -> None:
+            await msg.respond(b"ok")
+
+        await client.subscribe("echo.given-up", cb=echo)
+        given_up = asyncio.ensure_future(client.flush(timeout=5))
+        await asyncio.sleep(0)  # the PING is sent, its future queued
+        given_up.cancel()
+        try:
+            reply = await client.request("echo.given-up", b"x", timeout=3)
+        except Exception:  # noqa: BLE001 - no reply at all: the read loop has ended
+            return True
+        assert reply.data == b"ok"
+        await client.flush(timeout=3)  # later PINGs are still answered in order
+        return False
+    finally:
+        await client.close()
+
+
+async def _client(url: str, prepare: Any = None) -> Client:
+    import nats
+
+    client = await nats.connect(url)
+    if prepare is not None:
+        prepare(client)
+    return client
+
+
+async def test_a_given_up_flush_leaves_the_connection_reading(nats_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # nats-py as it is: the read loop ends (InvalidStateError), the connection stays "connected" and deaf
+    assert await _deaf_after_a_given_up_flush(await _client(nats_server.url))
+    # the fast path, and nats-py's own parser with the fast path off: both keep reading
+    assert not await _deaf_after_a_given_up_flush(await _client(nats_server.url, _fastread.install))
+    monkeypatch.setenv("JETBRIDGE_FAST_READ", "0")
+    assert not await _deaf_after_a_given_up_flush(await _client(nats_server.url, _fastread.install))
+
+
+async def test_the_dispatchers_and_handlers_connections_are_hardened(
+        nats_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``jetbridge``'s own connections (bridge.connect) and a Python handler service's survive a given-up flush,
+    with either parser."""
+    import jetbridge
+
+    from bridge.connect import connect
+    from bridge.settings import Settings
+
+    for fast in ("1", "0"):
+        monkeypatch.setenv("JETBRIDGE_FAST_READ", fast)
+        assert not await _deaf_after_a_given_up_flush(await connect(Settings(server=nats_server.url)))
+        client = await _client(nats_server.url)
+        service = jetbridge.Service(client, name="hardened")
+
+        @service.handler("noop")
+        async def noop(task: jetbridge.Task) -> None:
+            return None
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(service.run)
+            deaf = await _deaf_after_a_given_up_flush(client)
+            tg.cancel_scope.cancel()
+        assert not deaf

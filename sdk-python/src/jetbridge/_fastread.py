@@ -27,6 +27,7 @@ with nats-py's parser on generated streams and fails if a new version changes th
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -159,7 +160,7 @@ class FastParser(Parser):
         elif PING_RE.match(line):
             await nc._process_ping()
         elif PONG_RE.match(line):
-            await nc._process_pong()
+            await nc._process_pong()  # hardened by install(): see answer_pong
         elif (info := INFO_RE.match(line)) is not None:
             await nc._process_info(json.loads(info.groups()[0].decode()))
         else:
@@ -238,11 +239,41 @@ def _status_headers(nc: Client, headers: bytes) -> dict[str, str] | None:
     return None
 
 
+def answer_pong(nc: Client) -> None:
+    """A PONG answers the oldest PING: resolve its future, unless its wait was given up.
+
+    nats-py's ``_process_pong`` calls ``set_result`` on that future even when it was cancelled (a ``flush()`` that
+    timed out or whose caller was cancelled leaves it in ``_pongs``); the ``InvalidStateError`` then ends the read
+    loop for good, and the connection, still "connected", reads nothing until its pings go stale minutes later.
+    A slow server (a pause of over 2 s) during any flush was enough to make a dispatcher deaf.
+    """
+    client: Any = nc
+    pongs = client._pongs
+    if pongs:
+        future = pongs.pop(0)
+        if not future.done():
+            future.set_result(True)
+        client._pongs_received += 1
+        client._pings_outstanding = 0
+
+
+async def _process_pong(nc: Client) -> None:
+    answer_pong(nc)
+
+
+def harden(nc: Client) -> None:
+    """Make ``nc`` survive a given-up flush also when nats-py's own parser reads (the fast path off)."""
+    client: Any = nc
+    client._process_pong = functools.partial(_process_pong, nc)
+
+
 def install(nc: Client) -> FastParser | None:
-    """Use :class:`FastParser` on ``nc`` (once); None when turned off."""
+    """Use :class:`FastParser` on ``nc`` (once); None when turned off. Either way ``nc`` is hardened
+    (:func:`harden`)."""
     parser: Any = nc._ps
     if isinstance(parser, FastParser):
         return parser
+    harden(nc)
     if not enabled():
         return None
     fast = FastParser(nc, previous=parser)

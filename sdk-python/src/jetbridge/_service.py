@@ -30,6 +30,7 @@ from nats.micro.request import Request
 from . import _names as names
 from . import _protocol as proto
 from ._errors import ConfigError, ProtocolError, Retry, Terminate
+from ._fastread import harden
 from ._heartbeat import Heartbeats
 from ._inflight import InFlight
 from ._middleware import Chains, Middleware
@@ -202,6 +203,7 @@ class Service:
         """Serve until :meth:`stop`, then drain: take no new requests and let running attempts finish."""
         if not self._handlers:
             raise ConfigError("the service has no handlers: register one with @service.handler(TYPE)")
+        harden(self.nc)  # a flush given up must not end the connection's read loop (jetbridge._fastread)
         async with anyio.create_task_group() as tg:
             self._tg = tg
             self._micro = await nats.micro.add_service(

@@ -60,6 +60,7 @@ from ._events import (
 )
 from ._fastread import (
     drop_lane,
+    harden,
     subscribe_lane,
 )
 from ._fastwrite import (
@@ -178,6 +179,7 @@ __all__ = [
     "decode_state",
     "decode_task",
     "drop_lane",
+    "harden",
     "def_key",
     "due_of",
     "encode_task",
