@@ -170,10 +170,13 @@ class AttemptRunner:
             # one watchdog per attempt: it also ends the attempt when its budget is spent (the request has none)
             self._arm_watchdog(attempt, min(attempt.lease + self.first_contact_grace, attempt.budget))
         try:
+            if attempt.lease is not None:  # v1 with heartbeats only (an asyncjobs route has no lease)
+                beats = await self._beats.add(self.heartbeat_subject(attempt))
+            # the last await before the request is sent: from here it goes out without another
+            if attempt.permitted is not None and not attempt.permitted():
+                return _permit_gone(attempt)
             if attempt.route.mode == "asyncjobs":
                 return await self._run_asyncjobs(attempt)
-            if attempt.lease is not None:
-                beats = await self._beats.add(self.heartbeat_subject(attempt))
             return await self._run_v1(attempt)
         finally:
             if attempt.lease is not None:
@@ -206,8 +209,6 @@ class AttemptRunner:
 
     async def _run_v1(self, attempt: Attempt) -> AttemptOutcome:
         request = self._request(attempt)
-        if attempt.permitted is not None and not attempt.permitted():
-            return _permit_gone(attempt)
         try:
             reply = await self._requester.request(
                 attempt.subject, proto.encode_request(request), headers=proto.request_headers(request),
@@ -237,8 +238,6 @@ class AttemptRunner:
         deadline = now_ns() + int(attempt.budget * NS)
         headers = {names.H_AJ_CONTENT_TYPE: names.AJ_TASK_CONTENT_TYPE,
                    names.H_AJ_DEADLINE: format_ns(deadline - 2 * NS, digits=0)}
-        if attempt.permitted is not None and not attempt.permitted():
-            return _permit_gone(attempt)
         try:
             reply = await self._requester.request(attempt.subject, encode_task(attempt.task), headers=headers,
                                                   timeout=attempt.budget, token=attempt.token)

@@ -160,7 +160,7 @@ class FastParser(Parser):
         elif PING_RE.match(line):
             await nc._process_ping()
         elif PONG_RE.match(line):
-            await nc._process_pong()  # hardened by install(): see answer_pong
+            await nc._process_pong()  # hardened by install(): see _process_pong below
         elif (info := INFO_RE.match(line)) is not None:
             await nc._process_info(json.loads(info.groups()[0].decode()))
         else:
@@ -239,7 +239,7 @@ def _status_headers(nc: Client, headers: bytes) -> dict[str, str] | None:
     return None
 
 
-def answer_pong(nc: Client) -> None:
+async def _process_pong(nc: Client) -> None:
     """A PONG answers the oldest PING: resolve its future, unless its wait was given up.
 
     nats-py's ``_process_pong`` calls ``set_result`` on that future even when it was cancelled (a ``flush()`` that
@@ -257,12 +257,8 @@ def answer_pong(nc: Client) -> None:
         client._pings_outstanding = 0
 
 
-async def _process_pong(nc: Client) -> None:
-    answer_pong(nc)
-
-
 def harden(nc: Client) -> None:
-    """Make ``nc`` survive a given-up flush also when nats-py's own parser reads (the fast path off)."""
+    """Make ``nc`` survive a given-up flush (see :func:`_process_pong`), whichever parser reads."""
     client: Any = nc
     client._process_pong = functools.partial(_process_pong, nc)
 
