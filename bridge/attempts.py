@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from jetbridge.internal import (
     MS,
     NS,
     ProtocolError,
+    RandomPool,
     Requester,
     TaskRecord,
     encode_task,
@@ -51,25 +51,18 @@ log = structlog.get_logger("jetbridge.attempt")
 WATCHDOG_TICK = 0.01
 
 
-_TOKEN_BYTES = 12
-_POOL_TOKENS = 256
-_pool = b""
-_pool_at = 0
+#: attempt tokens' bytes
+_random = RandomPool()
 
 
 def new_token() -> str:
     """96 bits from the operating system's CSPRNG, URL-safe base64 (16 characters): unguessable per attempt.
 
     A handler that served one attempt must not be able to predict the next token and forge its heartbeats. Every
-    token is 12 fresh bytes of ``secrets.token_bytes`` (``os.urandom``); they are drawn 256 tokens at a time, one
-    system call instead of one per attempt, and no byte is ever used twice.
+    token is 12 fresh bytes of ``secrets.token_bytes`` (``os.urandom``); they are drawn in bulk, one system call
+    for hundreds of attempts, and no byte is ever used twice, also after a fork (jetbridge._random).
     """
-    global _pool, _pool_at
-    if _pool_at >= len(_pool):
-        _pool, _pool_at = secrets.token_bytes(_TOKEN_BYTES * _POOL_TOKENS), 0
-    raw = _pool[_pool_at:_pool_at + _TOKEN_BYTES]
-    _pool_at += _TOKEN_BYTES
-    return base64.urlsafe_b64encode(raw).decode()
+    return base64.urlsafe_b64encode(_random.take(12)).decode()
 
 
 class AttemptAborted(Exception):

@@ -9,8 +9,9 @@ pairs. ``tests/sdk/test_ksuid.py`` checks the result against svix-ksuid on rando
 
 from __future__ import annotations
 
-import secrets
 import time
+
+from ._random import RandomPool
 
 EPOCH = 1_400_000_000
 _DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -30,22 +31,15 @@ def encode(raw: bytes) -> str:
     return "".join(out)[1:]
 
 
-_RANDOM_BYTES = 16
-_POOL_IDS = 256
-_pool = b""
-_pool_at = 0
+#: the random part of every id (16 bytes each)
+_random = RandomPool()
 
 
 def new_ksuid(now: float | None = None) -> str:
     """A new KSUID for the current second (or ``now``, a Unix time), with 128 bits from the system's CSPRNG.
 
-    The random bytes are drawn 256 ids at a time (one system call instead of one per id: a few per cent of
+    The random bytes come from a pool (:mod:`._random`: one system call for many ids, a few per cent of
     ``enqueue_many``'s CPU); no byte is used twice.
     """
-    global _pool, _pool_at
-    if _pool_at >= len(_pool):
-        _pool, _pool_at = secrets.token_bytes(_RANDOM_BYTES * _POOL_IDS), 0
-    random = _pool[_pool_at:_pool_at + _RANDOM_BYTES]
-    _pool_at += _RANDOM_BYTES
     seconds = int(time.time() if now is None else now) - EPOCH
-    return encode(seconds.to_bytes(4, "big") + random)
+    return encode(seconds.to_bytes(4, "big") + _random.take(16))

@@ -25,6 +25,7 @@ What is here, by the private module that owns it:
 - schedules and delays (``_schedule``, ``_cron``, ``_delay``): the stored schedule documents and the cron rules the
   scheduler fires;
 - time (``_timeutil``): the RFC 3339 nanosecond timestamps of the asyncjobs layout;
+- random bytes (``_random``): CSPRNG bytes drawn in bulk, never reused, also across a fork (attempt tokens);
 - errors (``_errors``): the SDK's error classes, including the ones not exported publicly.
 """
 
@@ -80,6 +81,9 @@ from ._producer import (
 from ._protocol import (
     JSON_CONTENT_TYPE,
     Bytes,
+)
+from ._random import (
+    RandomPool,
 )
 from ._requester import (
     Requester,
@@ -157,6 +161,7 @@ __all__ = [
     "ProtocolError",
     "QueueFullError",
     "QueueNotFoundError",
+    "RandomPool",
     "Requester",
     "ScheduleDoc",
     "ScheduleState",
