@@ -1,9 +1,11 @@
-"""Random bytes drawn in bulk: each byte handed out once, in this process and in a child forked from it."""
+"""Random bytes drawn in bulk: each byte handed out once, in this process and in a child forked from it; event ids
+unique across a fork too."""
 
 from __future__ import annotations
 
 import os
 
+from jetbridge._events import _new_event_id
 from jetbridge._ksuid import new_ksuid
 from jetbridge._random import RandomPool
 
@@ -35,7 +37,7 @@ def _in_child(make: object) -> str:
 
 
 def test_a_forked_child_never_hands_out_its_parents_next_ids_or_tokens() -> None:
-    for make in (new_ksuid, new_token):
+    for make in (new_ksuid, new_token, _new_event_id):
         make()  # the pool now holds bytes the parent has yet to use
         child = _in_child(make)
         parent_next = [make() for _ in range(300)]  # past the rest of the parent's pool

@@ -9,6 +9,7 @@ event and nothing reads the id but as a unique string.
 from __future__ import annotations
 
 import itertools
+import os
 import secrets
 
 import msgspec
@@ -35,6 +36,15 @@ class TaskStateEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 _EVENT_PREFIX = secrets.token_hex(6)
 _event_counter = itertools.count(1)
+
+
+def _new_prefix() -> None:
+    """A forked child gets a prefix of its own: with its parent's, both would number the same ids."""
+    global _EVENT_PREFIX, _event_counter
+    _EVENT_PREFIX, _event_counter = secrets.token_hex(6), itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_prefix)
 
 
 def _new_event_id() -> str:
