@@ -4,6 +4,7 @@ timer however many are armed."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -112,3 +113,40 @@ async def test_a_failing_callback_does_not_stop_the_others() -> None:
         loop.set_exception_handler(None)
     assert ran == ["b", "c"]
     assert [(c["message"], str(c["exception"])) for c in reported] == [("timer wheel callback failed", "boom")]
+
+
+async def test_a_watchdog_woken_early_arms_again_and_ends_a_silent_attempt_only_once_its_lease_is_up(nc: Any) -> None:
+    """The wheel may wake a watchdog up to a tick early. Woken early (here: called at once), it must not call a
+    live attempt lost (a retry beside a handler still running); it ends the silent attempt once the lease and the
+    first-contact grace have passed, not before."""
+    from jetbridge._task import new_task
+    from jetbridge.internal import now_ns
+
+    from bridge.attempts import Attempt, AttemptAborted, AttemptRunner
+    from bridge.metrics import Metrics
+    from bridge.routes import default_route
+
+    runner = AttemptRunner(nc, dispatcher_id="wheeltest", metrics=Metrics(), first_contact_grace=0.2)
+    await runner.start()
+    await nc.subscribe("wheeltest.silent", cb=_ignore)  # a handler that takes the request and never answers
+    task = new_task(task_id="t1", task_type="silent", queue="Q", payload=None, content_type="", max_tries=1,
+                    created_ns=now_ns(), deadline_ns=None)
+    attempt = Attempt(task=task, seq=1, queue="Q", route=default_route(), subject="wheeltest.silent", budget=30.0,
+                      lease=0.3)
+    runner.running[attempt.token] = attempt
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    waiting = asyncio.ensure_future(runner._requester.request("wheeltest.silent", b"{}", timeout=None,
+                                                              token=attempt.token))
+    await asyncio.sleep(0)
+    runner._check_lease(attempt)  # an early wake, well before lease + grace (0.5 s)
+    with pytest.raises(AttemptAborted) as ended:
+        await asyncio.wait_for(waiting, 10)
+    assert ended.value.reason == "lost"
+    assert loop.time() - started >= 0.5 - 0.05  # the lease and the grace, less the monotonic clocks' difference
+    runner.running.pop(attempt.token)
+    await runner.close()
+
+
+async def _ignore(msg: Any) -> None:
+    return None
